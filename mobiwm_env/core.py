@@ -1,0 +1,289 @@
+"""``LoadBalanceCore``: the batched state machine behind the single and the vector env.
+
+All state is ``[E, ...]`` arrays (``E`` envs, ``N`` scenario cells, ``M`` = ``max_cells`` ≥
+``N`` in the spaces); one ``step`` is one backend call for all envs, no per-env Python loop.
+
+Episode start (``reset``), for each reset env, everything drawn from that env's generator:
+
+1. start slot: ``options["start_slot"]`` or uniform over step boundaries of weeks
+   ``1..start_weeks`` (absolute slots; 0 = Monday 00:00 of week 0);
+2. base parameters: ``options["params"]`` ``[N, 4]`` or the scenario's initial parameters;
+3. history: the twin runs the ``warmup_slots`` slots before the start under the base
+   parameters (``dynamics.HistorySource``) — for *both* backends, so the world-model env and
+   the twin env start from identical states;
+4. if ``randomize_params`` (default on, unless ``options["params"]`` is given), each active
+   cell's parameters are moved by ``U(-1, 1) · init_noise_steps · max_step`` (clipped, azimuth
+   wrapped) *after* the warm-up: the network ran under the base parameters and the agent
+   takes over just after a random reconfiguration. ``options["randomize_params"]`` overrides.
+
+Then every ``step`` applies the action (``spaces`` module doc), advances ``slots_per_step``
+slots with the backend, and scores them with Eq. 21 (``objective``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from mobiwm_env import objective
+from mobiwm_env.config import DEFAULT_CHECKPOINT, EnvConfig
+from mobiwm_env.dynamics import (
+    Dynamics,
+    TwinDynamics,
+    WorldModelDynamics,
+    history_source,
+    load_scenario,
+)
+from mobiwm_env.spaces import (
+    action_space,
+    normalize_params,
+    obs_layout,
+    observation_space,
+    time_features,
+    validate_actions,
+)
+from worldmodel.twin.scenario import AZIMUTH, SLOTS_PER_WEEK
+
+RESET_OPTIONS = ("start_slot", "params", "randomize_params")
+"""Keys accepted in ``reset(options=...)``."""
+INFO_KEYS = ("traffic", "target", "params", "imbalance", "unserved", "action_change", "slot", "step")
+"""Keys of every step and reset info (see ``LoadBalanceCore.step``); ``unserved``: twin only."""
+
+
+class LoadBalanceCore:
+    """``E`` load-balancing envs on one scenario with one dynamics backend."""
+
+    def __init__(self, config: EnvConfig, n_envs: int = 1) -> None:
+        if not isinstance(n_envs, int | np.integer) or n_envs < 1:
+            raise ValueError(f"num_envs must be an int >= 1, got {n_envs!r}")
+        self.config = cfg = config
+        self.n_envs = e = int(n_envs)
+        self.scenario = sc = load_scenario(cfg.scenario)
+        self.n_cells = n = sc.n_cells
+        self.max_cells = m = n if cfg.max_cells is None else int(cfg.max_cells)
+        if m < n:
+            raise ValueError(f"max_cells={m} is smaller than the scenario's {n} cells")
+        self.slots_per_step = cfg.slots_per_step
+        self.active = sc.init_active.copy()
+        self.max_step = np.asarray(cfg.max_step, dtype=np.float64)
+        self.low, self.high = sc.bounds.low_high()
+        self.traffic_scale_mb = float(
+            cfg.traffic_scale_mb
+            if cfg.traffic_scale_mb is not None
+            else np.mean(sc.cell_capacity[self.active] if self.active.any() else sc.cell_capacity)
+        )
+        self.target = objective.Target.make(cfg.target, sc.cell_capacity, self.active)
+        self.source = history_source(sc, cfg.warmup_slots)
+        if cfg.dynamics == "twin":
+            self.dynamics: Dynamics = TwinDynamics(sc, e, self.source)
+        else:
+            ckpt = DEFAULT_CHECKPOINT if cfg.checkpoint is None else cfg.checkpoint
+            self.dynamics = WorldModelDynamics(sc, e, ckpt, cfg.warmup_slots, cfg.device)
+        self.observation_space = observation_space(m, cfg.history_slots, cfg.obs_clip)
+        self.action_space = action_space(m)
+        self.layout = obs_layout(m, cfg.history_slots)
+        w = cfg.warmup_slots
+        self.params = np.broadcast_to(sc.init_params, (e, n, 4)).astype(np.float64)
+        self.slot = np.full(e, w, dtype=np.int64)  # next slot to simulate
+        self.steps = np.zeros(e, dtype=np.int64)
+        self.hist_traffic = np.zeros((e, w, n), dtype=np.float32)
+        self.hist_params = np.zeros((e, w, n, 4), dtype=np.float32)
+        self.last_reward = np.full(e, np.nan)
+        self.models_unserved = cfg.dynamics == "twin"
+        self._was_reset = np.zeros(e, dtype=bool)
+
+    # ------------------------------------------------------------------ reset
+    def _start_slot(self, rng: np.random.Generator, options: dict[str, Any]) -> int:
+        cfg = self.config
+        if options.get("start_slot") is not None:
+            start = options["start_slot"]
+            if not isinstance(start, int | np.integer) or isinstance(start, bool):
+                raise ValueError(f"options['start_slot'] must be an int, got {start!r}")
+            if start < cfg.warmup_slots:
+                raise ValueError(
+                    f"options['start_slot']={start} must be >= warmup_slots={cfg.warmup_slots}; "
+                    f"add {SLOTS_PER_WEEK} for the same time of the week"
+                )
+            return int(start)
+        per_week = SLOTS_PER_WEEK // cfg.slots_per_step
+        k = int(rng.integers(per_week * cfg.start_weeks))
+        week, step = divmod(k, per_week)
+        return (1 + week) * SLOTS_PER_WEEK + step * cfg.slots_per_step
+
+    def _base_params(self, options: dict[str, Any]) -> np.ndarray:
+        if options.get("params") is None:
+            return self.scenario.init_params.astype(np.float64)
+        arr = np.asarray(options["params"], dtype=np.float64)
+        if arr.shape != (self.n_cells, 4):
+            raise ValueError(
+                f"options['params']: expected shape ({self.n_cells}, 4) (physical power_dbm, "
+                f"azimuth_deg, mech_tilt_deg, elec_tilt_deg), got {arr.shape}"
+            )
+        return self.scenario.bounds.validate(arr, what="options['params']")
+
+    def _apply_change(self, params: np.ndarray, change: np.ndarray) -> np.ndarray:
+        """``params + change`` for active cells, clipped to the bounds (azimuth wrapped)."""
+        new = params + np.where(self.active[:, None], change, 0.0)
+        az = np.mod(new[..., AZIMUTH], 360.0)
+        new = np.clip(new, self.low, self.high)
+        new[..., AZIMUTH] = az
+        return new
+
+    def reset(
+        self,
+        env_ids: np.ndarray,
+        rngs: list[np.random.Generator],
+        options: dict[str, Any] | None = None,
+    ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Start new episodes in ``env_ids``; returns their ``(obs [k, D], info)``."""
+        options = dict(options or {})
+        unknown = sorted(set(options) - set(RESET_OPTIONS))
+        if unknown:
+            raise ValueError(f"unknown reset option(s) {unknown}; valid options: {RESET_OPTIONS}")
+        idx = np.asarray(env_ids, dtype=np.int64)
+        cfg, n = self.config, self.n_cells
+        base = self._base_params(options)
+        randomize = options.get("randomize_params")
+        if randomize is None:
+            randomize = cfg.randomize_params and options.get("params") is None
+        starts = np.empty(len(idx), dtype=np.int64)
+        params = np.empty((len(idx), n, 4))
+        warmups = []
+        seed = 0
+        for j, rng in enumerate(rngs):
+            starts[j] = self._start_slot(rng, options)
+            noise = rng.uniform(-1.0, 1.0, size=(n, 4)) * cfg.init_noise_steps * self.max_step
+            params[j] = self._apply_change(base, noise) if randomize else base
+            s = int(rng.integers(1 << 62))
+            seed = s if j == 0 else seed
+            warmups.append(self.source.get(int(starts[j]), base, self.active))
+        self.dynamics.reset(idx, starts, params, warmups, seed)
+        self.params[idx] = params
+        self.slot[idx] = starts
+        self.steps[idx] = 0
+        self.hist_traffic[idx] = np.stack([w.traffic for w in warmups])
+        self.hist_params[idx] = base.astype(np.float32)
+        self.last_reward[idx] = np.nan
+        self._was_reset[idx] = True
+
+        p = cfg.slots_per_step
+        traffic = self.hist_traffic[idx, -p:].astype(np.float64)
+        if traffic.shape[1] < p:  # warm-up shorter than one step
+            traffic = np.concatenate(
+                [np.zeros((len(idx), p - traffic.shape[1], n)), traffic], axis=1
+            )
+        slots = starts[:, None] - p + np.arange(p)[None, :]
+        target = self.target(traffic, slots)
+        _, imb = objective.reward(traffic, target, self.active, np.zeros(len(idx)), 0.0)
+        unserved = np.stack([w.unserved[-p:] for w in warmups]).astype(np.float64)
+        if unserved.shape[1] < p:
+            unserved = np.concatenate([np.zeros((len(idx), p - unserved.shape[1])), unserved], 1)
+        info = {
+            "traffic": traffic,
+            "target": target,
+            "params": params.copy(),
+            "imbalance": imb,
+            "unserved": unserved,
+            "action_change": np.zeros(len(idx)),
+            "slot": starts.copy(),
+            "step": np.zeros(len(idx), dtype=np.int64),
+        }
+        if not self.models_unserved:
+            del info["unserved"]
+        return self.observe(idx), info
+
+    # ------------------------------------------------------------------ step
+    def step(
+        self, actions: object
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+        """Apply ``actions [E, M*4]`` and advance every env one step.
+
+        Returns ``(obs [E, D], reward [E], truncated [E], info)`` with info arrays:
+        ``traffic [E, P, N]`` MB of the slots just simulated, ``target [E, P, N]`` MB,
+        ``params [E, N, 4]`` physical parameters now, ``imbalance [E]`` MB (the L1 term),
+        ``unserved [E, P]`` MB (twin backend only: the world model does not model coverage,
+        so the key is absent), ``action_change [E]`` (|Δa|), ``slot [E]`` (next slot to
+        simulate), ``step [E]`` (steps done in the episode).
+        """
+        if not self._was_reset.all():
+            missing = np.flatnonzero(~self._was_reset).tolist()
+            raise RuntimeError(f"step() before reset() for env(s) {missing}")
+        e, m, n, p = self.n_envs, self.max_cells, self.n_cells, self.slots_per_step
+        act = validate_actions(actions, (e, m * 4)).reshape(e, m, 4)[:, :n]
+        old = self.params
+        new = self._apply_change(old, act * self.max_step)
+        delta = objective.action_change(old, new, self.max_step, self.active)
+        out = self.dynamics.step(new, self.hist_traffic, self.hist_params, self.slot, p)
+        traffic = out.traffic
+        slots = self.slot[:, None] + np.arange(p)[None, :]
+        target = self.target(traffic, slots)
+        reward, imb = objective.reward(
+            traffic, target, self.active, delta, self.config.lambda_delta
+        )
+        w = self.hist_traffic.shape[1]
+        newp = np.broadcast_to(new.astype(np.float32)[:, None], (e, p, n, 4))
+        self.hist_traffic = np.concatenate([self.hist_traffic, traffic.astype(np.float32)], 1)[
+            :, -w:
+        ]
+        self.hist_params = np.concatenate([self.hist_params, newp], 1)[:, -w:]
+        self.params = new
+        self.slot = self.slot + p
+        self.steps += 1
+        self.last_reward = reward
+        truncated = self.steps >= self.config.episode_steps
+        info = {
+            "traffic": traffic,
+            "target": target,
+            "params": new.copy(),
+            "imbalance": imb,
+            "unserved": out.unserved,
+            "action_change": delta,
+            "slot": self.slot.copy(),
+            "step": self.steps.copy(),
+        }
+        if not self.models_unserved:
+            del info["unserved"]
+        return self.observe(), reward, truncated, info
+
+    # ------------------------------------------------------------------ observation
+    def observe(self, env_ids: np.ndarray | None = None) -> np.ndarray:
+        """Observations ``[k, D]`` float32 of ``env_ids`` (all by default); see ``spaces``."""
+        idx = slice(None) if env_ids is None else np.asarray(env_ids, dtype=np.int64)
+        cfg, n, m = self.config, self.n_cells, self.max_cells
+        hist = self.hist_traffic[idx]
+        k = hist.shape[0]
+        clip, scale = cfg.obs_clip, self.traffic_scale_mb
+        mask = self.active.astype(np.float64)
+        pad = ((0, 0), (0, m - n))
+
+        h = np.log1p(np.maximum(hist[:, -cfg.history_slots :], 0.0) / scale)
+        traffic = np.clip(h, 0.0, clip).transpose(0, 2, 1) * mask[None, :, None]
+        params = normalize_params(self.params[idx], self.scenario.bounds) * mask[None, :, None]
+        slot = self.slot[idx]
+        tgt = self.target(hist[:, -1:].astype(np.float64), (slot - 1)[:, None])[:, 0]
+        target = np.clip(np.log1p(tgt / scale), 0.0, clip) * mask
+        blocks = [
+            np.pad(traffic.reshape(k, -1), ((0, 0), (0, (m - n) * cfg.history_slots))),
+            np.pad(params.reshape(k, -1), ((0, 0), (0, (m - n) * params.shape[-1]))),
+            np.pad(target, pad),
+            np.pad(np.broadcast_to(mask, (k, n)), pad),
+            time_features(slot),
+        ]
+        return np.concatenate(blocks, axis=1).astype(np.float32)
+
+    # ------------------------------------------------------------------ views
+    def load_ratio(self, env: int = 0) -> np.ndarray:
+        """``[N]`` traffic / capacity of the latest simulated slot of ``env``."""
+        return self.hist_traffic[env, -1].astype(np.float64) / self.scenario.cell_capacity
+
+    def serving_map(self, env: int = 0) -> np.ndarray:
+        """``[G, G]`` serving cell per pixel of ``env`` under its current parameters."""
+        return self.dynamics.serving_map(env, self.params[env], int(self.slot[env]))
+
+    def info_rows(self, info: dict[str, np.ndarray], rows: np.ndarray) -> dict[str, np.ndarray]:
+        """The entries of ``rows`` of a batched info dict."""
+        return {k: v[rows] for k, v in info.items()}
+
+    def close(self) -> None:
+        self.dynamics.close()

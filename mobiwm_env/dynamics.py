@@ -1,0 +1,436 @@
+"""The two dynamics backends behind one small interface, and the twin warm-up they share.
+
+``Dynamics`` (batched over ``E`` envs, ``N`` cells, physical units)::
+
+    reset(env_ids, slots, params, warmups, seed)   # start envs at ``slots`` with ``params``
+    step(params, hist_traffic, hist_params, slots, n_slots) -> DynamicsStep
+    serving_map(env, params, slot) -> [G, G] serving cell per pixel (for rendering)
+
+* ``TwinDynamics``: one ``NetworkTwin`` with ``E`` copies; ``step`` sets the parameters and
+  advances all copies ``n_slots`` slots in one numpy pass. Reset copies the warm-up's A3
+  association state, so the twin continues exactly where the warm-up stopped.
+* ``WorldModelDynamics``: a frozen MobiWM checkpoint; ``step`` is one ``rollout`` call for all
+  ``E`` envs (context encoded once per map at construction). It reads the last ``H`` slots of
+  the history kept by the core. ``unserved`` is not modelled: NaN.
+
+``HistorySource`` produces the initial history of every episode with the twin (both
+backends): a twin copy is reset at ``start − W`` with the start parameters and run ``W``
+slots. Its fast fading is seeded by ``(scenario.seed, start)``, which makes the warm-up a pure
+function of ``(scenario, start slot, parameters, active flags)``; results are LRU-cached
+per process and shared by every env of the same scenario.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import functools
+import math
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from worldmodel.twin.network import NetworkTwin
+from worldmodel.twin.scenario import DAYS_PER_WEEK, SLOTS_PER_DAY, SLOTS_PER_WEEK, Scenario
+
+_WARMUP_STREAM = 0x57A2
+_U63 = (1 << 63) - 1
+
+
+# ============================================================================ scenarios
+@functools.lru_cache(maxsize=8)
+def _named_scenario(name: str) -> Scenario:
+    from worldmodel.twin.builders import get_scenario
+
+    return get_scenario(name)
+
+
+def load_scenario(scenario: str | Scenario) -> Scenario:
+    """A ``Scenario`` from a registered name (built once per process) or the object itself.
+
+    Raises ``ValueError`` listing the known names for an unknown one.
+    """
+    if isinstance(scenario, Scenario):
+        scenario.validate()
+        return scenario
+    if not isinstance(scenario, str):
+        raise ValueError(f"scenario must be a name or a Scenario, got {type(scenario).__name__}")
+    from worldmodel.twin.builders import SCENARIOS
+
+    if scenario not in SCENARIOS:
+        raise ValueError(
+            f"unknown scenario {scenario!r}; known scenarios: {', '.join(sorted(SCENARIOS))}"
+        )
+    return _named_scenario(scenario)
+
+
+# ============================================================================ warm-up
+@dataclass(frozen=True)
+class Warmup:
+    """The twin's run over the ``W`` slots before a start slot (one env)."""
+
+    traffic: np.ndarray  # [W, N] float32 MB per slot
+    unserved: np.ndarray  # [W] float32 MB per slot
+    a3_state: dict[str, np.ndarray]  # A3 association state after the last slot ([pixels] each)
+
+
+class HistorySource:
+    """Initial histories from a single-copy twin, cached by (start, params, active)."""
+
+    def __init__(
+        self,
+        scenario: Scenario,
+        warmup_slots: int,
+        cache_size: int = 512,
+        twin: NetworkTwin | None = None,
+    ) -> None:
+        self.scenario = scenario
+        self.warmup_slots = int(warmup_slots)
+        self.twin = twin if twin is not None else NetworkTwin(scenario, 1, seed=scenario.seed)
+        self.cache_size = int(cache_size)
+        self._cache: OrderedDict[tuple, Warmup] = OrderedDict()
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, start_slot: int, params: np.ndarray, active: np.ndarray) -> Warmup:
+        """Warm-up ending just before ``start_slot`` (≥ ``warmup_slots``) under ``params [N, 4]``."""
+        w = self.warmup_slots
+        if start_slot < w:
+            raise ValueError(
+                f"start_slot={start_slot} must be >= warmup_slots={w} (the warm-up runs slots "
+                f"start-{w}..start-1); add {SLOTS_PER_WEEK} for the same time of the week"
+            )
+        p = np.ascontiguousarray(params, dtype=np.float64)
+        a = np.ascontiguousarray(active, dtype=bool)
+        key = (int(start_slot), p.tobytes(), a.tobytes())
+        hit = self._cache.get(key)
+        if hit is not None:
+            self._cache.move_to_end(key)
+            self.hits += 1
+            return hit
+        self.misses += 1
+        twin = self.twin
+        twin.rng = np.random.default_rng([self.scenario.seed & _U63, int(start_slot), _WARMUP_STREAM])
+        twin.reset(slot=int(start_slot) - w, params=p, active=a)
+        out = twin.step(w)
+        state = {
+            f.name: _compact(getattr(twin.state, f.name)[0])
+            for f in dataclasses.fields(twin.state)
+        }
+        warm = Warmup(out.traffic[0].copy(), out.unserved[0].copy(), state)
+        self._cache[key] = warm
+        while len(self._cache) > self.cache_size:
+            self._cache.popitem(last=False)
+        return warm
+
+
+def _compact(arr: np.ndarray) -> np.ndarray:
+    """Store small integer state as int8 when lossless (it is copied back as the twin's dtype)."""
+    a = np.asarray(arr)
+    if a.dtype.kind == "i" and a.size and a.min() >= -128 and a.max() <= 127:
+        return a.astype(np.int8)
+    return a.copy()
+
+
+_SOURCES: OrderedDict[tuple, HistorySource] = OrderedDict()
+
+
+def history_source(scenario: Scenario, warmup_slots: int) -> HistorySource:
+    """The process-wide ``HistorySource`` of ``scenario`` (by identity) and ``warmup_slots``."""
+    key = (id(scenario), int(warmup_slots))
+    src = _SOURCES.get(key)
+    if src is not None and src.scenario is scenario:
+        _SOURCES.move_to_end(key)
+        return src
+    other = next((s for s in _SOURCES.values() if s.scenario is scenario), None)
+    src = HistorySource(scenario, warmup_slots, twin=None if other is None else clone_twin(other.twin))
+    _SOURCES[key] = src
+    while len(_SOURCES) > 6:
+        _SOURCES.popitem(last=False)
+    return src
+
+
+def clone_twin(twin: NetworkTwin) -> NetworkTwin:
+    """An independent copy of a single-copy twin sharing its scenario and demand model
+    (much cheaper than building the links again)."""
+    memo = {id(twin.scenario): twin.scenario, id(twin.demand): twin.demand}
+    return copy.deepcopy(twin, memo)
+
+
+RENDER_GRID_DIVISOR = 2
+"""The world-model backend's serving map is computed on a raster this many times coarser..."""
+RENDER_CANDIDATES = 8
+"""...with this many nearest candidate cells per pixel (keeps a frame well under 20 ms)."""
+_RENDER_TWINS: OrderedDict[int, tuple[Scenario, NetworkTwin]] = OrderedDict()
+
+
+def render_scenario(scenario: Scenario) -> Scenario:
+    """A coarser copy of ``scenario`` for serving maps: rasters resampled to
+    ``grid_px // RENDER_GRID_DIVISOR`` pixels per side, ``RENDER_CANDIDATES`` candidates."""
+    from worldmodel.twin.context import aggregate_sum, resample_mean
+
+    g = max(16, scenario.grid_px // RENDER_GRID_DIVISOR)
+    idx = np.minimum(((np.arange(g) + 0.5) * scenario.grid_px / g).astype(int), scenario.grid_px - 1)
+    radio = dataclasses.replace(
+        scenario.radio,
+        candidates_per_pixel=min(scenario.radio.candidates_per_pixel, RENDER_CANDIDATES),
+    )
+    return dataclasses.replace(
+        scenario,
+        building_height_m=resample_mean(scenario.building_height_m, g).astype(np.float32),
+        landuse=scenario.landuse[np.ix_(idx, idx)],
+        population=aggregate_sum(scenario.population, g).astype(np.float32),
+        radio=radio,
+        events=(),
+    )
+
+
+def _render_twin(scenario: Scenario) -> NetworkTwin:
+    """A process-wide single-copy twin of ``render_scenario(scenario)`` for serving maps."""
+    hit = _RENDER_TWINS.get(id(scenario))
+    if hit is None or hit[0] is not scenario:
+        hit = (scenario, NetworkTwin(render_scenario(scenario), 1, seed=scenario.seed))
+        _RENDER_TWINS[id(scenario)] = hit
+        while len(_RENDER_TWINS) > 3:
+            _RENDER_TWINS.popitem(last=False)
+    return hit[1]
+
+
+class ServingMapper:
+    """Strongest serving cell per pixel for given parameters, with the twin's propagation
+    model on a coarser raster (``render_scenario``); cached on the last parameters. Used by the
+    world-model backend for rendering only."""
+
+    def __init__(self, scenario: Scenario) -> None:
+        self.scenario = scenario
+        self._key: bytes | None = None
+        self._map: np.ndarray | None = None
+
+    def __call__(self, params: np.ndarray, active: np.ndarray, slot: int) -> np.ndarray:
+        p = np.ascontiguousarray(params, dtype=np.float64)
+        key = p.tobytes() + np.ascontiguousarray(active, dtype=bool).tobytes()
+        if key != self._key or self._map is None:
+            twin = _render_twin(self.scenario)
+            twin.reset(slot=int(slot), params=p, active=np.asarray(active, dtype=bool))
+            self._map = twin.serving_map(0).copy()
+            self._key = key
+        return self._map
+
+
+# ============================================================================ interface
+@dataclass(frozen=True)
+class DynamicsStep:
+    """Output of ``Dynamics.step`` for ``E`` envs and ``n`` slots."""
+
+    traffic: np.ndarray  # [E, n, N] float64 MB per slot (>= 0, 0 for inactive cells)
+    unserved: np.ndarray  # [E, n] float64 MB per slot; NaN where the backend does not model it
+
+
+class Dynamics(Protocol):
+    """What the core needs from a dynamics backend (see the module doc)."""
+
+    name: str
+    n_envs: int
+
+    def reset(
+        self,
+        env_ids: np.ndarray,
+        slots: np.ndarray,
+        params: np.ndarray,
+        warmups: list[Warmup],
+        seed: int,
+    ) -> None: ...
+
+    def step(
+        self,
+        params: np.ndarray,
+        hist_traffic: np.ndarray,
+        hist_params: np.ndarray,
+        slots: np.ndarray,
+        n_slots: int,
+    ) -> DynamicsStep: ...
+
+    def serving_map(self, env: int, params: np.ndarray, slot: int) -> np.ndarray: ...
+
+    def close(self) -> None: ...
+
+
+# ============================================================================ twin
+class TwinDynamics:
+    """Ground-truth dynamics: ``NetworkTwin`` with ``E`` copies."""
+
+    name = "twin"
+
+    def __init__(self, scenario: Scenario, n_envs: int, source: HistorySource) -> None:
+        self.scenario = scenario
+        self.n_envs = int(n_envs)
+        self.active = scenario.init_active.copy()
+        if self.n_envs == 1:
+            self.twin = clone_twin(source.twin)
+        else:
+            self.twin = NetworkTwin(
+                scenario, self.n_envs, demand=source.twin.demand, seed=scenario.seed
+            )
+
+    def reset(self, env_ids, slots, params, warmups, seed) -> None:
+        idx = np.asarray(env_ids, dtype=np.int64)
+        act = np.broadcast_to(self.active, (len(idx), self.active.size))
+        self.twin.reset(idx, slot=np.asarray(slots, dtype=np.int64), params=params, active=act)
+        state = self.twin.state
+        for f in dataclasses.fields(state):
+            arr = getattr(state, f.name)
+            arr[idx] = np.stack([w.a3_state[f.name] for w in warmups]).astype(arr.dtype)
+        self.twin.rng = np.random.default_rng(int(seed))
+
+    def step(self, params, hist_traffic, hist_params, slots, n_slots) -> DynamicsStep:
+        twin = self.twin
+        if not np.array_equal(twin.slot, slots):
+            raise RuntimeError(f"twin slots {twin.slot} out of sync with the env {slots}")
+        twin.set_params(params)
+        out = twin.step(int(n_slots))
+        return DynamicsStep(out.traffic.astype(np.float64), out.unserved.astype(np.float64))
+
+    def serving_map(self, env: int, params: np.ndarray, slot: int) -> np.ndarray:
+        return self.twin.serving_map(env)
+
+    def close(self) -> None:
+        pass
+
+
+# ============================================================================ world model
+def load_world_model(checkpoint: str | Path, device: str = "cpu") -> Any:
+    """``load_checkpoint`` with the path in every error message."""
+    try:
+        from worldmodel.model.checkpoint import load_checkpoint
+    except ImportError as err:  # pragma: no cover - depends on the install
+        raise ImportError(
+            f"the world-model backend needs worldmodel.model ({err}); "
+            "use MobiWM-LoadBalance-Twin-v0 for the twin backend"
+        ) from err
+    path = Path(checkpoint)
+    try:
+        return load_checkpoint(path, map_location=device)
+    except FileNotFoundError as err:
+        raise FileNotFoundError(
+            f"world-model checkpoint {str(path)!r} not found ({err}); pass checkpoint=PATH to a "
+            "directory with config.json and model.safetensors, or use MobiWM-LoadBalance-Twin-v0"
+        ) from err
+    except (ValueError, OSError, RuntimeError) as err:
+        raise ValueError(f"world-model checkpoint {str(path)!r} cannot be loaded: {err}") from err
+
+
+class WorldModelDynamics:
+    """Learned dynamics: one MobiWM ``rollout`` call per env step for all ``E`` envs."""
+
+    name = "world_model"
+
+    def __init__(
+        self,
+        scenario: Scenario,
+        n_envs: int,
+        checkpoint: str | Path,
+        warmup_slots: int,
+        device: str = "cpu",
+    ) -> None:
+        import torch
+
+        from worldmodel.twin.context import facility_map, od_flows
+
+        self._torch = torch
+        self.scenario = scenario
+        self.n_envs = int(n_envs)
+        self.checkpoint = str(checkpoint)
+        self.model = load_world_model(checkpoint, device)
+        cfg = self.model.cfg
+        self.history = int(cfg.history)
+        self.horizon = int(cfg.horizon)
+        if self.history > warmup_slots:
+            raise ValueError(
+                f"the world model reads H={self.history} history slots but warmup_slots="
+                f"{warmup_slots}; pass warmup_slots>={self.history} (to both env ids, so they "
+                "start from the same states)"
+            )
+        if cfg.slots_per_day != SLOTS_PER_DAY or cfg.days_per_week != DAYS_PER_WEEK:
+            raise ValueError(
+                f"checkpoint {self.checkpoint}: slots_per_day={cfg.slots_per_day}, "
+                f"days_per_week={cfg.days_per_week}; the env uses {SLOTS_PER_DAY} and {DAYS_PER_WEEK}"
+            )
+        self.active = scenario.init_active.copy()
+        n = scenario.n_cells
+        dev = self.model.device
+        with torch.no_grad():
+            ctx = self.model.encode_context(
+                scenario.poi[None].astype(np.float32),
+                od_flows(scenario, np.arange(SLOTS_PER_WEEK))[None].astype(np.float32),
+                facility_map(scenario, cfg.facility_px, cell_active=self.active)[None],
+                scenario.cell_xy_m[None].astype(np.float32),
+                np.array([scenario.extent_m], dtype=np.float32),
+                np.ones((1, n), dtype=bool),
+                np.zeros(1, dtype=np.int64),
+            )
+        self.context = _expand_context(ctx, self.n_envs)
+        self.generator = torch.Generator(device="cpu")
+        self._mapper = ServingMapper(scenario)
+        self._active_t: dict[int, Any] = {}
+        self._dev = dev
+
+    def reset(self, env_ids, slots, params, warmups, seed) -> None:
+        # MobiWM.predict is deterministic; the generator is kept for stochastic dynamics.
+        self.generator.manual_seed(int(seed))
+
+    def _active_mask(self, total: int):
+        m = self._active_t.get(total)
+        if m is None:
+            torch = self._torch
+            act = torch.as_tensor(self.active, device=self._dev)
+            m = act.expand(self.n_envs, total, act.numel())
+            self._active_t[total] = m
+        return m
+
+    def step(self, params, hist_traffic, hist_params, slots, n_slots) -> DynamicsStep:
+        torch = self._torch
+        h, p = self.history, self.horizon
+        k = max(1, math.ceil(int(n_slots) / p))
+        e, n = self.n_envs, params.shape[1]
+        fut = np.broadcast_to(params.astype(np.float32)[:, None], (e, k * p, n, 4))
+        rel = np.arange(-h, k * p)
+        abs_slots = slots[:, None] + rel[None, :]
+        time = {
+            "slot_of_day": torch.as_tensor(abs_slots % SLOTS_PER_DAY, device=self._dev),
+            "day_of_week": torch.as_tensor(
+                (abs_slots // SLOTS_PER_DAY) % DAYS_PER_WEEK, device=self._dev
+            ),
+        }
+        out = self.model.rollout(
+            torch.as_tensor(np.ascontiguousarray(hist_traffic[:, -h:], dtype=np.float32)),
+            torch.as_tensor(np.ascontiguousarray(hist_params[:, -h:], dtype=np.float32)),
+            torch.as_tensor(np.ascontiguousarray(fut)),
+            self.context,
+            {"active": self._active_mask(h + k * p)},
+            time,
+            n_chunks=k,
+        )
+        traffic = out[:, :n_slots].detach().cpu().numpy().astype(np.float64)
+        traffic = np.where(self.active, np.maximum(traffic, 0.0), 0.0)
+        return DynamicsStep(traffic, np.full((e, int(n_slots)), np.nan))
+
+    def serving_map(self, env: int, params: np.ndarray, slot: int) -> np.ndarray:
+        return self._mapper(params, self.active, slot)
+
+    def close(self) -> None:
+        pass
+
+
+def _expand_context(ctx: Any, n_envs: int) -> Any:
+    """The ``ContextCache`` of one map broadcast (no copy) to ``n_envs`` rows."""
+    import torch
+
+    changes = {}
+    for f in dataclasses.fields(ctx):
+        value = getattr(ctx, f.name)
+        if isinstance(value, torch.Tensor) and value.dim() >= 1 and value.shape[0] == 1:
+            changes[f.name] = value.expand(n_envs, *value.shape[1:])
+    return dataclasses.replace(ctx, **changes)

@@ -1,0 +1,143 @@
+"""The load-balancing objective of MobiWM §5.6 (Eq. 21), computed in this one place.
+
+Per env step (``P`` simulated slots, ``N`` cells, batched over ``E`` envs)::
+
+    r = -(1 / mean(s*)) * Σ_t ||ŝ_t − s*_t||_1  −  λ_Δ · |Δa|
+
+* ``ŝ_t [N]``: traffic of slot ``t`` (MB per slot), ``s*_t [N]``: the target of that slot.
+* The L1 norm and ``mean(s*)`` run over the *active* cells only (padded and switched-off cells
+  never count); ``mean(s*)`` is the mean over the ``P`` slots and the active cells.
+  ``imbalance = Σ_t ||ŝ_t − s*_t||_1`` is reported in ``info["imbalance"]`` (MB).
+* ``|Δa|``: the mean absolute *normalised* parameter change actually applied this step,
+  ``mean_{active i, j} |p_new[i, j] − p_old[i, j]| / max_step[j]`` (azimuth difference wrapped
+  to ``(−180°, 180°]``), so ``|Δa| ∈ [0, 1]``: 0 = nothing moved, 1 = every parameter of every
+  active cell moved by its full per-step limit. Clipping at the scenario bounds counts as not
+  moving. Reported in ``info["action_change"]``.
+
+Targets (physical units, MB per slot):
+
+* default, ``"balanced"``: each active cell's capacity-weighted share of the map's total
+  traffic in that slot, ``s*_t,i = ŝ_t,total · c_i / Σ_active c_j``. It redistributes the
+  traffic that actually occurred, so only the *distribution* over cells is judged.
+* a user array ``[N]`` (the same target every slot) or ``[T, N]`` (row ``slot mod T``, with
+  ``slot`` the absolute slot index: ``T = 96`` gives a daily profile, ``T = 672`` a weekly one).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from worldmodel.twin.scenario import AZIMUTH
+
+EPS_TARGET_MB = 1e-6
+"""Floor of ``mean(s*)`` (MB) so the reward stays finite for an all-zero target."""
+
+
+@dataclass(frozen=True)
+class Target:
+    """A per-cell traffic target: the balanced default or a fixed user array.
+
+    ``cell_weight [N]`` holds the capacity of every active cell (0 for inactive ones) and is
+    used by the balanced target; ``table [T, N]`` is the user target (``None`` = balanced).
+    """
+
+    cell_weight: np.ndarray  # [N] float64
+    table: np.ndarray | None = None  # [T, N] float64, MB per slot
+
+    @property
+    def kind(self) -> str:
+        return "balanced" if self.table is None else "fixed"
+
+    @classmethod
+    def make(
+        cls,
+        target: str | np.ndarray | None,
+        cell_capacity: np.ndarray,
+        active: np.ndarray,
+    ) -> Target:
+        """Build from the env kwarg: ``None`` / ``"balanced"`` or an array ``[N]`` / ``[T, N]``."""
+        cap = np.asarray(cell_capacity, dtype=np.float64)
+        n = cap.shape[0]
+        weight = np.where(np.asarray(active, dtype=bool), cap, 0.0)
+        if target is None or (isinstance(target, str) and target == "balanced"):
+            return cls(weight, None)
+        if isinstance(target, str):
+            raise ValueError(f"target: unknown target {target!r}; use 'balanced' or an array")
+        arr = np.asarray(target, dtype=np.float64)
+        if arr.ndim == 1:
+            arr = arr[None, :]
+        if arr.ndim != 2 or arr.shape[1] != n or arr.shape[0] < 1:
+            raise ValueError(f"target: expected shape [{n}] or [T, {n}] (MB per slot), got {arr.shape}")
+        if not np.isfinite(arr).all() or (arr < 0).any():
+            raise ValueError("target: values must be finite and >= 0 (MB per slot)")
+        return cls(weight, arr.copy())
+
+    def __call__(self, traffic: np.ndarray, slots: np.ndarray) -> np.ndarray:
+        """Target ``[E, P, N]`` for ``traffic [E, P, N]`` at absolute ``slots [E, P]``."""
+        if self.table is None:
+            return balanced_target(traffic, self.cell_weight)
+        rows = np.mod(np.asarray(slots, dtype=np.int64), self.table.shape[0])
+        return np.broadcast_to(self.table[rows], traffic.shape).copy()
+
+
+def balanced_target(traffic: np.ndarray, cell_weight: np.ndarray) -> np.ndarray:
+    """``[..., N]``: each slot's map total shared over cells in proportion to ``cell_weight [N]``
+    (capacity of active cells, 0 elsewhere)."""
+    w = np.asarray(cell_weight, dtype=np.float64)
+    share = w / max(float(w.sum()), 1e-12)
+    return np.asarray(traffic, dtype=np.float64).sum(-1, keepdims=True) * share
+
+
+def imbalance(traffic: np.ndarray, target: np.ndarray, active: np.ndarray) -> np.ndarray:
+    """``Σ_t ||ŝ_t − s*_t||_1`` over active cells: ``[E]`` MB from ``[E, P, N]`` arrays.
+
+    ``active`` is ``[N]`` or ``[E, N]``.
+    """
+    act = np.asarray(active, dtype=bool)
+    act = act[None, None, :] if act.ndim == 1 else act[:, None, :]
+    return np.where(act, np.abs(traffic - target), 0.0).sum(axis=(1, 2))
+
+
+def target_mean(target: np.ndarray, active: np.ndarray) -> np.ndarray:
+    """``mean(s*)`` over the slots and active cells of each env: ``[E]`` MB (floored)."""
+    act = np.asarray(active, dtype=bool)
+    act = act[None, None, :] if act.ndim == 1 else act[:, None, :]
+    act = np.broadcast_to(act, target.shape)
+    count = np.maximum(act.sum(axis=(1, 2)), 1)
+    mean = np.where(act, target, 0.0).sum(axis=(1, 2)) / count
+    return np.maximum(mean, EPS_TARGET_MB)
+
+
+def action_change(
+    old_params: np.ndarray, new_params: np.ndarray, max_step: np.ndarray, active: np.ndarray
+) -> np.ndarray:
+    """``|Δa|``: mean ``|p_new − p_old| / max_step`` over active cells and the 4 parameters.
+
+    ``old_params``/``new_params`` ``[E, N, 4]`` physical, ``max_step [4]``; returns ``[E]``.
+    """
+    diff = np.asarray(new_params, dtype=np.float64) - np.asarray(old_params, dtype=np.float64)
+    diff[..., AZIMUTH] = (diff[..., AZIMUTH] + 180.0) % 360.0 - 180.0
+    norm = np.abs(diff) / np.asarray(max_step, dtype=np.float64)
+    act = np.asarray(active, dtype=bool)
+    act = np.broadcast_to(act if act.ndim == 2 else act[None, :], norm.shape[:2])
+    count = np.maximum(act.sum(axis=1), 1) * 4
+    return np.where(act[..., None], norm, 0.0).sum(axis=(1, 2)) / count
+
+
+def reward(
+    traffic: np.ndarray,
+    target: np.ndarray,
+    active: np.ndarray,
+    delta: np.ndarray,
+    lambda_delta: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Eq. 21 per env: returns ``(reward [E], imbalance [E])``.
+
+    ``traffic``/``target`` ``[E, P, N]`` MB, ``active [N]`` or ``[E, N]``, ``delta [E]`` the
+    ``|Δa|`` of ``action_change``.
+    """
+    imb = imbalance(traffic, target, active)
+    r = -imb / target_mean(target, active) - float(lambda_delta) * np.asarray(delta)
+    return r, imb

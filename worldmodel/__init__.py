@@ -1,0 +1,1 @@
+"""MobiWM Gym world model: physics digital twin, data generation and learned model."""

@@ -1,0 +1,216 @@
+"""Configuration of MobiWM (architecture, sizes, ablation switches) and the batch contract.
+
+``ModelConfig`` is the one typed description of a model; it is saved beside every checkpoint
+(``config.json``) and validated on construction, so a bad value fails at once with a
+``ValueError`` that names the field. ``preset(name)`` gives the sizes of paper §5.5.
+
+Parameter counts of the presets (full model, default ``ctx_grid=32``, ``facility_px=128``;
+``tests/worldmodel/model/test_model_config.py`` recomputes and prints them):
+
+| preset | d_model | heads | L_e + L_d | parameters |
+|--------|---------|-------|-----------|------------|
+| debug  | 16      | 2     | 1 + 1     | 17.6 k     |
+| S      | 64      | 4     | 2 + 2     | 0.36 M     |
+| M      | 96      | 6     | 3 + 3     | 1.09 M     |
+| L      | 128     | 8     | 4 + 4     | 2.45 M     |
+| XL     | 192     | 8     | 6 + 6     | 7.83 M     |
+
+Roughly 16·d² per FSTBlock (two attentions + FFN with ``ffn_mult=4``) plus ~0.1–0.3 M for the
+context encoders. Parameter counts do not depend on ``ctx_grid``, ``facility_px``, ``history``
+or ``horizon``: the same weights run on any grid / image size.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, TypedDict
+
+import torch
+
+from worldmodel.twin.scenario import DAYS_PER_WEEK, POI_CATEGORIES, SLOTS_PER_DAY
+
+
+class WorldBatch(TypedDict):
+    """One training batch of ``B`` maps padded to ``N`` cells over ``T = H + P`` slots.
+
+    Produced by the data pipeline, consumed by ``MobiWM.forward`` / ``MobiWM.loss``. All grids
+    have row 0 at the southern edge and column 0 at the western edge and cover
+    ``[0, extent_m]²`` — the same frame as ``cell_xy``.
+    """
+
+    traffic: torch.Tensor  # [B, T, N] float32 MB per slot (≥ 0); last P slots are the targets
+    actions: torch.Tensor  # [B, T, N, 4] float32 power_dbm, azimuth_deg, mech/elec_tilt_deg
+    active: torch.Tensor  # [B, T, N] bool, cell radiating during the slot
+    cell_mask: torch.Tensor  # [B, N] bool, True for real cells, False for padding
+    cell_xy: torch.Tensor  # [B, N, 2] float32 metres, south-west origin
+    extent_m: torch.Tensor  # [B] float32, side of the square map
+    slot_of_day: torch.Tensor  # [B, T] int64 in [0, 96)
+    day_of_week: torch.Tensor  # [B, T] int64 in [0, 7)
+    poi: torch.Tensor  # [B, S, S, K] float32 POI counts
+    od: torch.Tensor  # [B, T, 2, S, S] float32 in-flow / out-flow per grid cell per slot
+    facility: torch.Tensor  # [B, C, Hf, Wf] float32 in [0, 1] (buildings, base stations)
+
+
+BATCH_KEYS: tuple[str, ...] = tuple(WorldBatch.__annotations__)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture of one MobiWM model. Every field is saved in the checkpoint."""
+
+    d_model: int = 96
+    """Width ``d`` of every token (state, action, context)."""
+    n_heads: int = 6
+    """Attention heads ``n_h`` (spatial and temporal attention; also the TRN bias width)."""
+    enc_layers: int = 3
+    """``L_e``: FSTBlocks of the state encoder (Eq. 6)."""
+    dec_layers: int = 3
+    """``L_d``: FSTBlocks of the state decoder (Eq. 7)."""
+    ffn_mult: int = 4
+    """Hidden width of every FFN as a multiple of ``d_model``."""
+    dropout: float = 0.1
+    """Dropout on attention weights, attention outputs and FFN outputs (training only)."""
+    history: int = 8
+    """``H``: history slots the model reads."""
+    horizon: int = 4
+    """``P``: future slots predicted per chunk."""
+    ctx_grid: int = 32
+    """``S``: side of the POI / OD context grid (other sizes are accepted at run time)."""
+    poi_categories: int = len(POI_CATEGORIES)
+    """``K``: POI channels."""
+    facility_channels: int = 2
+    """Channels of the facility image (buildings, base-station layout)."""
+    facility_px: int = 128
+    """Expected side of the facility image (other sizes are accepted at run time)."""
+    facility_fine_px: int = 32
+    """Side of the fine facility feature map (``h_Ff``); the coarse map has side ``S``."""
+    n_fourier_bands: int = 8
+    """``L``: log-spaced frequency bands of the shared Fourier positional encoding (Eq. 16)."""
+    max_frequency: float = 64.0
+    """Highest band, in cycles per map side (the lowest is 0.5)."""
+    slots_per_day: int = SLOTS_PER_DAY
+    """``Q``: rows of the slot-of-day embedding table (Eq. 15)."""
+    days_per_week: int = DAYS_PER_WEEK
+    """Rows of the day-of-week embedding table (Eq. 15)."""
+    count_log_scale: float = 5.0
+    """POI / OD counts enter as ``log1p(count) / count_log_scale``."""
+    distance_scale_m: float = 500.0
+    """TRN distance feature: ``log1p(d_ij / distance_scale_m)`` with ``d_ij`` in metres."""
+    topo_hidden: int = 32
+    """Hidden width of the TRN FFNs."""
+    gate_init: float = -2.0
+    """Initial value of every scalar gate ``g_i`` (Eq. 18); ``sigmoid(-2) ≈ 0.12``."""
+    predict_residual: bool = True
+    """Predict the change from the last history value (normalised space) instead of the level."""
+    loss: str = "mse"
+    """Training loss in normalised space: ``"mse"`` or ``"huber"``."""
+    huber_delta: float = 1.0
+    """Transition point of the Huber loss (normalised units)."""
+    use_trn: bool = True
+    """Topology bias in spatial attention (§4.2.2). False: plain attention (padding mask only)."""
+    use_spe: bool = True
+    """Shared Fourier positional encoding (§4.3.2). False: no spatial positional encoding at
+    all (cells, grid cells and pixels carry no absolute position)."""
+    use_gates: bool = True
+    """Scalar gates (Eq. 18). False ("w/o LG"): conditions ``Linear(LN(h))`` added ungated."""
+    use_facility: bool = True
+    """Facility-map condition (w/o FA when False)."""
+    use_od: bool = True
+    """OD-flow condition (w/o OD when False)."""
+    use_poi: bool = True
+    """POI condition."""
+    use_actions: bool = True
+    """Action condition. False is Static-MobiWM: actions cannot change the prediction."""
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            kind = f.type if isinstance(f.type, str) else f.type.__name__
+            ok = {
+                "int": isinstance(value, int) and not isinstance(value, bool),
+                "float": isinstance(value, int | float) and not isinstance(value, bool),
+                "bool": isinstance(value, bool),
+                "str": isinstance(value, str),
+            }[kind]
+            if not ok:
+                raise ValueError(
+                    f"ModelConfig.{f.name} must be {kind}, got {type(value).__name__} {value!r}"
+                )
+
+        def need(cond: bool, msg: str) -> None:
+            if not cond:
+                raise ValueError(f"ModelConfig: {msg}")
+
+        for name in (
+            "d_model",
+            "n_heads",
+            "enc_layers",
+            "dec_layers",
+            "ffn_mult",
+            "history",
+            "horizon",
+            "ctx_grid",
+            "poi_categories",
+            "facility_channels",
+            "facility_px",
+            "facility_fine_px",
+            "n_fourier_bands",
+            "slots_per_day",
+            "days_per_week",
+            "topo_hidden",
+        ):
+            need(getattr(self, name) >= 1, f"{name} must be >= 1, got {getattr(self, name)}")
+        need(
+            self.d_model % self.n_heads == 0,
+            f"d_model={self.d_model} must be divisible by n_heads={self.n_heads}",
+        )
+        need(0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout}")
+        need(self.max_frequency > 0.5, f"max_frequency must be > 0.5, got {self.max_frequency}")
+        need(self.count_log_scale > 0, f"count_log_scale must be > 0, got {self.count_log_scale}")
+        need(
+            self.distance_scale_m > 0, f"distance_scale_m must be > 0, got {self.distance_scale_m}"
+        )
+        need(self.huber_delta > 0, f"huber_delta must be > 0, got {self.huber_delta}")
+        need(self.loss in ("mse", "huber"), f"loss must be 'mse' or 'huber', got {self.loss!r}")
+
+    @property
+    def window(self) -> int:
+        """``T = H + P``: slots of one training window."""
+        return self.history + self.horizon
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-serialisable dict of every field."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def field_types(cls) -> dict[str, str]:
+        """Field name → ``"int" | "float" | "bool" | "str"``."""
+        return {
+            f.name: f.type if isinstance(f.type, str) else f.type.__name__
+            for f in dataclasses.fields(cls)
+        }
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "debug": dict(d_model=16, n_heads=2, enc_layers=1, dec_layers=1, ffn_mult=2, dropout=0.0,
+                  topo_hidden=8, n_fourier_bands=4, facility_fine_px=16),
+    "S": dict(d_model=64, n_heads=4, enc_layers=2, dec_layers=2),
+    "M": dict(d_model=96, n_heads=6, enc_layers=3, dec_layers=3),
+    "L": dict(d_model=128, n_heads=8, enc_layers=4, dec_layers=4),
+    "XL": dict(d_model=192, n_heads=8, enc_layers=6, dec_layers=6),
+}  # fmt: skip
+"""Sizes of paper §5.5 (MobiWM-M is the paper's best) plus a tiny ``debug`` size for tests."""
+
+
+def preset(name: str, **overrides: Any) -> ModelConfig:
+    """The ``ModelConfig`` of preset ``name`` (``debug``, ``S``, ``M``, ``L``, ``XL``).
+
+    ``overrides`` replace single fields, e.g. ``preset("M", use_actions=False)``.
+    """
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+    unknown = set(overrides) - set(ModelConfig.field_types())
+    if unknown:
+        raise ValueError(f"unknown ModelConfig field(s) {sorted(unknown)}")
+    return ModelConfig(**{**PRESETS[name], **overrides})

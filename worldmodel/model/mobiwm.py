@@ -1,0 +1,530 @@
+"""MobiWM: the mobile-network world model (paper §4), its loss, ``predict`` and ``rollout``.
+
+Data flow of one chunk (``H`` history slots, ``P`` future slots, ``T = H + P``)::
+
+    traffic[:H] ─normalise─► Linear ─(+p_temp +p_spat(cell))─► L_e × FSTBlock ─► LN = Z_H
+    [Z_H ; future queries q + p_temp + p_spat(cell)]                       (B, T, N, d)
+        + G_A(h_A) + G_P(h_P + POI@cell) + G_F(h_F + facility@cell) + G_O(h_O + OD_t + OD_t@cell)
+        ─► L_d × FSTBlock ─► last P slots ─► LN ─► Linear ─(+ last history value)─► z [B, P, N]
+
+Decisions where the paper is silent (see also the module docs of ``layers`` and ``context``):
+
+* Decoder queries: ``P`` future tokens (one learned vector + time encoding of the future slot +
+  the cell's ``p_spat``) are appended to the ``H`` encoded tokens; the decoder runs over all
+  ``H + P`` slots and the last ``P`` are read out (Eq. 7).
+* Conditions (Eq. 19) are added once, to the decoder input, for all ``H + P`` tokens. The
+  action condition is time-aligned: history actions on history tokens, future actions on
+  future tokens (Eq. 8). The state encoder sees traffic only (Eq. 6). POI and facility
+  conditions are per cell (global vector + the feature maps sampled at the cell); the OD
+  condition is per cell and slot (window vector ``h_O`` + the slot's token + the slot's OD
+  features at the cell). The window's OD includes its future slots: OD is exogenous context.
+* Topology bias: computed once per forward and shared by all blocks; the encoder uses the
+  active flags of the last history slot, the decoder those of the last future slot.
+* Output: the change from the last history value in normalised space (``predict_residual``);
+  cells that are inactive in a future slot, and padded cells, get the normalised value of zero
+  traffic (``predict`` / ``rollout`` return exactly 0 MB for them).
+* Padding: padded cells' inputs are replaced by zeros on entry, their tokens are zeroed after
+  every sub-layer, and spatial attention masks them as keys, so they cannot influence real
+  cells (bit-identical real outputs).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from worldmodel.model.config import BATCH_KEYS, ModelConfig
+from worldmodel.model.context import (
+    ContextCache,
+    FacilityEncoder,
+    FlowTokenizer,
+    ODEncoder,
+    POIEncoder,
+    cell_grid_coords,
+    sample_at_cells,
+)
+from worldmodel.model.layers import (
+    MLP,
+    FourierPositionalEncoding,
+    FSTBlock,
+    Gate,
+    TimeEncoding,
+    TopologyBias,
+    attention_mask,
+    expand_over_time,
+    zero_padded,
+)
+from worldmodel.model.normalize import ACTION_FEATURES, TrafficNormalizer, normalize_actions
+
+ArrayLike = torch.Tensor | np.ndarray
+
+
+class MobiWM(nn.Module):
+    """Action-conditioned world model of per-cell traffic (paper Eq. 3, 5–20)."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        if not isinstance(cfg, ModelConfig):
+            raise TypeError(f"MobiWM expects a ModelConfig, got {type(cfg).__name__}")
+        self.cfg = cfg
+        d, nh = cfg.d_model, cfg.n_heads
+        self.normalizer = TrafficNormalizer()
+        self.time_enc = TimeEncoding(cfg.slots_per_day, cfg.days_per_week, d)
+        self.spe = (
+            FourierPositionalEncoding(cfg.n_fourier_bands, d, cfg.max_frequency)
+            if cfg.use_spe
+            else None
+        )
+        self.trn = TopologyBias(nh, cfg.topo_hidden, cfg.distance_scale_m) if cfg.use_trn else None
+
+        def blocks(n: int) -> nn.ModuleList:
+            return nn.ModuleList(FSTBlock(d, nh, cfg.ffn_mult, cfg.dropout) for _ in range(n))
+
+        self.state_embed = nn.Linear(1, d)
+        self.encoder = blocks(cfg.enc_layers)
+        self.enc_norm = nn.LayerNorm(d)
+        self.future_query = nn.Parameter(torch.randn(d) * 0.02)
+        self.decoder = blocks(cfg.dec_layers)
+        self.dec_norm = nn.LayerNorm(d)
+        self.head = nn.Linear(d, 1)
+        nn.init.normal_(self.head.weight, std=0.02)
+        nn.init.zeros_(self.head.bias)
+
+        def gate() -> Gate:
+            return Gate(d, d, cfg.use_gates, cfg.gate_init)
+
+        self.action_enc = MLP(ACTION_FEATURES, d, d) if cfg.use_actions else None
+        self.gate_action = gate() if cfg.use_actions else None
+        self.poi_enc = POIEncoder(cfg) if cfg.use_poi else None
+        self.gate_poi = gate() if cfg.use_poi else None
+        self.flow_tok = FlowTokenizer(cfg) if cfg.use_od else None
+        self.od_enc = ODEncoder(cfg) if cfg.use_od else None
+        self.gate_od = gate() if cfg.use_od else None
+        self.fac_enc = FacilityEncoder(cfg) if cfg.use_facility else None
+        self.gate_fac = gate() if cfg.use_facility else None
+
+    # ------------------------------------------------------------------ helpers
+    @property
+    def device(self) -> torch.device:
+        return self.future_query.device
+
+    def n_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    @contextlib.contextmanager
+    def _eval_mode(self) -> Iterator[None]:
+        was_training = self.training
+        self.eval()
+        try:
+            with torch.no_grad():
+                yield
+        finally:
+            self.train(was_training)
+
+    def _tensor(self, x: ArrayLike, dtype: torch.dtype) -> torch.Tensor:
+        return torch.as_tensor(x, dtype=dtype, device=self.device)
+
+    # ------------------------------------------------------------------ context
+    def encode_context(
+        self,
+        poi: ArrayLike | None,
+        od_all_slots: ArrayLike | None,
+        facility: ArrayLike | None,
+        cell_xy: ArrayLike,
+        extent_m: ArrayLike,
+        cell_mask: ArrayLike | None = None,
+        od_start_week_slot: ArrayLike | None = None,
+    ) -> ContextCache:
+        """Encode the static context of ``B`` maps once.
+
+        ``poi [B, S, S, K]``, ``od_all_slots [B, T_od, 2, S, S]`` (every slot of the horizon of
+        interest, e.g. a week; tokenised once), ``facility [B, C, Hf, Wf]``, ``cell_xy [B, N, 2]``
+        metres, ``extent_m [B]`` metres, ``cell_mask [B, N]`` bool (default all real),
+        ``od_start_week_slot [B]`` week slot of ``od_all_slots[:, 0]`` (default 0 = Monday 00:00).
+        Inputs of disabled modalities may be None. Gradients flow when called in training.
+        """
+        cfg = self.cfg
+        xy = self._tensor(cell_xy, torch.float32)
+        if xy.dim() != 3 or xy.shape[-1] != 2:
+            raise ValueError(f"cell_xy: expected [B, N, 2], got {tuple(xy.shape)}")
+        b, n = xy.shape[:2]
+        extent = self._tensor(extent_m, torch.float32).reshape(-1)
+        if extent.shape != (b,):
+            raise ValueError(f"extent_m: expected [{b}], got {tuple(extent.shape)}")
+        if not bool((extent > 0).all()):
+            raise ValueError("extent_m must be > 0")
+        mask = (
+            torch.ones(b, n, dtype=torch.bool, device=self.device)
+            if cell_mask is None
+            else self._tensor(cell_mask, torch.bool)
+        )
+        _check("cell_mask", mask, (b, n))
+        xy = torch.where(mask[..., None], torch.nan_to_num(xy), 0.0)
+        grid = cell_grid_coords(xy, extent)
+        xy_norm = xy / extent[:, None, None]
+        cell_pe = zero_padded(self.spe(xy_norm), mask) if self.spe is not None else None
+        topo = self.trn.features(xy) if self.trn is not None else None
+
+        def pe_grid(rows: int, cols: int) -> torch.Tensor | None:
+            return self.spe.grid(rows, cols) if self.spe is not None else None
+
+        poi_cond = fac_cond = od_tokens = od_cell = None
+        n_od = 0
+        grid_side = cfg.ctx_grid  # side S of the coarse facility map: the POI / OD grid
+        if self.poi_enc is not None:
+            if poi is None:
+                raise ValueError("poi is required (use_poi=True)")
+            p = self._tensor(poi, torch.float32)
+            _check("poi", p, (b, None, None, cfg.poi_categories))
+            grid_side = int(p.shape[1])
+            h, fmap = self.poi_enc(p, pe_grid(p.shape[1], p.shape[2]))
+            poi_cond = zero_padded(h[:, None] + sample_at_cells(fmap, grid), mask)
+        if self.flow_tok is not None:
+            if od_all_slots is None:
+                raise ValueError("od is required (use_od=True)")
+            o = self._tensor(od_all_slots, torch.float32)
+            _check("od", o, (b, None, 2, None, None))
+            if o.shape[1] < 1:
+                raise ValueError("od must cover at least one slot")
+            grid_side = int(o.shape[3])
+            od_tokens, cells = self.flow_tok(o, grid, pe_grid(o.shape[3], o.shape[4]))
+            od_cell = zero_padded(cells, mask)
+            n_od = int(o.shape[1])
+        if self.fac_enc is not None:
+            if facility is None:
+                raise ValueError("facility is required (use_facility=True)")
+            f = self._tensor(facility, torch.float32)
+            _check("facility", f, (b, cfg.facility_channels, None, None))
+            fp, s = cfg.facility_fine_px, grid_side
+            h, fine, coarse = self.fac_enc(f, s, pe_grid(fp, fp), pe_grid(s, s))
+            local = sample_at_cells(fine, grid) + sample_at_cells(coarse, grid)
+            fac_cond = zero_padded(h[:, None] + local, mask)
+        start = (
+            torch.zeros(b, dtype=torch.long, device=self.device)
+            if od_start_week_slot is None
+            else self._tensor(od_start_week_slot, torch.long).reshape(b)
+        )
+        return ContextCache(
+            cell_mask=mask,
+            cell_xy_m=xy,
+            extent_m=extent,
+            cell_pe=cell_pe,
+            topo_feat=topo,
+            poi_cond=poi_cond,
+            fac_cond=fac_cond,
+            od_tokens=od_tokens,
+            od_cell=od_cell,
+            od_start_week_slot=start,
+            n_od_slots=n_od,
+        )
+
+    # ------------------------------------------------------------------ core
+    def _core(
+        self,
+        z_hist: torch.Tensor,
+        act_feat: torch.Tensor,
+        active: torch.Tensor,
+        slot_of_day: torch.Tensor,
+        day_of_week: torch.Tensor,
+        ctx: ContextCache,
+        od_index: torch.Tensor,
+    ) -> torch.Tensor:
+        """Normalised history ``[B, H, N]``, action features ``[B, T, N, 6]``, ``active
+        [B, T, N]``, time ``[B, T]``, context, OD cache slots ``[B, T]`` → normalised ``[B, P, N]``.
+
+        Inputs of padded cells must already be sanitised (zeros / False).
+        """
+        cfg = self.cfg
+        mask = ctx.cell_mask
+        b, h, n = z_hist.shape
+        t = act_feat.shape[1]
+        p_temp = self.time_enc(slot_of_day, day_of_week)  # [B, T, d]
+        cell_pe = ctx.cell_pe[:, None] if ctx.cell_pe is not None else 0.0
+
+        # state encoder (Eq. 6)
+        x = self.state_embed(z_hist.unsqueeze(-1)) + p_temp[:, :h, None] + cell_pe
+        x = zero_padded(x, mask)
+        enc_mask = self._spatial_mask(ctx, active[:, h - 1])
+        enc_mask_t = expand_over_time(enc_mask, h)
+        for blk in self.encoder:
+            x = blk(x, enc_mask_t, mask)
+        z_h = zero_padded(self.enc_norm(x), mask)
+
+        # decoder input: encoded history + future queries, plus gated conditions (Eq. 19)
+        fut = self.future_query + p_temp[:, h:, None] + cell_pe
+        y = torch.cat([z_h, fut.expand(b, t - h, n, -1)], dim=1)  # [B, T, N, d]
+        cond: torch.Tensor | float = 0.0
+        if self.action_enc is not None:
+            h_a = self.action_enc(act_feat) + p_temp[:, :, None]  # Eq. 8
+            cond = cond + self.gate_action(h_a)
+        if self.gate_poi is not None:
+            cond = cond + self.gate_poi(ctx.poi_cond)[:, None]
+        if self.gate_fac is not None:
+            cond = cond + self.gate_fac(ctx.fac_cond)[:, None]
+        if self.gate_od is not None:
+            rows = torch.arange(b, device=z_hist.device)[:, None]
+            tok = ctx.od_tokens[rows, od_index]  # [B, T, d]
+            h_o = self.od_enc(tok + p_temp)  # [B, d]
+            od_local = ctx.od_cell[rows, od_index]  # [B, T, N, d]
+            cond = cond + self.gate_od(h_o[:, None, None] + tok[:, :, None] + od_local)
+        y = zero_padded(y + cond, mask)
+
+        # state decoder (Eq. 7) and head (Eq. 20)
+        dec_mask_t = expand_over_time(self._spatial_mask(ctx, active[:, -1]), t)
+        for blk in self.decoder:
+            y = blk(y, dec_mask_t, mask)
+        out = self.head(self.dec_norm(y[:, h:])).squeeze(-1)  # [B, P, N]
+        if cfg.predict_residual:
+            out = out + z_hist[:, -1:, :]
+        valid = active[:, h:] & mask[:, None, :]
+        return torch.where(valid, out, self.normalizer.zero_level().to(out.dtype))
+
+    def _spatial_mask(self, ctx: ContextCache, active: torch.Tensor) -> torch.Tensor:
+        bias = (
+            self.trn(ctx.topo_feat, ctx.cell_mask, active)
+            if self.trn is not None and ctx.topo_feat is not None
+            else None
+        )
+        return attention_mask(bias, ctx.cell_mask, self.cfg.n_heads)
+
+    # ------------------------------------------------------------------ training API
+    def forward(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """Normalised prediction ``[B, P, N]`` of the last ``P`` slots of a ``WorldBatch``.
+
+        Reads ``traffic[:, :H]`` only (never the targets), all ``T`` slots of actions, active
+        flags, time and OD. Inactive / padded cells hold the normalised zero-traffic value.
+        """
+        cfg = self.cfg
+        optional = {"poi": cfg.use_poi, "od": cfg.use_od, "facility": cfg.use_facility}
+        missing = [k for k in BATCH_KEYS if k not in batch and optional.get(k, True)]
+        if missing:
+            raise ValueError(f"batch is missing keys {missing}")
+        traffic = batch["traffic"]
+        if traffic.dim() != 3:
+            raise ValueError(f"traffic: expected [B, T, N], got {tuple(traffic.shape)}")
+        b, t, n = traffic.shape
+        if t != cfg.window:
+            raise ValueError(
+                f"traffic has T={t} slots, the model expects history {cfg.history} + horizon "
+                f"{cfg.horizon} = {cfg.window}"
+            )
+        _check("actions", batch["actions"], (b, t, n, 4))
+        _check("active", batch["active"], (b, t, n))
+        _check("slot_of_day", batch["slot_of_day"], (b, t))
+        _check("day_of_week", batch["day_of_week"], (b, t))
+        od = batch.get("od")
+        if cfg.use_od:
+            _check("od", od, (b, t, 2, None, None))
+        ctx = self.encode_context(
+            batch.get("poi"), od, batch.get("facility"), batch["cell_xy"], batch["extent_m"],
+            batch["cell_mask"],
+        )  # fmt: skip
+        od_index = torch.arange(t, device=self.device).expand(b, t)
+        z_hist, act_feat, active = self._prepare(
+            traffic[:, : cfg.history], batch["actions"], batch["active"], ctx.cell_mask
+        )
+        return self._core(
+            z_hist, act_feat, active, batch["slot_of_day"], batch["day_of_week"], ctx, od_index
+        )
+
+    def _prepare(
+        self,
+        history_traffic: torch.Tensor,
+        actions: torch.Tensor,
+        active: torch.Tensor,
+        cell_mask: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Sanitise padded cells and normalise: → ``z_hist``, action features, ``active``."""
+        m = cell_mask[:, None, :]
+        zero = torch.zeros((), dtype=history_traffic.dtype, device=history_traffic.device)
+        traffic = torch.where(m, torch.nan_to_num(history_traffic), zero)
+        active = active.to(torch.bool) & m
+        acts = torch.where(m[..., None], actions, zero)
+        return self.normalizer.normalize(traffic), normalize_actions(acts, active), active
+
+    def loss(self, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+        """Masked loss in normalised space over real cells that are active in the target slot.
+
+        Returns ``(loss, metrics)``; metrics: ``loss``, ``mse``, ``mae`` (normalised) and
+        ``mae_mb`` (physical, MB per slot), ``n_targets``.
+        """
+        cfg = self.cfg
+        pred = self(batch)
+        target_mb = batch["traffic"][:, cfg.history :]
+        valid = batch["active"][:, cfg.history :].to(torch.bool) & batch["cell_mask"][:, None, :]
+        target = self.normalizer.normalize(torch.nan_to_num(target_mb))
+        diff = torch.where(valid, pred - target, torch.zeros((), dtype=pred.dtype))
+        count = valid.sum().clamp_min(1)
+        if cfg.loss == "huber":
+            per = F.huber_loss(
+                diff, torch.zeros_like(diff), delta=cfg.huber_delta, reduction="none"
+            )
+        else:
+            per = diff**2
+        loss = per.sum() / count
+        with torch.no_grad():
+            pred_mb = self.normalizer.denormalize(pred)
+            err_mb = torch.where(valid, pred_mb - torch.nan_to_num(target_mb), 0.0).abs()
+            metrics = {
+                "loss": float(loss),
+                "mse": float((diff**2).sum() / count),
+                "mae": float(diff.abs().sum() / count),
+                "mae_mb": float(err_mb.sum() / count),
+                "n_targets": float(valid.sum()),
+            }
+        return loss, metrics
+
+    # ------------------------------------------------------------------ inference API
+    def predict(
+        self,
+        history_traffic: ArrayLike,
+        history_actions: ArrayLike,
+        future_actions: ArrayLike,
+        context: ContextCache | Mapping[str, Any],
+        mask: Mapping[str, ArrayLike] | None,
+        time: Mapping[str, ArrayLike],
+    ) -> torch.Tensor:
+        """Traffic of the next ``P`` slots, MB per slot ``[B, P, N]`` (≥ 0; exactly 0 for
+        inactive and padded cells). No gradients; dropout off.
+
+        * ``history_traffic [B, H, N]`` MB; ``history_actions [B, H, N, 4]``;
+          ``future_actions [B, P, N, 4]`` (physical, ``PARAM_NAMES`` order).
+        * ``context``: a ``ContextCache`` from ``encode_context``, or a mapping with ``poi``,
+          ``od`` (``[B, T_od, 2, S, S]``), ``facility``, ``cell_xy``, ``extent_m`` and
+          optionally ``od_start_week_slot`` (then encoded here, once).
+        * ``mask``: ``cell_mask [B, N]`` (default: the context's) and ``active [B, H+P, N]``
+          (default all on).
+        * ``time``: ``slot_of_day`` and ``day_of_week`` ``[B, H+P]``; optional ``od_index
+          [B, H+P]`` (cache slot of each window slot, default from the time indices).
+        """
+        return self.rollout(
+            history_traffic, history_actions, future_actions, context, mask, time, n_chunks=1
+        )
+
+    def rollout(
+        self,
+        history_traffic: ArrayLike,
+        history_actions: ArrayLike,
+        future_actions: ArrayLike,
+        context: ContextCache | Mapping[str, Any],
+        mask: Mapping[str, ArrayLike] | None,
+        time: Mapping[str, ArrayLike],
+        n_chunks: int | None = None,
+    ) -> torch.Tensor:
+        """Autoregressive rollout (Eq. 5) over ``K`` chunks → traffic ``[B, K·P, N]`` MB.
+
+        As ``predict``, with ``future_actions [B, K·P, N, 4]`` and ``active`` / time / ``od_index``
+        over ``H + K·P`` slots. Each chunk's prediction becomes history of the next; the time
+        indices and active flags of every future slot come from the caller.
+        """
+        cfg = self.cfg
+        with self._eval_mode():
+            hist = self._tensor(history_traffic, torch.float32)
+            if hist.dim() != 3:
+                raise ValueError(f"history_traffic: expected [B, H, N], got {tuple(hist.shape)}")
+            b, h, n = hist.shape
+            if h != cfg.history:
+                raise ValueError(
+                    f"history_traffic has H={h} slots, the model expects {cfg.history}"
+                )
+            h_act = self._tensor(history_actions, torch.float32)
+            f_act = self._tensor(future_actions, torch.float32)
+            _check("history_actions", h_act, (b, h, n, 4))
+            if f_act.dim() != 4 or f_act.shape[0] != b or f_act.shape[2:] != (n, 4):
+                raise ValueError(
+                    f"future_actions: expected [{b}, K·P, {n}, 4], got {tuple(f_act.shape)}"
+                )
+            p = cfg.horizon
+            k = f_act.shape[1] // p if n_chunks is None else int(n_chunks)
+            if k < 1 or f_act.shape[1] != k * p:
+                raise ValueError(
+                    f"future_actions has {f_act.shape[1]} slots; expected n_chunks·P = {k}·{p}"
+                )
+            total = h + k * p
+            ctx = self._as_cache(context, (mask or {}).get("cell_mask"))
+            if (ctx.batch_size, ctx.n_cells) != (b, n):
+                raise ValueError(
+                    f"context is for {ctx.batch_size} maps × {ctx.n_cells} cells, inputs have {b} × {n}"
+                )
+            mask = mask or {}
+            if mask.get("cell_mask") is not None:
+                cm = self._tensor(mask["cell_mask"], torch.bool)
+                _check("cell_mask", cm, (b, n))
+                if not torch.equal(cm, ctx.cell_mask):
+                    raise ValueError("mask['cell_mask'] differs from the context's cell_mask")
+            if mask.get("active") is not None:
+                active = self._tensor(mask["active"], torch.bool)
+                _check("active", active, (b, total, n))
+            else:
+                active = torch.ones(b, total, n, dtype=torch.bool, device=self.device)
+            slot = self._tensor(time["slot_of_day"], torch.long)
+            dow = self._tensor(time["day_of_week"], torch.long)
+            _check("slot_of_day", slot, (b, total))
+            _check("day_of_week", dow, (b, total))
+            if slot.min() < 0 or slot.max() >= cfg.slots_per_day:
+                raise ValueError(f"slot_of_day must be in [0, {cfg.slots_per_day})")
+            if dow.min() < 0 or dow.max() >= cfg.days_per_week:
+                raise ValueError(f"day_of_week must be in [0, {cfg.days_per_week})")
+            if time.get("od_index") is not None:
+                od_index = self._tensor(time["od_index"], torch.long)
+                _check("od_index", od_index, (b, total))
+                if ctx.n_od_slots and (od_index.min() < 0 or od_index.max() >= ctx.n_od_slots):
+                    raise ValueError(f"od_index must be in [0, {ctx.n_od_slots})")
+            else:
+                od_index = ctx.od_index(slot, dow, cfg.slots_per_day)
+            real = ctx.cell_mask[:, None, :]
+            if not bool(torch.isfinite(hist).logical_or(~real).all()):
+                raise ValueError("history_traffic has non-finite values in real cells")
+
+            actions = torch.cat([h_act, f_act], dim=1)  # [B, H+K·P, N, 4]
+            buffer = hist
+            preds = []
+            for c in range(k):
+                s, e = c * p, c * p + h + p
+                z_hist, act_feat, act_w = self._prepare(
+                    buffer[:, -h:], actions[:, s:e], active[:, s:e], ctx.cell_mask
+                )
+                z = self._core(
+                    z_hist, act_feat, act_w, slot[:, s:e], dow[:, s:e], ctx, od_index[:, s:e]
+                )
+                valid = act_w[:, h:]  # already & cell_mask
+                out = torch.where(valid, self.normalizer.denormalize(z), 0.0)
+                preds.append(out)
+                buffer = torch.cat([buffer, out], dim=1)[:, -h:]
+            return torch.cat(preds, dim=1)
+
+    def _as_cache(
+        self, context: ContextCache | Mapping[str, Any], cell_mask: ArrayLike | None = None
+    ) -> ContextCache:
+        if isinstance(context, ContextCache):
+            return context
+        if not isinstance(context, Mapping):
+            raise TypeError(f"context must be a ContextCache or a mapping, got {type(context)}")
+        for key in ("cell_xy", "extent_m"):
+            if key not in context:
+                raise ValueError(f"context is missing {key!r}")
+        return self.encode_context(
+            context.get("poi"),
+            context.get("od"),
+            context.get("facility"),
+            context["cell_xy"],
+            context["extent_m"],
+            context.get("cell_mask", cell_mask),
+            context.get("od_start_week_slot"),
+        )
+
+
+def _check(name: str, x: torch.Tensor, shape: tuple[int | None, ...]) -> None:
+    """Raise ``ValueError`` unless ``x.shape`` matches ``shape`` (None = any size)."""
+    ok = x.dim() == len(shape) and all(
+        s is None or s == xs for s, xs in zip(shape, x.shape, strict=True)
+    )
+    if not ok:
+        want = ", ".join("*" if s is None else str(s) for s in shape)
+        raise ValueError(f"{name}: expected shape [{want}], got {list(x.shape)}")

@@ -1,0 +1,406 @@
+"""Train MobiWM (or a baseline world model) on a generated dataset.
+
+    python -m worldmodel.train --data data/default --out runs/wm-M --preset M
+    python -m worldmodel.train --data data/default --out runs/wm-M --resume      # continue
+    torchrun --nproc_per_node 2 -m worldmodel.train --data ... --out ...        # DDP (gloo)
+
+Loss: masked MSE in the model's normalised traffic space, summed over ``n_chunks`` chunks where
+chunk ``k > 0`` reads the model's *own* predictions as history (multi-chunk training keeps long
+rollouts stable). AdamW, linear warm-up then cosine decay, gradient clipping, TensorBoard
+(``train/``, ``val/``, ``charts/``), a progress bar, early stopping on validation loss.
+
+The run folder holds ``config.json`` (the resolved config and command), ``best/`` and
+``last/`` checkpoints (``model.safetensors`` + ``config.json``), ``trainer_state.json`` and
+``optimizer.safetensors`` for ``--resume`` (exact continuation: same batches, same RNG), and
+``tb/`` TensorBoard logs. Every file is written atomically.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+from tqdm.auto import tqdm
+
+from worldmodel.baselines import load_world_model, save_world_model
+from worldmodel.cli import arg, parse_config, to_jsonable, write_json_atomic
+from worldmodel.data.dataset import WindowDataset, collate_maps, dataset_summary, load_split
+from worldmodel.model.config import ModelConfig, preset
+
+ABLATIONS = {
+    "trn": "use_trn",
+    "spe": "use_spe",
+    "lg": "use_gates",
+    "fa": "use_facility",
+    "od": "use_od",
+    "poi": "use_poi",
+    "actions": "use_actions",
+}
+"""``--ablate`` names (paper §5.3: w/o TRN, SPE, LG, FA, OD; ``actions`` = Static-MobiWM)."""
+
+
+@dataclass
+class TrainConfig:
+    """One world-model training run."""
+
+    data: str = arg("data/default", "dataset folder (with manifest.json)")
+    out: str = arg("runs/worldmodel", "run folder (config, checkpoints, TensorBoard)")
+    arch: str = arg("mobiwm", "model family: mobiwm | gru")
+    preset: str = arg("M", "MobiWM size preset: debug | S | M | L | XL")
+    ablate: tuple[str, ...] = arg((), f"components to remove: {', '.join(ABLATIONS)}")
+    scenarios: tuple[str, ...] = arg((), "train only on these scenarios (e.g. urban-para)")
+    history: int = arg(8, "H: history slots")
+    horizon: int = arg(4, "P: slots predicted per chunk")
+    n_chunks: int = arg(2, "chunks per training window (k > 0 read own predictions)")
+    batch_size: int = arg(8, "maps per batch")
+    lr: float = arg(1e-3, "peak learning rate (AdamW)")
+    weight_decay: float = arg(0.01, "AdamW weight decay")
+    warmup_steps: int = arg(100, "linear warm-up steps")
+    max_steps: int = arg(2000, "optimizer steps (cosine decays to 0 at the end)")
+    max_minutes: float = arg(0.0, "stop after this wall time (0 = no limit); the best is kept")
+    grad_clip: float = arg(1.0, "gradient-norm clip")
+    eval_every: int = arg(200, "steps between validations and checkpoints")
+    eval_batches: int = arg(16, "validation batches per evaluation")
+    patience: int = arg(6, "stop after this many validations without improvement (0 = never)")
+    dropout: float = arg(0.1, "dropout (MobiWM)")
+    seed: int = arg(0, "seed of weights, batch order and dropout")
+    threads: int = arg(0, "torch CPU threads (0 = torch default)")
+    resume: bool = arg(False, "continue the run in --out exactly where it stopped")
+    progress: bool = arg(True, "show a progress bar")
+
+    def __post_init__(self) -> None:
+        if self.arch not in ("mobiwm", "gru"):
+            raise ValueError(f"arch must be 'mobiwm' or 'gru', got {self.arch!r}")
+        bad = [a for a in self.ablate if a not in ABLATIONS]
+        if bad:
+            raise ValueError(f"unknown --ablate {bad}; choose from {sorted(ABLATIONS)}")
+        for name in ("history", "horizon", "n_chunks", "batch_size", "max_steps", "eval_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+
+    @property
+    def window(self) -> int:
+        return self.history + self.n_chunks * self.horizon
+
+
+def model_config(cfg: TrainConfig) -> ModelConfig:
+    """The MobiWM architecture of a run: the preset plus horizon, history and ablations."""
+    mc = preset(cfg.preset)
+    flags = {ABLATIONS[a]: False for a in cfg.ablate}
+    return replace(mc, history=cfg.history, horizon=cfg.horizon, dropout=cfg.dropout, **flags)
+
+
+def build_model(cfg: TrainConfig) -> nn.Module:
+    if cfg.arch == "gru":
+        from worldmodel.baselines import GRUWorldModel
+
+        return GRUWorldModel(history=cfg.history, horizon=cfg.horizon)
+    from worldmodel.model.mobiwm import MobiWM
+
+    return MobiWM(model_config(cfg))
+
+
+def chunk_batch(batch: Mapping[str, torch.Tensor], k: int, h: int, p: int, history=None) -> dict:
+    """The ``k``-th ``H + P`` sub-window of a multi-chunk batch; optional replaced history."""
+    a, b = k * p, k * p + h + p
+    out = {}
+    for key, v in batch.items():
+        if key in ("traffic", "actions", "active", "slot_of_day", "day_of_week", "od"):
+            out[key] = v[:, a:b]
+        else:
+            out[key] = v
+    if history is not None:
+        out["traffic"] = torch.cat([history, out["traffic"][:, h:]], dim=1)
+    return out
+
+
+def multi_chunk_loss(
+    model: nn.Module, batch: Mapping[str, torch.Tensor], n_chunks: int, h: int, p: int
+):
+    """Sum of per-chunk losses; chunk ``k`` reads the model's own previous predictions."""
+    core = model.module if hasattr(model, "module") else model
+    total, metrics, hist = 0.0, {}, None
+    for k in range(n_chunks):
+        sub = chunk_batch(batch, k, h, p, hist)
+        pred = model(sub)
+        loss, m = (
+            core.loss_from_prediction(sub, pred)
+            if hasattr(core, "loss_from_prediction")
+            else _loss(core, sub, pred)
+        )
+        total = total + loss
+        for key, v in m.items():
+            metrics[f"{key}_c{k}"] = v
+        if k + 1 < n_chunks:
+            pred_mb = core.normalizer.denormalize(pred)
+            known = sub["traffic"][:, p:h]  # history slots that stay history
+            hist = torch.cat([known, pred_mb], dim=1)[:, -h:]
+    metrics["loss"] = float(total.detach()) / n_chunks
+    return total / n_chunks, metrics
+
+
+def _loss(core: nn.Module, sub: Mapping[str, torch.Tensor], pred: torch.Tensor):
+    h = sub["traffic"].shape[1] - pred.shape[1]
+    target_mb = sub["traffic"][:, h:]
+    valid = sub["active"][:, h:].to(torch.bool) & sub["cell_mask"][:, None, :]
+    target = core.normalizer.normalize(torch.nan_to_num(target_mb))
+    diff = torch.where(valid, pred - target, torch.zeros((), dtype=pred.dtype))
+    count = valid.sum().clamp_min(1)
+    loss = (diff**2).sum() / count
+    with torch.no_grad():
+        err = torch.where(valid, core.normalizer.denormalize(pred) - target_mb, 0.0).abs()
+        m = {"mse": float(loss), "mae_mb": float(err.sum() / count)}
+    return loss, m
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Linear warm-up to ``lr`` over ``warmup_steps``, then cosine decay to 0 at ``max_steps``."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    frac = (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps)
+    return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * min(1.0, frac)))
+
+
+# ---------------------------------------------------------------------- trainer state
+def _save_optimizer(opt: torch.optim.Optimizer, path: Path) -> None:
+    tensors, meta = {}, {}
+    for pid, st in opt.state_dict()["state"].items():
+        for k, v in st.items():
+            if torch.is_tensor(v):
+                tensors[f"{pid}.{k}"] = v.detach().clone().contiguous()
+            else:
+                meta[f"{pid}.{k}"] = v
+    tmp = path.with_suffix(".tmp")
+    save_file(tensors, str(tmp), metadata={k: repr(v) for k, v in meta.items()})
+    os.replace(tmp, path)
+
+
+def _load_optimizer(opt: torch.optim.Optimizer, path: Path) -> None:
+    tensors = load_file(str(path))
+    sd = opt.state_dict()
+    state: dict[int, dict] = {}
+    for key, v in tensors.items():
+        pid, name = key.split(".", 1)
+        state.setdefault(int(pid), {})[name] = v
+    sd["state"] = state
+    opt.load_state_dict(sd)
+
+
+class Trainer:
+    """Builds data, model and optimizer from a ``TrainConfig``; ``train()`` runs the loop."""
+
+    def __init__(self, cfg: TrainConfig) -> None:
+        self.cfg = cfg
+        self.out = Path(cfg.out)
+        self.rank = int(os.environ.get("RANK", 0))
+        self.world = int(os.environ.get("WORLD_SIZE", 1))
+        if self.world > 1 and not torch.distributed.is_initialized():
+            torch.distributed.init_process_group("gloo")
+        if cfg.threads > 0:
+            torch.set_num_threads(cfg.threads)
+        scen = list(cfg.scenarios) or None
+        self.train_maps = load_split(Path(cfg.data), "train", scen)
+        self.val_maps = load_split(Path(cfg.data), "val", scen)
+        if not self.train_maps:
+            raise ValueError(f"{cfg.data}: no training maps (scenarios={scen})")
+        torch.manual_seed(cfg.seed)
+        self.model = build_model(cfg)
+        core = self.model
+        traffic = np.concatenate([m.traffic.ravel() for m in self.train_maps])
+        active = np.concatenate([m.active.ravel() for m in self.train_maps])
+        core.normalizer.fit(traffic, active)
+        if self.world > 1:
+            self.model = nn.parallel.DistributedDataParallel(core)
+        self.core = core
+        self.opt = torch.optim.AdamW(core.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.train_ds = WindowDataset(self.train_maps, cfg.history, cfg.horizon, cfg.n_chunks)
+        self.val_ds = WindowDataset(
+            self.val_maps or self.train_maps, cfg.history, cfg.horizon, cfg.n_chunks
+        )
+        self.step = 0
+        self.best = float("inf")
+        self.bad_evals = 0
+        self.summary = dataset_summary(self.train_maps)
+
+    # -------------------------------------------------------------- data order
+    def _epoch_order(self, epoch: int) -> np.ndarray:
+        """Deterministic shuffled indices of this rank for ``epoch`` (resume-safe)."""
+        rng = np.random.default_rng([self.cfg.seed, epoch])
+        order = rng.permutation(len(self.train_ds))
+        return order[self.rank :: self.world]
+
+    def _batches(self):
+        bs = self.cfg.batch_size
+        per_epoch = max(1, len(self._epoch_order(0)) // bs)
+        while True:
+            epoch, pos = divmod(self.step, per_epoch)
+            order = self._epoch_order(epoch)
+            idx = order[pos * bs : (pos + 1) * bs]
+            yield collate_maps([self.train_ds[int(i)] for i in idx])
+
+    def _val_batches(self):
+        rng = np.random.default_rng([self.cfg.seed, 10**6])
+        n = min(len(self.val_ds), self.cfg.eval_batches * self.cfg.batch_size)
+        idx = rng.choice(len(self.val_ds), size=n, replace=False)
+        for i in range(0, n, self.cfg.batch_size):
+            yield collate_maps([self.val_ds[int(j)] for j in idx[i : i + self.cfg.batch_size]])
+
+    # -------------------------------------------------------------- loop
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        self.model.eval()
+        tot: dict[str, float] = {}
+        n = 0
+        for batch in self._val_batches():
+            _, m = multi_chunk_loss(
+                self.core, batch, self.cfg.n_chunks, self.cfg.history, self.cfg.horizon
+            )
+            for k, v in m.items():
+                tot[k] = tot.get(k, 0.0) + v
+            n += 1
+        self.model.train()
+        return {k: v / max(n, 1) for k, v in tot.items()}
+
+    def train(self) -> dict:
+        cfg = self.cfg
+        main = self.rank == 0
+        if cfg.resume:
+            self._load_state()
+        elif main:
+            self.out.mkdir(parents=True, exist_ok=True)
+        if main:
+            write_json_atomic(
+                self.out / "config.json",
+                {"train": cfg, "model": self._model_cfg_dict(), "command": " ".join(sys.argv),
+                 "data_summary": self.summary, "world_size": self.world},
+            )  # fmt: skip
+        writer = None
+        if main:
+            from torch.utils.tensorboard import SummaryWriter
+
+            writer = SummaryWriter(str(self.out / "tb"), purge_step=self.step)
+        bar = tqdm(
+            total=cfg.max_steps,
+            initial=self.step,
+            desc="train",
+            disable=not (main and cfg.progress),
+        )
+        t_start = time.perf_counter()
+        t_last, step_last = t_start, self.step
+        stop_reason = "max_steps"
+        self.model.train()
+        batches = self._batches()
+        while self.step < cfg.max_steps:
+            batch = next(batches)
+            for g in self.opt.param_groups:
+                g["lr"] = lr_at(self.step, cfg)
+            loss, m = multi_chunk_loss(self.model, batch, cfg.n_chunks, cfg.history, cfg.horizon)
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            gnorm = float(nn.utils.clip_grad_norm_(self.core.parameters(), cfg.grad_clip))
+            if not math.isfinite(float(loss.detach())):
+                raise FloatingPointError(f"non-finite loss at step {self.step}: {float(loss.detach())}")
+            self.opt.step()
+            self.step += 1
+            bar.update()
+            bar.set_postfix(loss=f"{m['loss']:.4f}")
+            if writer is not None and self.step % 10 == 0:
+                now = time.perf_counter()
+                writer.add_scalar("train/loss", m["loss"], self.step)
+                writer.add_scalar("train/mae_mb", m.get("mae_mb_c0", 0.0), self.step)
+                writer.add_scalar("train/grad_norm", gnorm, self.step)
+                writer.add_scalar("charts/lr", self.opt.param_groups[0]["lr"], self.step)
+                writer.add_scalar(
+                    "charts/steps_per_sec", (self.step - step_last) / (now - t_last), self.step
+                )
+                t_last, step_last = now, self.step
+            out_of_time = (
+                cfg.max_minutes > 0 and (time.perf_counter() - t_start) > 60 * cfg.max_minutes
+            )
+            if self.step % cfg.eval_every == 0 or self.step == cfg.max_steps or out_of_time:
+                val = self.evaluate()
+                improved = val["loss"] < self.best
+                if improved:
+                    self.best, self.bad_evals = val["loss"], 0
+                else:
+                    self.bad_evals += 1
+                if main:
+                    for k, v in val.items():
+                        writer.add_scalar(f"val/{k}", v, self.step)
+                    if improved:
+                        self._save("best", val)
+                    self._save("last", val)
+                    self._save_state()
+                if cfg.patience and self.bad_evals >= cfg.patience:
+                    stop_reason = "early_stopping"
+                    break
+            if out_of_time:
+                stop_reason = "max_minutes"
+                break
+        bar.close()
+        if writer is not None:
+            writer.close()
+        result = {"steps": self.step, "best_val_loss": self.best, "stop_reason": stop_reason,
+                  "minutes": (time.perf_counter() - t_start) / 60}  # fmt: skip
+        if main:
+            write_json_atomic(self.out / "result.json", result)
+        return result
+
+    # -------------------------------------------------------------- persistence
+    def _model_cfg_dict(self) -> dict:
+        c = getattr(self.core, "cfg", None)
+        return to_jsonable(c) if isinstance(c, ModelConfig) else {"arch": self.cfg.arch}
+
+    def _save(self, name: str, val: dict[str, float]) -> None:
+        extra = {
+            "train_config": to_jsonable(self.cfg),
+            "data_summary": self.summary,
+            "metrics": {"val": val, "step": self.step},
+            "command": " ".join(sys.argv),
+        }
+        save_world_model(self.core, self.out / name, extra=extra)
+
+    def _save_state(self) -> None:
+        _save_optimizer(self.opt, self.out / "optimizer.safetensors")
+        rng = torch.get_rng_state()
+        save_file({"torch_rng": rng}, str(self.out / ".rng.tmp"))
+        os.replace(self.out / ".rng.tmp", self.out / "rng.safetensors")
+        write_json_atomic(
+            self.out / "trainer_state.json",
+            {"step": self.step, "best": self.best, "bad_evals": self.bad_evals},
+        )
+
+    def _load_state(self) -> None:
+        state_path = self.out / "trainer_state.json"
+        if not state_path.is_file():
+            raise FileNotFoundError(f"--resume: {state_path} not found (nothing to resume)")
+        import json
+
+        st = json.loads(state_path.read_text())
+        loaded = load_world_model(self.out / "last")
+        self.core.load_state_dict(loaded.state_dict())
+        _load_optimizer(self.opt, self.out / "optimizer.safetensors")
+        torch.set_rng_state(load_file(str(self.out / "rng.safetensors"))["torch_rng"])
+        self.step, self.best, self.bad_evals = st["step"], st["best"], st["bad_evals"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    cfg = parse_config(TrainConfig, argv, description=__doc__)
+    result = Trainer(cfg).train()
+    print(to_jsonable(result))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

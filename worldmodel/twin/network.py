@@ -1,0 +1,452 @@
+"""NetworkTwin: the physics digital twin of one map, batched over ``E`` independent copies.
+
+Per slot and copy: demand density per pixel (``DemandModel``) → RSRP of each pixel's ``K``
+nearest candidate cells (Eq. 1: power − 10·log10(subcarriers) + antenna gain − path loss +
+shadowing, plus a per-slot fast-fading fluctuation) → A3 association → cell traffic =
+sum of its pixels' demand (Eq. 2); demand of pixels below Qrxlevmin everywhere is unserved.
+
+Everything that does not depend on the antenna parameters (geometry, path loss, LoS state,
+shadowing) is computed once. When parameters change, only the links of the changed cells are
+recomputed. All ``E`` copies advance in one numpy pass (used by the vectorised environment).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
+
+import numpy as np
+from scipy.spatial import cKDTree
+
+from worldmodel.twin.antenna import AntennaConfig, gain_from_trig
+from worldmodel.twin.association import A3State, a3_step, strongest, top2
+from worldmodel.twin.propagation import (
+    ShadowField,
+    clutter_from_buildings,
+    hash_uniform,
+    los_probability,
+    pathloss_db,
+    shadow_std_db,
+)
+from worldmodel.twin.scenario import AZIMUTH, ELEC_TILT, MECH_TILT, POWER, Scenario
+
+if TYPE_CHECKING:
+    from worldmodel.twin.demand import DemandModel
+
+
+@dataclass(frozen=True)
+class TwinStep:
+    """What ``NetworkTwin.step`` returns for ``n`` slots (``E`` copies, ``N`` cells)."""
+
+    traffic: np.ndarray  # [E, n, N] float32, traffic per cell per slot (scenario unit)
+    unserved: np.ndarray  # [E, n] float32, demand below Qrxlevmin everywhere
+    demand: np.ndarray  # [E, n] float32, total demand of the map
+    handovers: np.ndarray  # [E, n] int64, A3 handovers (pixels) per slot
+    slots: np.ndarray  # [E, n] int64, the absolute slot indices simulated
+
+
+class NetworkTwin:
+    """Physics twin of ``scenario`` with ``n_envs`` independent parameter/association states."""
+
+    def __init__(
+        self,
+        scenario: Scenario,
+        n_envs: int = 1,
+        *,
+        demand: DemandModel | None = None,
+        antenna: AntennaConfig | None = None,
+        seed: int = 0,
+    ) -> None:
+        if n_envs < 1:
+            raise ValueError(f"n_envs must be >= 1, got {n_envs}")
+        scenario.validate()
+        self.scenario = scenario
+        self.n_envs = int(n_envs)
+        self.antenna = antenna or AntennaConfig()
+        if demand is None:
+            from worldmodel.twin.demand import DemandModel
+
+            demand = DemandModel(scenario)
+        self.demand = demand
+        self._shadow = ShadowField(
+            scenario.grid_px, scenario.pixel_m, scenario.radio.shadow_corr_m, scenario.seed
+        )
+        self._build_links()
+        e, n = self.n_envs, scenario.n_cells
+        self.params = np.broadcast_to(scenario.init_params, (e, n, 4)).copy()
+        self.active = np.broadcast_to(scenario.init_active, (e, n)).copy()
+        self.slot = np.zeros(e, dtype=np.int64)
+        self._alloc_link_state()
+        self._refresh_links(np.ones((e, n), dtype=bool))
+        self.state = A3State.empty(e, self.n_pixels)
+        self.rng = np.random.default_rng([seed, 0xFADE])
+        self.reset()
+
+    # ------------------------------------------------------------------ geometry
+    @property
+    def n_cells(self) -> int:
+        return self.scenario.n_cells
+
+    @property
+    def n_pixels(self) -> int:
+        return self._cand.shape[0]
+
+    @property
+    def n_candidates(self) -> int:
+        return self._cand.shape[1]
+
+    def _build_links(self) -> None:
+        """Candidates and the parameter-independent part of every (pixel, cell) link.
+
+        Candidates of a pixel are the ``K`` cells with the best static link budget
+        (−path loss + shadowing, i.e. the cells that could be strongest at equal antenna
+        gain), chosen among its ``3K`` nearest cells. Computed in chunks of pixels.
+        """
+        sc, radio = self.scenario, self.scenario.radio
+        pix = sc.pixel_centres_m()
+        n_pix = len(pix)
+        k = min(radio.candidates_per_pixel, sc.n_cells)
+        k_pre = min(3 * k, sc.n_cells)
+        _, pre = cKDTree(sc.cell_xy_m).query(pix, k=k_pre)
+        pre = np.asarray(pre, dtype=np.int64).reshape(n_pix, k_pre)
+        clutter = clutter_from_buildings(sc.building_height_m).ravel()
+        cand = np.empty((n_pix, k), dtype=np.int32)
+        static = np.empty((n_pix, k), dtype=np.float32)
+        cos_zen, sin_zen = np.empty_like(static), np.empty_like(static)
+        cos_bear, sin_bear = np.empty_like(static), np.empty_like(static)
+        los_count = 0
+        for a in range(0, n_pix, 20_000):
+            b = min(a + 20_000, n_pix)
+            links = self._links(np.arange(a, b), pre[a:b], pix[a:b], clutter[a:b])
+            top = np.argsort(-links["static"], axis=1, kind="stable")[:, :k]
+            cand[a:b] = np.take_along_axis(pre[a:b], top, axis=1)
+            for name, out in (("static", static), ("cos_zen", cos_zen), ("sin_zen", sin_zen),
+                              ("cos_bear", cos_bear), ("sin_bear", sin_bear)):  # fmt: skip
+                out[a:b] = np.take_along_axis(links[name], top, axis=1)
+            los_count += int(np.take_along_axis(links["los"], top, axis=1).sum())
+        self._cand = cand
+        self._cand_flat = cand.ravel()
+        self._static = (static - np.float32(10.0 * np.log10(radio.n_subcarriers))).ravel()
+        self._cos_zen, self._sin_zen = cos_zen.ravel(), sin_zen.ravel()
+        self._cos_bear, self._sin_bear = cos_bear.ravel(), sin_bear.ravel()
+        self.los_fraction = los_count / cand.size
+
+    def _links(self, pixel_idx, cells, pix_xy, clutter) -> dict[str, np.ndarray]:
+        """Static budget (−PL + shadowing, dB) and geometry of links ``[n, c]``."""
+        sc, radio = self.scenario, self.scenario.radio
+        cell_xy = sc.cell_xy_m
+        dx = pix_xy[:, None, 0] - cell_xy[cells, 0]
+        dy = pix_xy[:, None, 1] - cell_xy[cells, 1]
+        d2d = np.hypot(dx, dy)
+        h_bs = sc.cell_height_m[cells]
+        bearing = np.arctan2(dx, dy)  # radians clockwise from north
+        zenith = 0.5 * np.pi + np.arctan2(h_bs - radio.ue_height_m, np.maximum(d2d, 1.0))
+        pidx = np.broadcast_to(pixel_idx[:, None], cells.shape)
+        site_uid = sc.cell_site[cells]
+        p_los = los_probability(d2d, radio.environment, 0.8 * clutter[:, None])
+        los = hash_uniform(sc.seed, site_uid, pidx) < p_los
+        pl = pathloss_db(d2d, h_bs, radio.ue_height_m, radio.carrier_ghz, radio.environment, los)
+        sf = self._shadow.sample(site_uid, pidx) * shadow_std_db(radio.environment, los)
+        f32 = np.float32
+        return {
+            "static": (sf - pl).astype(f32),
+            "cos_zen": np.cos(zenith).astype(f32),
+            "sin_zen": np.sin(zenith).astype(f32),
+            "cos_bear": np.cos(bearing).astype(f32),
+            "sin_bear": np.sin(bearing).astype(f32),
+            "los": los,
+        }
+
+    def _alloc_link_state(self) -> None:
+        e, p, k = self.n_envs, self.n_pixels, self.n_candidates
+        self._rsrp_base = np.zeros((e, p * k), dtype=np.float32)
+        self._top_cols = np.zeros((e, p, 2), dtype=np.int32)
+        self._top_vals = np.zeros((e, p, 2), dtype=np.float32)
+
+    def _refresh_links(self, changed: np.ndarray) -> None:
+        """Recompute gain and RSRP of links whose cell is flagged in ``changed [E, N]``.
+
+        Copies where most cells changed are recomputed densely (contiguous gathers); otherwise
+        only the changed links are touched.
+        """
+        envs = np.flatnonzero(changed.any(axis=1))
+        if len(envs) == 0:
+            return
+        dense = changed[envs].mean(axis=1) > 0.3
+        k = self.n_candidates
+        for e in envs[dense]:  # cache-sized blocks: one copy's links at a time
+            self._compute_links(np.array([e]), None)
+            cols2, vals2 = top2(self._rsrp_base[e].reshape(1, self.n_pixels, k))
+            self._top_cols[e], self._top_vals[e] = cols2[0], vals2[0]
+        if (~dense).any():
+            sparse = envs[~dense]
+            rows, link = np.nonzero(changed[sparse][:, self._cand_flat])
+            self._compute_links(sparse, (rows, link))
+            # only pixels with a changed candidate can change their top two
+            pairs = np.unique(sparse[rows].astype(np.int64) * self.n_pixels + link // k)
+            env_i, pix_i = np.divmod(pairs, self.n_pixels)
+            block = self._rsrp_base.reshape(self.n_envs, self.n_pixels, k)[env_i, pix_i]
+            cols2, vals2 = top2(block)
+            self._top_cols[env_i, pix_i], self._top_vals[env_i, pix_i] = cols2, vals2
+
+    def _compute_links(
+        self, envs: np.ndarray, sparse: tuple[np.ndarray, np.ndarray] | None
+    ) -> None:
+        """RSRP of all links of ``envs`` (``sparse=None``) or of the ``(row, link)`` pairs."""
+        p = self.params[envs].astype(np.float32)
+        az, mt = np.radians(p[..., AZIMUTH]), np.radians(p[..., MECH_TILT])
+        per_cell = {
+            "power": p[..., POWER],
+            "cos_az": np.cos(az),
+            "sin_az": np.sin(az),
+            "cos_mt": np.cos(mt),
+            "sin_mt": np.sin(mt),
+            "cos_et": np.cos(np.radians(90.0 + p[..., ELEC_TILT])),
+            "on": self.active[envs],
+        }
+        if sparse is None:
+            link = slice(None)
+            v = {name: np.take(arr, self._cand_flat, axis=1) for name, arr in per_cell.items()}
+        else:
+            rows, link = sparse
+            cols = self._cand_flat[link]
+            v = {name: arr[rows, cols] for name, arr in per_cell.items()}
+        gain = gain_from_trig(
+            self._cos_zen[link],
+            self._sin_zen[link],
+            self._cos_bear[link],
+            self._sin_bear[link],
+            v["cos_az"],
+            v["sin_az"],
+            v["cos_mt"],
+            v["sin_mt"],
+            v["cos_et"],
+            self.antenna,
+        )
+        rsrp = np.where(v["on"], v["power"] + gain + self._static[link], -np.inf)
+        if sparse is None:
+            self._rsrp_base[envs] = rsrp
+        else:
+            self._rsrp_base[envs[rows], link] = rsrp
+
+    # ------------------------------------------------------------------ control
+    def _env_index(self, env_ids) -> np.ndarray:
+        if env_ids is None:
+            return np.arange(self.n_envs)
+        idx = np.atleast_1d(np.asarray(env_ids, dtype=np.int64))
+        if idx.size and (idx.min() < 0 or idx.max() >= self.n_envs):
+            raise ValueError(f"env_ids {idx.tolist()} out of range [0, {self.n_envs})")
+        return idx
+
+    def set_params(self, params=None, active=None, env_ids=None) -> np.ndarray:
+        """Set physical parameters ``[n, N, 4]`` (or ``[N, 4]``) and/or ``active [n, N]``.
+
+        ``n`` = number of ``env_ids`` (all copies by default). Parameters are validated
+        against the scenario bounds (``ValueError`` names the cell and parameter). Returns
+        the ``[E, N]`` mask of cells that changed; only their links are recomputed.
+        """
+        idx = self._env_index(env_ids)
+        n = self.n_cells
+        new_p = self.params[idx].copy()
+        new_a = self.active[idx].copy()
+        if params is not None:
+            arr = np.asarray(params, dtype=np.float64)
+            if arr.shape not in ((n, 4), (len(idx), n, 4)):
+                raise ValueError(
+                    f"params: expected shape ({n}, 4) or ({len(idx)}, {n}, 4), got {arr.shape}"
+                )
+            new_p[:] = self.scenario.bounds.validate(arr, what="params")
+        if active is not None:
+            act = np.asarray(active)
+            if act.dtype != bool:
+                raise ValueError(f"active: expected a bool array, got dtype {act.dtype}")
+            if act.shape not in ((n,), (len(idx), n)):
+                raise ValueError(
+                    f"active: expected shape ({n},) or ({len(idx)}, {n}), got {act.shape}"
+                )
+            new_a[:] = act
+        changed = np.zeros((self.n_envs, n), dtype=bool)
+        changed[idx] = (new_p != self.params[idx]).any(-1) | (new_a != self.active[idx])
+        self.params[idx] = new_p
+        self.active[idx] = new_a
+        self._refresh_links(changed)
+        return changed
+
+    def reset(self, env_ids=None, *, slot=0, params=None, active=None) -> None:
+        """Reset copies to ``slot`` with the given (default: scenario initial) parameters.
+
+        Association starts from the strongest cell (no hysteresis history).
+        """
+        idx = self._env_index(env_ids)
+        p = self.scenario.init_params if params is None else params
+        a = self.scenario.init_active if active is None else active
+        self.set_params(p, a, env_ids=idx)
+        slots = np.broadcast_to(np.asarray(slot, dtype=np.int64), idx.shape)
+        if (slots < 0).any():
+            raise ValueError(f"slot must be >= 0, got {slots.min()}")
+        self.slot[idx] = slots
+        q = self.scenario.radio.q_rxlevmin_dbm
+        self.state.serving_col[idx] = strongest(self._top_cols[idx], self._top_vals[idx], q)
+        self.state.target_col[idx] = -1
+        self.state.ttt_count[idx] = 0
+
+    # ------------------------------------------------------------------ dynamics
+    def step(self, n_slots: int = 1) -> TwinStep:
+        """Advance every copy by ``n_slots`` slots with the current parameters."""
+        if n_slots < 1:
+            raise ValueError(f"n_slots must be >= 1, got {n_slots}")
+        e, n, p, k = self.n_envs, self.n_cells, self.n_pixels, self.n_candidates
+        traffic = np.zeros((e, n_slots, n), dtype=np.float32)
+        unserved = np.zeros((e, n_slots), dtype=np.float32)
+        demand_tot = np.zeros((e, n_slots), dtype=np.float32)
+        handovers = np.zeros((e, n_slots), dtype=np.int64)
+        slots = self.slot[:, None] + np.arange(n_slots)[None, :]
+        offsets = (np.arange(e, dtype=np.int64) * n)[:, None]
+        for t in range(n_slots):
+            handovers[:, t] = self._associate()
+            dens = self._demand_for(slots[:, t])
+            col = self.state.serving_col
+            served = col >= 0
+            cell = np.take_along_axis(
+                np.broadcast_to(self._cand, (e, p, k)), np.maximum(col, 0)[..., None], axis=-1
+            )[..., 0]
+            flat = np.where(served, cell + offsets, 0).ravel()
+            w = np.where(served, dens, 0.0).ravel()
+            traffic[:, t] = np.bincount(flat, weights=w, minlength=e * n).reshape(e, n)
+            demand_tot[:, t] = dens.sum(axis=1)
+            unserved[:, t] = np.where(served, 0.0, dens).sum(axis=1)
+        self.slot += n_slots
+        return TwinStep(traffic, unserved, demand_tot, handovers, slots)
+
+    def run(self, actions: np.ndarray, active: np.ndarray | None = None) -> TwinStep:
+        """Play a per-slot plan: ``actions [E, T, N, 4]`` (or ``[T, N, 4]``), ``active [.., T, N]``.
+
+        Row ``t`` holds the parameters in effect during the ``t``-th simulated slot. The twin
+        advances in segments between change points, recomputing only changed links.
+        """
+        e, n = self.n_envs, self.n_cells
+        acts = np.asarray(actions, dtype=np.float64)
+        if acts.ndim == 3:
+            acts = np.broadcast_to(acts, (e, *acts.shape))
+        if acts.ndim != 4 or acts.shape[0] != e or acts.shape[2:] != (n, 4):
+            raise ValueError(f"actions: expected [{e}, T, {n}, 4] or [T, {n}, 4], got {acts.shape}")
+        t_total = acts.shape[1]
+        if active is None:
+            act = np.broadcast_to(self.active[:, None, :], (e, t_total, n))
+        else:
+            act = np.asarray(active)
+            if act.dtype != bool:
+                raise ValueError(f"active: expected a bool array, got dtype {act.dtype}")
+            act = np.broadcast_to(act, (e, t_total, n)) if act.ndim == 2 else act
+            if act.shape != (e, t_total, n):
+                raise ValueError(f"active: expected [{e}, {t_total}, {n}], got {act.shape}")
+        change = (acts[:, 1:] != acts[:, :-1]).any(axis=(0, 2, 3)) | (
+            act[:, 1:] != act[:, :-1]
+        ).any(axis=(0, 2))
+        bounds = np.concatenate([[0], np.flatnonzero(change) + 1, [t_total]])
+        parts = []
+        for a, b in zip(bounds[:-1], bounds[1:], strict=True):
+            self.set_params(acts[:, a], act[:, a])
+            parts.append(self.step(int(b - a)))
+        return TwinStep(
+            *(
+                np.concatenate([getattr(p, f) for p in parts], axis=1)
+                for f in TwinStep.__dataclass_fields__
+            )
+        )
+
+    def _associate(self) -> np.ndarray:
+        """One A3 slot for every copy; returns handovers per copy ``[E]``."""
+        radio = self.scenario.radio
+        col = self.state.serving_col
+        rsrp = self._rsrp_base.reshape(self.n_envs, self.n_pixels, self.n_candidates)
+        serv = np.take_along_axis(rsrp, np.maximum(col, 0)[..., None], axis=-1)[..., 0]
+        fading = None
+        if radio.fast_fading_std_db > 0:
+            fading = self.rng.standard_normal((3, self.n_envs, self.n_pixels), dtype=np.float32)
+            fading *= np.float32(radio.fast_fading_std_db)
+        return a3_step(
+            self.state,
+            self._top_cols,
+            self._top_vals,
+            serv,
+            radio.q_rxlevmin_dbm,
+            radio.a3_hysteresis_db,
+            radio.a3_offset_db,
+            radio.time_to_trigger_slots,
+            fading,
+        )
+
+    def _demand_for(self, slots: np.ndarray) -> np.ndarray:
+        """Demand density ``[E, P]`` for each copy's slot (computed once per distinct slot)."""
+        uniq, inv = np.unique(slots, return_inverse=True)
+        dens = self.demand.density_many(uniq)
+        return dens[inv]
+
+    # ------------------------------------------------------------------ views
+    def serving_cell(self) -> np.ndarray:
+        """``[E, P]`` serving cell id per pixel (``-1`` = unserved)."""
+        col = self.state.serving_col
+        cell = np.take_along_axis(
+            np.broadcast_to(self._cand, (self.n_envs,) + self._cand.shape),
+            np.maximum(col, 0)[..., None],
+            axis=-1,
+        )[..., 0]
+        return np.where(col >= 0, cell, -1)
+
+    def serving_map(self, env: int = 0) -> np.ndarray:
+        """``[G, G]`` serving cell id per pixel of copy ``env`` (row 0 = south)."""
+        g = self.scenario.grid_px
+        return self.serving_cell()[env].reshape(g, g)
+
+    def rsrp(self, env: int = 0) -> np.ndarray:
+        """``[P, K]`` mean RSRP (dBm, no fast fading) of copy ``env``; ``-inf`` = cell off."""
+        return self._rsrp_base[env].reshape(self.n_pixels, self.n_candidates)
+
+    def best_rsrp_map(self, env: int = 0) -> np.ndarray:
+        """``[G, G]`` strongest mean RSRP (dBm) per pixel."""
+        g = self.scenario.grid_px
+        return self.rsrp(env).max(axis=1).reshape(g, g)
+
+    def load_ratio(self, traffic: np.ndarray) -> np.ndarray:
+        """Traffic ``[..., N]`` divided by each cell's capacity per slot."""
+        return traffic / self.scenario.cell_capacity
+
+    # ------------------------------------------------------------------ topology
+    def insert_cells(self, site_xy_m, site_height_m, params, active=None) -> np.ndarray:
+        """Add one single-sector site per row (``[k, 2]``, ``[k]``, ``[k, 4]``); new ids.
+
+        Candidate lists are rebuilt; pixels keep their serving cell where it is still a
+        candidate, else they re-select on the next slot.
+        """
+        sc = self.scenario
+        xy = np.asarray(site_xy_m, dtype=np.float64).reshape(-1, 2)
+        k = len(xy)
+        h = np.asarray(site_height_m, dtype=np.float64).reshape(k)
+        prm = sc.bounds.validate(np.asarray(params, dtype=np.float64).reshape(k, 4), "params")
+        if not (((xy >= 0) & (xy <= sc.extent_m)).all() and np.isfinite(h).all()):
+            raise ValueError("insert_cells: sites must lie inside the map with finite heights")
+        act = np.ones(k, dtype=bool) if active is None else np.asarray(active, dtype=bool)
+        old_cell = self.serving_cell()
+        new_ids = np.arange(sc.n_cells, sc.n_cells + k)
+        cap = np.full(k, float(np.median(sc.cell_capacity)))
+        self.scenario = replace(
+            sc,
+            site_xy_m=np.concatenate([sc.site_xy_m, xy]),
+            site_height_m=np.concatenate([sc.site_height_m, h]),
+            cell_site=np.concatenate([sc.cell_site, sc.n_sites + np.arange(k)]),
+            init_params=np.concatenate([sc.init_params, prm]),
+            init_active=np.concatenate([sc.init_active, np.zeros(k, dtype=bool)]),
+            cell_capacity=np.concatenate([sc.cell_capacity, cap]),
+        )
+        self.scenario.validate()
+        self._build_links()
+        e = self.n_envs
+        self.params = np.concatenate([self.params, np.broadcast_to(prm, (e, k, 4))], axis=1)
+        self.active = np.concatenate([self.active, np.broadcast_to(act, (e, k))], axis=1)
+        self._alloc_link_state()
+        self._refresh_links(np.ones((e, self.n_cells), dtype=bool))
+        match = self._cand[None] == old_cell[..., None]
+        col = np.where(match.any(-1), match.argmax(-1), -1).astype(np.int32)
+        self.state = A3State(col, np.full_like(col, -1), np.zeros_like(col))
+        return new_ids
