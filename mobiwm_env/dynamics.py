@@ -301,8 +301,37 @@ class TwinDynamics:
 
 
 # ============================================================================ world model
+_MODELS: OrderedDict[tuple, Any] = OrderedDict()
+
+
+def _file_stamp(directory: Path) -> tuple:
+    stamp = []
+    for name in ("config.json", "model.safetensors"):
+        try:
+            st = (directory / name).stat()
+            stamp.append((name, st.st_mtime_ns, st.st_size))
+        except OSError:
+            stamp.append((name, None, None))
+    return tuple(stamp)
+
+
 def load_world_model(checkpoint: str | Path, device: str = "cpu") -> Any:
-    """``load_checkpoint`` with the path in every error message."""
+    """``load_checkpoint`` with the path in every error message.
+
+    Frozen models are shared per process (keyed by path, device and file stamps)."""
+    path = Path(checkpoint)
+    directory = path.parent if path.is_file() else path
+    key = (str(directory.resolve()), str(device), _file_stamp(directory))
+    model = _MODELS.get(key)
+    if model is None:
+        model = _load_world_model(path, device)
+        _MODELS[key] = model
+        while len(_MODELS) > 4:
+            _MODELS.popitem(last=False)
+    return model
+
+
+def _load_world_model(checkpoint: str | Path, device: str = "cpu") -> Any:
     try:
         from worldmodel.model.checkpoint import load_checkpoint
     except ImportError as err:  # pragma: no cover - depends on the install

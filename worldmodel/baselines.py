@@ -34,11 +34,15 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import torch
-import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from worldmodel.model.normalize import ACTION_FEATURES, TrafficNormalizer, normalize_actions
+from worldmodel.model.normalize import (
+    ACTION_FEATURES,
+    TrafficNormalizer,
+    masked_traffic_loss,
+    normalize_actions,
+)
 
 TIME_KEYS: tuple[str, ...] = ("traffic", "actions", "active", "slot_of_day", "day_of_week", "od")
 """Batch keys with a time axis (axis 1); every other key is per map."""
@@ -405,30 +409,9 @@ class GRUWorldModel(nn.Module, BatchWorldModel):
         self, batch: Batch, pred: torch.Tensor
     ) -> tuple[torch.Tensor, dict[str, float]]:
         """Masked loss of a normalised prediction ``[B, P, N]`` (see ``loss``)."""
-        cfg = self.cfg
-        target_mb = batch["traffic"][:, cfg.history :].to(pred.device)
-        valid = _future_valid(batch, cfg.history).to(pred.device)
-        target = self.normalizer.normalize(torch.nan_to_num(target_mb))
-        diff = torch.where(valid, pred - target, torch.zeros((), dtype=pred.dtype))
-        count = valid.sum().clamp_min(1)
-        if cfg.loss == "huber":
-            per = F.huber_loss(
-                diff, torch.zeros_like(diff), delta=cfg.huber_delta, reduction="none"
-            )
-        else:
-            per = diff**2
-        loss = per.sum() / count
-        with torch.no_grad():
-            pred_mb = self.normalizer.denormalize(pred)
-            err_mb = torch.where(valid, pred_mb - torch.nan_to_num(target_mb), 0.0).abs()
-            metrics = {
-                "loss": float(loss),
-                "mse": float((diff**2).sum() / count),
-                "mae": float(diff.abs().sum() / count),
-                "mae_mb": float(err_mb.sum() / count),
-                "n_targets": float(valid.sum()),
-            }
-        return loss, metrics
+        return masked_traffic_loss(
+            self.normalizer, batch, pred, self.cfg.loss, self.cfg.huber_delta
+        )
 
     def loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
         """Masked loss in normalised space over real cells active in the target slot (as

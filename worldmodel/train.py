@@ -11,22 +11,36 @@ rollouts stable). AdamW, linear warm-up then cosine decay, gradient clipping, Te
 
 The run folder holds ``config.json`` (the resolved config and command), ``best/`` and
 ``last/`` checkpoints (``model.safetensors`` + ``config.json``), ``trainer_state.json`` and
-``optimizer.safetensors`` for ``--resume`` (exact continuation: same batches, same RNG), and
-``tb/`` TensorBoard logs. Every file is written atomically.
+``optimizer.safetensors`` / ``rng.safetensors`` for ``--resume`` (exact continuation: same
+batches, same dropout RNG, same optimizer state and schedule), ``result.json`` and ``tb/``
+TensorBoard logs. Every file is written atomically.
+
+Resume points are the validations (every ``eval_every`` steps) and the step where a run stops
+(``max_minutes``, ``stop_after``, early stopping). ``--stop-after N`` ends an invocation after
+``N`` steps without touching the schedule (``lr_at`` still decays to 0 at ``max_steps``), which
+is how a preempted job or a test interrupts a run.
+
+Multi-process (DDP, gloo): every rank trains on its own shard of each epoch; only rank 0
+writes files and evaluates, and it broadcasts every stop decision (validation loss, wall time),
+so all ranks run exactly the same number of steps. The process group is destroyed at the end.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
 import os
 import sys
 import time
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
@@ -67,9 +81,15 @@ class TrainConfig:
     warmup_steps: int = arg(100, "linear warm-up steps")
     max_steps: int = arg(2000, "optimizer steps (cosine decays to 0 at the end)")
     max_minutes: float = arg(0.0, "stop after this wall time (0 = no limit); the best is kept")
+    stop_after: int = arg(
+        0,
+        "stop after this many steps in this invocation (0 = run to max_steps); the schedule "
+        "is unchanged and the state is saved for --resume (for tests and preemption)",
+    )
     grad_clip: float = arg(1.0, "gradient-norm clip")
     eval_every: int = arg(200, "steps between validations and checkpoints")
     eval_batches: int = arg(16, "validation batches per evaluation")
+    log_every: int = arg(10, "steps between TensorBoard train/ and charts/ scalars")
     patience: int = arg(6, "stop after this many validations without improvement (0 = never)")
     dropout: float = arg(0.1, "dropout (MobiWM)")
     seed: int = arg(0, "seed of weights, batch order and dropout")
@@ -83,11 +103,24 @@ class TrainConfig:
         bad = [a for a in self.ablate if a not in ABLATIONS]
         if bad:
             raise ValueError(f"unknown --ablate {bad}; choose from {sorted(ABLATIONS)}")
-        for name in ("history", "horizon", "n_chunks", "batch_size", "max_steps", "eval_every"):
+        if self.arch == "gru" and any(a != "actions" for a in self.ablate):
+            raise ValueError(f"--arch gru supports only --ablate actions, got {list(self.ablate)}")
+        positive = ("history", "horizon", "n_chunks", "batch_size", "max_steps", "eval_every",
+                    "eval_batches", "log_every")  # fmt: skip
+        for name in positive:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("warmup_steps", "patience", "stop_after", "threads"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise ValueError(f"lr must be > 0, got {self.lr}")
+        if not (self.max_minutes >= 0 and math.isfinite(self.max_minutes)):
+            raise ValueError(f"max_minutes must be >= 0, got {self.max_minutes}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if not (self.grad_clip > 0 and math.isfinite(self.grad_clip)):
+            raise ValueError(f"grad_clip must be > 0, got {self.grad_clip}")
 
     @property
     def window(self) -> int:
@@ -105,7 +138,9 @@ def build_model(cfg: TrainConfig) -> nn.Module:
     if cfg.arch == "gru":
         from worldmodel.baselines import GRUWorldModel
 
-        return GRUWorldModel(history=cfg.history, horizon=cfg.horizon)
+        return GRUWorldModel(
+            history=cfg.history, horizon=cfg.horizon, use_actions="actions" not in cfg.ablate
+        )
     from worldmodel.model.mobiwm import MobiWM
 
     return MobiWM(model_config(cfg))
@@ -134,11 +169,7 @@ def multi_chunk_loss(
     for k in range(n_chunks):
         sub = chunk_batch(batch, k, h, p, hist)
         pred = model(sub)
-        loss, m = (
-            core.loss_from_prediction(sub, pred)
-            if hasattr(core, "loss_from_prediction")
-            else _loss(core, sub, pred)
-        )
+        loss, m = core.loss_from_prediction(sub, pred)
         total = total + loss
         for key, v in m.items():
             metrics[f"{key}_c{k}"] = v
@@ -148,20 +179,6 @@ def multi_chunk_loss(
             hist = torch.cat([known, pred_mb], dim=1)[:, -h:]
     metrics["loss"] = float(total.detach()) / n_chunks
     return total / n_chunks, metrics
-
-
-def _loss(core: nn.Module, sub: Mapping[str, torch.Tensor], pred: torch.Tensor):
-    h = sub["traffic"].shape[1] - pred.shape[1]
-    target_mb = sub["traffic"][:, h:]
-    valid = sub["active"][:, h:].to(torch.bool) & sub["cell_mask"][:, None, :]
-    target = core.normalizer.normalize(torch.nan_to_num(target_mb))
-    diff = torch.where(valid, pred - target, torch.zeros((), dtype=pred.dtype))
-    count = valid.sum().clamp_min(1)
-    loss = (diff**2).sum() / count
-    with torch.no_grad():
-        err = torch.where(valid, core.normalizer.denormalize(pred) - target_mb, 0.0).abs()
-        m = {"mse": float(loss), "mae_mb": float(err.sum() / count)}
-    return loss, m
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -205,8 +222,8 @@ class Trainer:
         self.out = Path(cfg.out)
         self.rank = int(os.environ.get("RANK", 0))
         self.world = int(os.environ.get("WORLD_SIZE", 1))
-        if self.world > 1 and not torch.distributed.is_initialized():
-            torch.distributed.init_process_group("gloo")
+        if self.world > 1 and not dist.is_initialized():
+            dist.init_process_group("gloo")
         if cfg.threads > 0:
             torch.set_num_threads(cfg.threads)
         scen = list(cfg.scenarios) or None
@@ -222,12 +239,26 @@ class Trainer:
         core.normalizer.fit(traffic, active)
         if self.world > 1:
             self.model = nn.parallel.DistributedDataParallel(core)
+            # identical weights (DDP broadcasts rank 0's) but a distinct dropout stream per rank
+            torch.manual_seed(
+                int(np.random.SeedSequence([cfg.seed, self.rank]).generate_state(1)[0])
+            )
         self.core = core
         self.opt = torch.optim.AdamW(core.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.train_ds = WindowDataset(self.train_maps, cfg.history, cfg.horizon, cfg.n_chunks)
         self.val_ds = WindowDataset(
             self.val_maps or self.train_maps, cfg.history, cfg.horizon, cfg.n_chunks
         )
+        for what, ds in (("training", self.train_ds), ("validation", self.val_ds)):
+            if len(ds) == 0:
+                raise ValueError(
+                    f"{cfg.data}: the {what} maps are too short for one window of {ds.window} "
+                    f"slots (history {cfg.history} + {cfg.n_chunks} x horizon {cfg.horizon})"
+                )
+        if len(self.train_ds) < self.world:
+            raise ValueError(
+                f"{cfg.data}: {len(self.train_ds)} training windows for {self.world} ranks"
+            )
         self.step = 0
         self.best = float("inf")
         self.bad_evals = 0
@@ -241,8 +272,9 @@ class Trainer:
         return order[self.rank :: self.world]
 
     def _batches(self):
+        """Endless batches; the batch of step ``s`` depends on ``s`` only (resume-safe)."""
         bs = self.cfg.batch_size
-        per_epoch = max(1, len(self._epoch_order(0)) // bs)
+        per_epoch = max(1, (len(self.train_ds) // self.world) // bs)  # same on every rank
         while True:
             epoch, pos = divmod(self.step, per_epoch)
             order = self._epoch_order(epoch)
@@ -256,9 +288,35 @@ class Trainer:
         for i in range(0, n, self.cfg.batch_size):
             yield collate_maps([self.val_ds[int(j)] for j in idx[i : i + self.cfg.batch_size]])
 
+    # -------------------------------------------------------------- multi-process helpers
+    def _from_rank0(self, values: list[float]) -> list[float]:
+        """Rank 0's ``values`` on every rank (identity in a single process)."""
+        if self.world == 1:
+            return values
+        t = torch.tensor(values, dtype=torch.float64)
+        dist.broadcast(t, src=0)
+        return t.tolist()
+
+    def _mean_over_ranks(self, value: float) -> float:
+        if self.world == 1:
+            return value
+        t = torch.tensor([value], dtype=torch.float64)
+        dist.all_reduce(t)
+        return float(t) / self.world
+
+    def _rng_states(self) -> list[torch.Tensor]:
+        """The torch RNG state of every rank (gathered on all ranks)."""
+        state = torch.get_rng_state()
+        if self.world == 1:
+            return [state]
+        states = [torch.empty_like(state) for _ in range(self.world)]
+        dist.all_gather(states, state)
+        return states
+
     # -------------------------------------------------------------- loop
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
+        """Mean metrics over the fixed validation batches (no RNG use, dropout off)."""
         self.model.eval()
         tot: dict[str, float] = {}
         n = 0
@@ -289,7 +347,8 @@ class Trainer:
         if main:
             from torch.utils.tensorboard import SummaryWriter
 
-            writer = SummaryWriter(str(self.out / "tb"), purge_step=self.step)
+            # events up to self.step were logged before the state was saved; drop later ones
+            writer = SummaryWriter(str(self.out / "tb"), purge_step=self.step + 1)
         bar = tqdm(
             total=cfg.max_steps,
             initial=self.step,
@@ -298,6 +357,7 @@ class Trainer:
         )
         t_start = time.perf_counter()
         t_last, step_last = t_start, self.step
+        first_step = self.step
         stop_reason = "max_steps"
         self.model.train()
         batches = self._batches()
@@ -309,44 +369,66 @@ class Trainer:
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
             gnorm = float(nn.utils.clip_grad_norm_(self.core.parameters(), cfg.grad_clip))
-            if not math.isfinite(float(loss.detach())):
-                raise FloatingPointError(f"non-finite loss at step {self.step}: {float(loss.detach())}")
+            # gradients are averaged over ranks, so a non-finite norm is seen by every rank
+            if not (math.isfinite(float(loss.detach())) and math.isfinite(gnorm)):
+                raise FloatingPointError(
+                    f"non-finite loss {float(loss.detach())} / gradient norm {gnorm} at step "
+                    f"{self.step} (rank {self.rank})"
+                )
             self.opt.step()
             self.step += 1
             bar.update()
             bar.set_postfix(loss=f"{m['loss']:.4f}")
-            if writer is not None and self.step % 10 == 0:
-                now = time.perf_counter()
-                writer.add_scalar("train/loss", m["loss"], self.step)
-                writer.add_scalar("train/mae_mb", m.get("mae_mb_c0", 0.0), self.step)
-                writer.add_scalar("train/grad_norm", gnorm, self.step)
-                writer.add_scalar("charts/lr", self.opt.param_groups[0]["lr"], self.step)
-                writer.add_scalar(
-                    "charts/steps_per_sec", (self.step - step_last) / (now - t_last), self.step
-                )
-                t_last, step_last = now, self.step
-            out_of_time = (
-                cfg.max_minutes > 0 and (time.perf_counter() - t_start) > 60 * cfg.max_minutes
-            )
+            if self.step % cfg.log_every == 0:
+                train_loss = self._mean_over_ranks(m["loss"])  # collective: every rank
+                if writer is not None:
+                    now = time.perf_counter()
+                    writer.add_scalar("train/loss", train_loss, self.step)
+                    writer.add_scalar("train/mae_mb", m.get("mae_mb_c0", 0.0), self.step)
+                    writer.add_scalar("train/grad_norm", gnorm, self.step)
+                    writer.add_scalar("charts/lr", self.opt.param_groups[0]["lr"], self.step)
+                    writer.add_scalar(
+                        "charts/steps_per_sec",
+                        (self.step - step_last) / max(now - t_last, 1e-9),
+                        self.step,
+                    )
+                    t_last, step_last = now, self.step
+            out_of_time = False
+            if cfg.max_minutes > 0:  # rank 0's clock decides for every rank
+                late = (time.perf_counter() - t_start) > 60 * cfg.max_minutes
+                out_of_time = bool(self._from_rank0([float(late)])[0])
+            interrupted = cfg.stop_after > 0 and self.step - first_step >= cfg.stop_after
             if self.step % cfg.eval_every == 0 or self.step == cfg.max_steps or out_of_time:
-                val = self.evaluate()
-                improved = val["loss"] < self.best
+                val = self.evaluate() if main else {}
+                val_loss = self._from_rank0([val.get("loss", 0.0)])[0]
+                improved = val_loss < self.best
                 if improved:
-                    self.best, self.bad_evals = val["loss"], 0
+                    self.best, self.bad_evals = val_loss, 0
                 else:
                     self.bad_evals += 1
+                rngs = self._rng_states()  # collective: every rank
                 if main:
                     for k, v in val.items():
                         writer.add_scalar(f"val/{k}", v, self.step)
+                    writer.flush()
                     if improved:
                         self._save("best", val)
                     self._save("last", val)
-                    self._save_state()
+                    self._save_state(rngs)
                 if cfg.patience and self.bad_evals >= cfg.patience:
                     stop_reason = "early_stopping"
                     break
+            elif interrupted:  # resume point without an extra validation (schedule unchanged)
+                rngs = self._rng_states()
+                if main:
+                    writer.flush()
+                    self._save("last", {})
+                    self._save_state(rngs)
             if out_of_time:
                 stop_reason = "max_minutes"
+                break
+            if interrupted and self.step < cfg.max_steps:
+                stop_reason = "stop_after"
                 break
         bar.close()
         if writer is not None:
@@ -360,7 +442,11 @@ class Trainer:
     # -------------------------------------------------------------- persistence
     def _model_cfg_dict(self) -> dict:
         c = getattr(self.core, "cfg", None)
-        return to_jsonable(c) if isinstance(c, ModelConfig) else {"arch": self.cfg.arch}
+        if isinstance(c, ModelConfig):
+            return to_jsonable(c)
+        if dataclasses.is_dataclass(c):
+            return {"arch": self.cfg.arch, **to_jsonable(c)}
+        return {"arch": self.cfg.arch}
 
     def _save(self, name: str, val: dict[str, float]) -> None:
         extra = {
@@ -371,34 +457,49 @@ class Trainer:
         }
         save_world_model(self.core, self.out / name, extra=extra)
 
-    def _save_state(self) -> None:
+    def _save_state(self, rngs: list[torch.Tensor]) -> None:
+        """Optimizer, RNG of every rank and counters (``trainer_state.json`` last: it marks a
+        complete resume point)."""
         _save_optimizer(self.opt, self.out / "optimizer.safetensors")
-        rng = torch.get_rng_state()
-        save_file({"torch_rng": rng}, str(self.out / ".rng.tmp"))
+        tensors = {"torch_rng": rngs[0]}
+        tensors.update({f"torch_rng_rank{r}": t for r, t in enumerate(rngs) if r > 0})
+        save_file(tensors, str(self.out / ".rng.tmp"))
         os.replace(self.out / ".rng.tmp", self.out / "rng.safetensors")
         write_json_atomic(
             self.out / "trainer_state.json",
-            {"step": self.step, "best": self.best, "bad_evals": self.bad_evals},
-        )
+            {"step": self.step, "best": self.best, "bad_evals": self.bad_evals,
+             "world_size": self.world},
+        )  # fmt: skip
 
     def _load_state(self) -> None:
         state_path = self.out / "trainer_state.json"
         if not state_path.is_file():
             raise FileNotFoundError(f"--resume: {state_path} not found (nothing to resume)")
-        import json
-
         st = json.loads(state_path.read_text())
+        saved_world = int(st.get("world_size", 1))
+        if saved_world != self.world and self.rank == 0:
+            warnings.warn(
+                f"--resume: {state_path} was written by {saved_world} rank(s), this run has "
+                f"{self.world}: batches and dropout will differ from an uninterrupted run",
+                stacklevel=2,
+            )
         loaded = load_world_model(self.out / "last")
         self.core.load_state_dict(loaded.state_dict())
         _load_optimizer(self.opt, self.out / "optimizer.safetensors")
-        torch.set_rng_state(load_file(str(self.out / "rng.safetensors"))["torch_rng"])
+        rng = load_file(str(self.out / "rng.safetensors"))
+        torch.set_rng_state(rng.get(f"torch_rng_rank{self.rank}", rng["torch_rng"]))
         self.step, self.best, self.bad_evals = st["step"], st["best"], st["bad_evals"]
 
 
 def main(argv: list[str] | None = None) -> int:
     cfg = parse_config(TrainConfig, argv, description=__doc__)
-    result = Trainer(cfg).train()
-    print(to_jsonable(result))
+    try:
+        result = Trainer(cfg).train()
+        if int(os.environ.get("RANK", 0)) == 0:
+            print(to_jsonable(result))
+    finally:
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
     return 0
 
 

@@ -36,7 +36,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from worldmodel.model.config import BATCH_KEYS, ModelConfig
@@ -60,7 +59,12 @@ from worldmodel.model.layers import (
     expand_over_time,
     zero_padded,
 )
-from worldmodel.model.normalize import ACTION_FEATURES, TrafficNormalizer, normalize_actions
+from worldmodel.model.normalize import (
+    ACTION_FEATURES,
+    TrafficNormalizer,
+    masked_traffic_loss,
+    normalize_actions,
+)
 
 ArrayLike = torch.Tensor | np.ndarray
 
@@ -354,31 +358,15 @@ class MobiWM(nn.Module):
         Returns ``(loss, metrics)``; metrics: ``loss``, ``mse``, ``mae`` (normalised) and
         ``mae_mb`` (physical, MB per slot), ``n_targets``.
         """
-        cfg = self.cfg
-        pred = self(batch)
-        target_mb = batch["traffic"][:, cfg.history :]
-        valid = batch["active"][:, cfg.history :].to(torch.bool) & batch["cell_mask"][:, None, :]
-        target = self.normalizer.normalize(torch.nan_to_num(target_mb))
-        diff = torch.where(valid, pred - target, torch.zeros((), dtype=pred.dtype))
-        count = valid.sum().clamp_min(1)
-        if cfg.loss == "huber":
-            per = F.huber_loss(
-                diff, torch.zeros_like(diff), delta=cfg.huber_delta, reduction="none"
-            )
-        else:
-            per = diff**2
-        loss = per.sum() / count
-        with torch.no_grad():
-            pred_mb = self.normalizer.denormalize(pred)
-            err_mb = torch.where(valid, pred_mb - torch.nan_to_num(target_mb), 0.0).abs()
-            metrics = {
-                "loss": float(loss),
-                "mse": float((diff**2).sum() / count),
-                "mae": float(diff.abs().sum() / count),
-                "mae_mb": float(err_mb.sum() / count),
-                "n_targets": float(valid.sum()),
-            }
-        return loss, metrics
+        return self.loss_from_prediction(batch, self(batch))
+
+    def loss_from_prediction(
+        self, batch: Mapping[str, torch.Tensor], pred: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """``loss`` of an already computed normalised prediction ``[B, P, N]``."""
+        return masked_traffic_loss(
+            self.normalizer, batch, pred, self.cfg.loss, self.cfg.huber_delta
+        )
 
     # ------------------------------------------------------------------ inference API
     def predict(

@@ -12,6 +12,7 @@ import math
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 ACTION_FEATURES = 6
@@ -129,3 +130,42 @@ def _to_numpy(x: np.ndarray | torch.Tensor) -> np.ndarray:
     if isinstance(x, torch.Tensor):
         return x.detach().cpu().numpy()
     return np.asarray(x)
+
+
+def masked_traffic_loss(
+    normalizer: TrafficNormalizer,
+    batch: dict[str, torch.Tensor] | object,
+    pred: torch.Tensor,
+    loss: str = "mse",
+    huber_delta: float = 1.0,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """Loss of a normalised prediction ``[B, P, N]`` against the last ``P`` slots of a batch.
+
+    Averaged in normalised space over real cells active in the target slot (``loss`` is
+    ``"mse"`` or ``"huber"``). Returns ``(loss, metrics)``; metrics: ``loss``, ``mse``, ``mae``
+    (normalised), ``mae_mb`` (MB per slot) and ``n_targets``. Shared by MobiWM, the baseline
+    world models and the trainer's multi-chunk loss.
+    """
+    h = batch["traffic"].shape[1] - pred.shape[1]
+    target_mb = torch.nan_to_num(batch["traffic"][:, h:].to(pred.device))
+    valid = (
+        batch["active"][:, h:].to(torch.bool) & batch["cell_mask"][:, None, :].to(torch.bool)
+    ).to(pred.device)
+    target = normalizer.normalize(target_mb)
+    diff = torch.where(valid, pred - target, torch.zeros((), dtype=pred.dtype))
+    count = valid.sum().clamp_min(1)
+    if loss == "huber":
+        per = F.huber_loss(diff, torch.zeros_like(diff), delta=huber_delta, reduction="none")
+    else:
+        per = diff**2
+    value = per.sum() / count
+    with torch.no_grad():
+        err_mb = torch.where(valid, normalizer.denormalize(pred) - target_mb, 0.0).abs()
+        metrics = {
+            "loss": float(value.detach()),
+            "mse": float((diff.detach() ** 2).sum() / count),
+            "mae": float(diff.detach().abs().sum() / count),
+            "mae_mb": float(err_mb.sum() / count),
+            "n_targets": float(valid.sum()),
+        }
+    return value, metrics

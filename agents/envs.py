@@ -1,0 +1,305 @@
+"""Environment construction for the agents, for any world-model checkpoint, and env snapshots.
+
+* ``make_vector_env`` / ``make_sb3_env``: ``gym.make_vec`` of the twin or of a world model given
+  by its checkpoint. MobiWM checkpoints (also Static-MobiWM, i.e. ``--ablate actions``) go
+  through the env's own world-model backend. Checkpoints of the GRU world model
+  (``worldmodel.baselines``, format ``mobiwm-baseline-checkpoint``) are not accepted by
+  ``mobiwm_env``'s backend, which loads MobiWM checkpoints only; for them the env is built with
+  the twin backend and its dynamics are replaced by ``BaselineDynamics`` (same interface).
+* ``EnvState``: an exact snapshot of ``E`` envs (parameters, next slot, traffic and parameter
+  history) that a planner can load into a batched core (``EnvState.load_into``) to simulate
+  candidate action sequences from the current state.
+
+``backend`` is ``"world_model"`` / ``"twin"`` or a Gymnasium id.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from gymnasium.vector import AutoresetMode
+
+import mobiwm_env
+from mobiwm_env.config import DEFAULT_CHECKPOINT, EnvConfig
+from mobiwm_env.core import LoadBalanceCore
+from mobiwm_env.dynamics import DynamicsStep
+from mobiwm_env.sb3 import SB3VecEnv
+from mobiwm_env.spaces import PARAM_FEATURES, TIME_FEATURES
+from worldmodel.twin.scenario import DAYS_PER_WEEK, SLOTS_PER_DAY, Scenario
+
+BACKENDS = {"world_model": mobiwm_env.WORLD_MODEL_ID, "twin": mobiwm_env.TWIN_ID}
+"""Backend name → Gymnasium id."""
+BASELINE_FORMAT = "mobiwm-baseline-checkpoint"
+
+
+def env_id_of(backend: str) -> str:
+    """Gymnasium id of ``backend`` (a backend name or already an id)."""
+    if backend in BACKENDS:
+        return BACKENDS[backend]
+    if backend in BACKENDS.values():
+        return backend
+    raise ValueError(f"unknown backend/env id {backend!r}; use one of {sorted(BACKENDS)} or ids")
+
+
+def backend_of(env_id: str) -> str:
+    """``"world_model"`` or ``"twin"`` for a backend name or Gymnasium id."""
+    eid = env_id_of(env_id)
+    return next(k for k, v in BACKENDS.items() if v == eid)
+
+
+def resolve_checkpoint(checkpoint: str | Path | None) -> Path:
+    """``checkpoint`` as a path; ``None``/``""`` = the shipped default checkpoint."""
+    return DEFAULT_CHECKPOINT if checkpoint in (None, "") else Path(checkpoint)
+
+
+def checkpoint_format(checkpoint: str | Path | None) -> str:
+    """``"mobiwm"`` (MobiWM / Static-MobiWM) or ``"baseline"`` (GRU) from ``config.json``."""
+    path = resolve_checkpoint(checkpoint)
+    directory = path.parent if path.is_file() else path
+    cfg_path = directory / "config.json"
+    if not cfg_path.is_file():
+        raise FileNotFoundError(
+            f"world-model checkpoint {str(path)!r}: no config.json (train one with "
+            "`python -m worldmodel.train`, or pass --checkpoint PATH)"
+        )
+    fmt = json.loads(cfg_path.read_text(encoding="utf-8")).get("format")
+    return "baseline" if fmt == BASELINE_FORMAT else "mobiwm"
+
+
+def checkpoint_label(checkpoint: str | Path | None) -> str:
+    """Short description of a world-model checkpoint: MobiWM, Static-MobiWM or GRU."""
+    path = resolve_checkpoint(checkpoint)
+    directory = path.parent if path.is_file() else path
+    meta = json.loads((directory / "config.json").read_text(encoding="utf-8"))
+    if meta.get("format") == BASELINE_FORMAT:
+        cfg = meta.get("model_config", meta.get("config", {}))
+        return "GRU-WM" if cfg.get("use_actions", True) else "Static-GRU"
+    use_actions = meta.get("model_config", {}).get("use_actions", True)
+    return "MobiWM" if use_actions else "Static-MobiWM"
+
+
+# ============================================================================ GRU dynamics
+class BaselineDynamics:
+    """``mobiwm_env`` dynamics backed by a ``worldmodel.baselines`` world model (GRU).
+
+    Same interface as ``mobiwm_env.dynamics.WorldModelDynamics``: ``step`` is one
+    ``rollout_batch`` call for all ``E`` envs; unserved traffic is not modelled (NaN).
+    """
+
+    name = "world_model"
+
+    def __init__(self, scenario: Scenario, n_envs: int, checkpoint: str | Path) -> None:
+        from worldmodel.baselines import load_world_model
+
+        self.scenario = scenario
+        self.n_envs = int(n_envs)
+        self.checkpoint = str(checkpoint)
+        self.model = load_world_model(checkpoint, map_location="cpu")
+        self.history = int(self.model.history)
+        self.horizon = int(self.model.horizon)
+        self.active = scenario.init_active.copy()
+        from mobiwm_env.dynamics import ServingMapper
+
+        self._mapper = ServingMapper(scenario)
+
+    def reset(self, env_ids, slots, params, warmups, seed) -> None:
+        pass  # deterministic and stateless
+
+    def step(self, params, hist_traffic, hist_params, slots, n_slots) -> DynamicsStep:
+        h, p = self.history, self.horizon
+        k = max(1, math.ceil(int(n_slots) / p))
+        e, n = params.shape[0], params.shape[1]
+        t = h + k * p
+        fut = np.broadcast_to(params.astype(np.float32)[:, None], (e, k * p, n, 4))
+        actions = np.concatenate([hist_params[:, -h:].astype(np.float32), fut], axis=1)
+        traffic = np.zeros((e, t, n), dtype=np.float32)
+        traffic[:, :h] = hist_traffic[:, -h:]
+        abs_slots = slots[:, None] + np.arange(-h, k * p)[None, :]
+        batch = {
+            "traffic": torch.as_tensor(traffic),
+            "actions": torch.as_tensor(np.ascontiguousarray(actions)),
+            "active": torch.as_tensor(np.broadcast_to(self.active, (e, t, n)).copy()),
+            "cell_mask": torch.ones(e, n, dtype=torch.bool),
+            "slot_of_day": torch.as_tensor(abs_slots % SLOTS_PER_DAY),
+            "day_of_week": torch.as_tensor((abs_slots // SLOTS_PER_DAY) % DAYS_PER_WEEK),
+        }
+        with torch.no_grad():
+            out = self.model.rollout_batch(batch, k)
+        pred = out[:, : int(n_slots)].cpu().numpy().astype(np.float64)
+        pred = np.where(self.active, np.maximum(pred, 0.0), 0.0)
+        return DynamicsStep(pred, np.full((e, int(n_slots)), np.nan))
+
+    def serving_map(self, env: int, params: np.ndarray, slot: int) -> np.ndarray:
+        return self._mapper(params, self.active, slot)
+
+    def close(self) -> None:
+        pass
+
+
+def _install_baseline_dynamics(core: LoadBalanceCore, checkpoint: str | Path) -> None:
+    """Replace a core's twin dynamics by a GRU world model (workaround, see module doc)."""
+    dyn = BaselineDynamics(core.scenario, core.n_envs, checkpoint)
+    if dyn.history > core.config.warmup_slots:
+        raise ValueError(
+            f"the world model reads H={dyn.history} slots but warmup_slots="
+            f"{core.config.warmup_slots}"
+        )
+    core.dynamics = dyn
+    core.models_unserved = False
+
+
+# ============================================================================ construction
+def env_kwargs_for(backend: str, checkpoint: str | Path | None, **kwargs: Any) -> dict[str, Any]:
+    """Keyword arguments of ``gym.make_vec`` for ``backend`` (drops ``checkpoint`` for the twin)."""
+    out = dict(kwargs)
+    if backend_of(backend) == "world_model" and checkpoint not in (None, ""):
+        out["checkpoint"] = str(checkpoint)
+    return out
+
+
+def make_vector_env(
+    backend: str,
+    num_envs: int,
+    checkpoint: str | Path | None = None,
+    autoreset_mode: AutoresetMode = AutoresetMode.NEXT_STEP,
+    render_mode: str | None = None,
+    **kwargs: Any,
+) -> gym.vector.VectorEnv:
+    """The natively batched env of ``backend``; ``checkpoint`` may be any world-model checkpoint
+    (MobiWM, Static-MobiWM or GRU). ``kwargs``: ``EnvConfig`` fields."""
+    eid = env_id_of(backend)
+    baseline = backend_of(eid) == "world_model" and checkpoint_format(checkpoint) == "baseline"
+    if baseline:
+        eid = mobiwm_env.TWIN_ID
+    venv = gym.make_vec(
+        eid,
+        num_envs=num_envs,
+        vectorization_mode="vector_entry_point",
+        autoreset_mode=autoreset_mode,
+        render_mode=render_mode,
+        **env_kwargs_for(eid, checkpoint, **kwargs),
+    )
+    if baseline:
+        _install_baseline_dynamics(find_core(venv), resolve_checkpoint(checkpoint))
+    return venv
+
+
+def make_sb3_env(
+    backend: str, num_envs: int, checkpoint: str | Path | None = None, **kwargs: Any
+) -> SB3VecEnv:
+    """``make_vector_env`` in SAME_STEP autoreset mode wrapped for Stable-Baselines3."""
+    venv = make_vector_env(
+        backend, num_envs, checkpoint, autoreset_mode=AutoresetMode.SAME_STEP, **kwargs
+    )
+    return SB3VecEnv(venv)
+
+
+def make_core(
+    config: EnvConfig, n_envs: int, checkpoint: str | Path | None = None
+) -> LoadBalanceCore:
+    """A batched world-model core with ``config``'s spaces and objective, for planning."""
+    fmt = checkpoint_format(checkpoint)
+    ckpt = str(resolve_checkpoint(checkpoint))
+    if fmt == "baseline":
+        core = LoadBalanceCore(dataclasses.replace(config, dynamics="twin"), n_envs)
+        _install_baseline_dynamics(core, ckpt)
+        return core
+    return LoadBalanceCore(
+        dataclasses.replace(config, dynamics="world_model", checkpoint=ckpt), n_envs
+    )
+
+
+def find_core(env: Any) -> LoadBalanceCore:
+    """The ``LoadBalanceCore`` under a (vector) env, SB3 adapter or wrapper."""
+    seen = 0
+    obj = env
+    while obj is not None and seen < 16:
+        core = obj.__dict__.get("core") if hasattr(obj, "__dict__") else None
+        if isinstance(core, LoadBalanceCore):
+            return core
+        nxt = None
+        for attr in ("venv", "env", "unwrapped"):
+            cand = getattr(obj, attr, None)
+            if cand is not None and cand is not obj:
+                nxt = cand
+                break
+        obj = nxt
+        seen += 1
+    raise ValueError(f"no mobiwm_env LoadBalanceCore found under {type(env).__name__}")
+
+
+# ============================================================================ snapshots
+@dataclass(frozen=True)
+class EnvState:
+    """Everything needed to simulate ``E`` envs forward (physical units)."""
+
+    params: np.ndarray  # [E, N, 4] parameters now
+    slot: np.ndarray  # [E] next slot to simulate (absolute)
+    hist_traffic: np.ndarray  # [E, W, N] MB per slot, oldest first
+    hist_params: np.ndarray  # [E, W, N, 4] parameters of those slots
+
+    @property
+    def n_envs(self) -> int:
+        return int(self.params.shape[0])
+
+    @classmethod
+    def from_env(cls, env: Any) -> EnvState:
+        """Exact snapshot of every sub-env of ``env``."""
+        core = find_core(env)
+        return cls(
+            core.params.copy(), core.slot.copy(), core.hist_traffic.copy(), core.hist_params.copy()
+        )
+
+    @classmethod
+    def from_obs(
+        cls, obs: np.ndarray, info: dict[str, Any], config: EnvConfig, n_cells: int, scale: float
+    ) -> EnvState:
+        """Approximate snapshot from observations and infos only: traffic history from the
+        observation (``history_slots`` slots), parameter history = the parameters now."""
+        obs = np.atleast_2d(obs)
+        e = obs.shape[0]
+        blocks = mobiwm_env.unflatten_obs(obs, _max_cells(obs, config), config.history_slots)
+        traffic = scale * np.expm1(blocks["traffic"][:, :n_cells].astype(np.float64))
+        hist = traffic.transpose(0, 2, 1)  # [E, Hh, N]
+        w = max(config.warmup_slots, hist.shape[1])
+        hist_traffic = np.zeros((e, w, n_cells), dtype=np.float32)
+        hist_traffic[:, w - hist.shape[1] :] = hist
+        params = np.asarray(info["params"], dtype=np.float64).reshape(e, n_cells, 4)
+        hist_params = np.broadcast_to(params.astype(np.float32)[:, None], (e, w, n_cells, 4))
+        slot = np.asarray(info["slot"], dtype=np.int64).reshape(e)
+        return cls(params, slot, hist_traffic, hist_params.copy())
+
+    def repeat(self, k: int) -> EnvState:
+        """Each env repeated ``k`` times (env-major: rows ``i*k .. i*k+k-1`` are env ``i``)."""
+        return EnvState(
+            *(np.repeat(a, k, axis=0) for a in (self.params, self.slot, self.hist_traffic, self.hist_params))
+        )
+
+    def load_into(self, core: LoadBalanceCore) -> None:
+        """Put ``core`` (``n_envs == E``) into this state; its episodes restart at step 0."""
+        if core.n_envs != self.n_envs:
+            raise ValueError(f"core has {core.n_envs} envs, the state {self.n_envs}")
+        w = core.hist_traffic.shape[1]
+        if self.hist_traffic.shape[1] < w:
+            raise ValueError(f"state holds {self.hist_traffic.shape[1]} history slots, need {w}")
+        core.params = self.params.astype(np.float64).copy()
+        core.slot = self.slot.astype(np.int64).copy()
+        core.hist_traffic = self.hist_traffic[:, -w:].astype(np.float32).copy()
+        core.hist_params = self.hist_params[:, -w:].astype(np.float32).copy()
+        core.steps = np.zeros(core.n_envs, dtype=np.int64)
+        core.last_reward = np.full(core.n_envs, np.nan)
+        core._was_reset[:] = True  # noqa: SLF001  (no public set-state API in mobiwm_env)
+
+
+def _max_cells(obs: np.ndarray, config: EnvConfig) -> int:
+    """``M`` from the observation width: ``D = M * (Hh + 5 + 2) + 4``."""
+    per_cell = config.history_slots + PARAM_FEATURES + 2
+    return (obs.shape[-1] - TIME_FEATURES) // per_cell

@@ -1,0 +1,303 @@
+"""Policies for PPO: the per-cell shared policy, and loading a trained policy as a controller.
+
+``CellSharedPolicy`` (``--policy shared``) applies the same weights to every cell, so one set of
+weights works on maps of any size (``transfer_policy`` moves it to another env):
+
+1. per-cell encoder: the cell's traffic history, parameters, target, load error (traffic −
+   target, log scale), mask, the time features and two map-level numbers (mean traffic and
+   target over active cells) → ``hidden`` features (MLP);
+2. ``n_layers`` rounds of attention message passing over each cell's ``n_neighbours`` nearest
+   cells (cell coordinates from the env; cells of the same site included), with edge
+   features from the relative position (metres / ``distance_scale_m``) and both cells'
+   azimuths, multi-head, residual + LayerNorm + feed-forward;
+3. actor: one linear head per cell → its 4 action means; a state-independent log-std per
+   parameter (4 numbers, shared by all cells); critic: masked mean of the cell features → MLP.
+
+``TrainedPolicy`` wraps a saved PPO run (``model.zip`` + ``vecnormalize.pkl``) in the controller
+interface of ``agents.baselines`` (deterministic actions).
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from stable_baselines3.common.policies import ActorCriticPolicy
+from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
+from torch import nn
+
+from mobiwm_env.spaces import PARAM_FEATURES, TIME_FEATURES, obs_layout
+
+EDGE_FEATURES = 7
+"""dx, dy, distance (scaled), sin/cos azimuth of the receiving and of the sending cell."""
+
+
+def neighbour_index(cell_xy_m: np.ndarray, n_cells: int, max_cells: int, k: int) -> np.ndarray:
+    """``[M, K]`` indices of each cell's ``K`` nearest real cells (self excluded); padded cells
+    and missing neighbours point to themselves (masked in ``CellGraphExtractor``)."""
+    xy = np.asarray(cell_xy_m, dtype=np.float64)[:n_cells]
+    idx = np.tile(np.arange(max_cells)[:, None], (1, k))
+    if n_cells <= 1:
+        return idx
+    d = np.linalg.norm(xy[:, None] - xy[None], axis=-1)
+    np.fill_diagonal(d, np.inf)
+    kk = min(k, n_cells - 1)
+    idx[:n_cells, :kk] = np.argsort(d, axis=1, kind="stable")[:, :kk]
+    return idx
+
+
+class CellGraphExtractor(BaseFeaturesExtractor):
+    """Per-cell features ``[B, M * (hidden + 1)]`` (the last channel of a cell is its mask)."""
+
+    def __init__(
+        self,
+        observation_space: gym.spaces.Box,
+        max_cells: int,
+        history_slots: int,
+        cell_xy_m: list[list[float]],
+        hidden: int = 64,
+        n_layers: int = 2,
+        n_heads: int = 4,
+        n_neighbours: int = 8,
+        distance_scale_m: float = 500.0,
+    ) -> None:
+        super().__init__(observation_space, features_dim=int(max_cells) * (hidden + 1))
+        if hidden % n_heads:
+            raise ValueError(f"hidden={hidden} must be a multiple of n_heads={n_heads}")
+        self.max_cells, self.history_slots = int(max_cells), int(history_slots)
+        self.hidden, self.n_heads, self.n_neighbours = hidden, n_heads, int(n_neighbours)
+        self.distance_scale_m = float(distance_scale_m)
+        d = self.history_slots + PARAM_FEATURES + 3 + TIME_FEATURES + 2
+        self.encoder = nn.Sequential(nn.Linear(d, hidden), nn.ReLU(), nn.Linear(hidden, hidden))
+        self.layers = nn.ModuleList(_MessageLayer(hidden, n_heads) for _ in range(n_layers))
+        self.set_cells(cell_xy_m, len(cell_xy_m))
+
+    def set_cells(self, cell_xy_m: Any, n_cells: int) -> None:
+        """Set the map: coordinates ``[N, 2]`` metres of the ``N`` real cells."""
+        m, k = self.max_cells, self.n_neighbours
+        xy = np.zeros((m, 2))
+        xy[:n_cells] = np.asarray(cell_xy_m, dtype=np.float64)[:n_cells]
+        nbr = neighbour_index(xy, n_cells, m, k)
+        valid = nbr != np.arange(m)[:, None]
+        rel = (xy[nbr] - xy[:, None]) / self.distance_scale_m  # [M, K, 2]
+        dist = np.linalg.norm(rel, axis=-1, keepdims=True)
+        self.register_buffer("nbr", torch.as_tensor(nbr, dtype=torch.long), persistent=False)
+        self.register_buffer("nbr_valid", torch.as_tensor(valid), persistent=False)
+        geo = np.concatenate([rel, dist], axis=-1).astype(np.float32)
+        self.register_buffer("geo", torch.as_tensor(geo), persistent=False)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        b, m, hh = obs.shape[0], self.max_cells, self.history_slots
+        lay = obs_layout(m, hh)
+        traffic = obs[:, lay["traffic"]].reshape(b, m, hh)
+        params = obs[:, lay["params"]].reshape(b, m, PARAM_FEATURES)
+        target = obs[:, lay["target"]].reshape(b, m, 1)
+        mask = obs[:, lay["mask"]].reshape(b, m, 1)
+        time = obs[:, lay["time"]].reshape(b, 1, TIME_FEATURES).expand(b, m, TIME_FEATURES)
+        count = mask.sum(1, keepdim=True).clamp_min(1.0)
+        mean_traffic = (traffic[..., -1:] * mask).sum(1, keepdim=True) / count
+        mean_target = (target * mask).sum(1, keepdim=True) / count
+        err = traffic[..., -1:] - target
+        x = torch.cat(
+            [traffic, params, target, err, mask, time,
+             mean_traffic.expand(b, m, 1), mean_target.expand(b, m, 1)],
+            dim=-1,
+        )  # fmt: skip
+        h = self.encoder(x) * mask
+        # edge features: geometry + azimuth (sin, cos) of receiver and sender
+        az = params[..., 1:3]  # [B, M, 2]
+        edge = torch.cat(
+            [
+                self.geo.expand(b, -1, -1, -1),
+                az[:, :, None].expand(b, m, self.n_neighbours, 2),
+                az[:, self.nbr],
+            ],
+            dim=-1,
+        )
+        valid = self.nbr_valid[None] & (mask[:, self.nbr, 0] > 0)  # [B, M, K]
+        for layer in self.layers:
+            h = layer(h, self.nbr, edge, valid) * mask
+        return torch.cat([h, mask], dim=-1).reshape(b, -1)
+
+
+class _MessageLayer(nn.Module):
+    """Multi-head attention of each cell over its neighbours, with edge features."""
+
+    def __init__(self, hidden: int, n_heads: int) -> None:
+        super().__init__()
+        self.h, self.d = n_heads, hidden // n_heads
+        self.q = nn.Linear(hidden, hidden)
+        self.kv = nn.Linear(hidden, 2 * hidden)
+        self.edge = nn.Sequential(nn.Linear(EDGE_FEATURES, hidden), nn.ReLU(), nn.Linear(hidden, 2 * hidden))
+        self.out = nn.Linear(hidden, hidden)
+        self.norm1 = nn.LayerNorm(hidden)
+        self.norm2 = nn.LayerNorm(hidden)
+        self.ffn = nn.Sequential(nn.Linear(hidden, 2 * hidden), nn.ReLU(), nn.Linear(2 * hidden, hidden))
+
+    def forward(
+        self, h: torch.Tensor, nbr: torch.Tensor, edge: torch.Tensor, valid: torch.Tensor
+    ) -> torch.Tensor:
+        b, m, c = h.shape
+        k = nbr.shape[1]
+        kv = self.kv(h)[:, nbr] + self.edge(edge)  # [B, M, K, 2C]
+        key, val = kv.chunk(2, dim=-1)
+        q = self.q(h).reshape(b, m, 1, self.h, self.d)
+        key = key.reshape(b, m, k, self.h, self.d)
+        val = val.reshape(b, m, k, self.h, self.d)
+        logits = (q * key).sum(-1) / self.d**0.5  # [B, M, K, heads]
+        logits = logits.masked_fill(~valid[..., None], -1e9)
+        att = torch.softmax(logits, dim=2) * valid[..., None]
+        msg = (att[..., None] * val).sum(2).reshape(b, m, c)
+        h = self.norm1(h + self.out(msg))
+        return self.norm2(h + self.ffn(h))
+
+
+class _CellLatent(nn.Module):
+    """Actor latent = per-cell features; critic latent = masked mean of them → MLP."""
+
+    def __init__(self, max_cells: int, hidden: int) -> None:
+        super().__init__()
+        self.max_cells, self.hidden = max_cells, hidden
+        self.latent_dim_pi = max_cells * (hidden + 1)
+        self.latent_dim_vf = hidden
+        self.critic = nn.Sequential(nn.Linear(2 * hidden, hidden), nn.Tanh())
+
+    def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.forward_actor(features), self.forward_critic(features)
+
+    def forward_actor(self, features: torch.Tensor) -> torch.Tensor:
+        return features
+
+    def forward_critic(self, features: torch.Tensor) -> torch.Tensor:
+        x = features.reshape(features.shape[0], -1, self.hidden + 1)
+        h, mask = x[..., :-1], x[..., -1:]
+        mean = (h * mask).sum(1) / mask.sum(1).clamp_min(1.0)
+        peak = (h - 1e4 * (1 - mask)).amax(1)
+        return self.critic(torch.cat([mean, peak], dim=-1))
+
+
+class _PerCellHead(nn.Module):
+    """Linear ``hidden → 4`` applied to every cell: ``[B, M*(hidden+1)] → [B, M*4]``."""
+
+    def __init__(self, hidden: int) -> None:
+        super().__init__()
+        self.hidden = hidden
+        self.linear = nn.Linear(hidden, 4)
+
+    def forward(self, latent: torch.Tensor) -> torch.Tensor:
+        x = latent.reshape(latent.shape[0], -1, self.hidden + 1)[..., :-1]
+        return self.linear(x).reshape(latent.shape[0], -1)
+
+
+class CellSharedPolicy(ActorCriticPolicy):
+    """Actor-critic with ``CellGraphExtractor`` and per-cell action heads (module doc)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("features_extractor_class", CellGraphExtractor)
+        kwargs["share_features_extractor"] = True
+        super().__init__(*args, **kwargs)
+
+    def _build_mlp_extractor(self) -> None:
+        fe = self.features_extractor
+        self.mlp_extractor = _CellLatent(fe.max_cells, fe.hidden)
+
+    def _build(self, lr_schedule) -> None:
+        super()._build(lr_schedule)
+        hidden = self.features_extractor.hidden
+        self.action_net = _PerCellHead(hidden)
+        nn.init.orthogonal_(self.action_net.linear.weight, gain=0.01)
+        nn.init.zeros_(self.action_net.linear.bias)
+        self.log_std = nn.Parameter(torch.full((4,), float(self.log_std_init)))
+        self.optimizer = self.optimizer_class(
+            self.parameters(), lr=lr_schedule(1), **self.optimizer_kwargs
+        )
+
+    def _get_action_dist_from_latent(self, latent_pi: torch.Tensor):
+        mean_actions = self.action_net(latent_pi)
+        log_std = self.log_std.repeat(mean_actions.shape[-1] // 4)
+        return self.action_dist.proba_distribution(mean_actions, log_std)
+
+
+def shared_policy_kwargs(env: Any, **extractor: Any) -> dict[str, Any]:
+    """``policy_kwargs`` of ``CellSharedPolicy`` for an env (reads its map and spaces)."""
+    from agents.envs import find_core
+
+    core = find_core(env)
+    return {
+        "features_extractor_class": CellGraphExtractor,
+        "features_extractor_kwargs": {
+            "max_cells": int(core.max_cells),
+            "history_slots": int(core.config.history_slots),
+            "cell_xy_m": np.asarray(core.scenario.cell_xy_m, dtype=float).tolist(),
+            **extractor,
+        },
+    }
+
+
+def transfer_policy(model: Any, env: Any) -> Any:
+    """A new PPO on ``env`` (a map of any size) with the weights of a shared-policy ``model``."""
+    from stable_baselines3 import PPO
+
+    kwargs = dict(model.policy_kwargs)
+    fe_kwargs = {
+        k: v
+        for k, v in kwargs.get("features_extractor_kwargs", {}).items()
+        if k not in ("max_cells", "history_slots", "cell_xy_m")
+    }
+    kwargs.update(shared_policy_kwargs(env, **fe_kwargs))
+    new = PPO(CellSharedPolicy, env, policy_kwargs=kwargs, device="cpu")
+    new.policy.load_state_dict(model.policy.state_dict())
+    return new
+
+
+# ============================================================================ controller
+class TrainedPolicy:
+    """A saved PPO run as a controller: ``predict(obs, info, state) -> action``.
+
+    ``path``: a run folder (``model.zip`` and ``vecnormalize.pkl`` inside) or a ``.zip`` file
+    (``vecnormalize.pkl`` beside it, or ``<name>_vecnormalize.pkl`` for checkpoints).
+    """
+
+    def __init__(self, path: str | Path, deterministic: bool = True) -> None:
+        from stable_baselines3 import PPO
+
+        path = Path(path)
+        model_path = path / "model.zip" if path.is_dir() else path
+        if not model_path.is_file():
+            raise FileNotFoundError(f"{model_path}: no saved policy (model.zip) here")
+        self.path = model_path
+        self.model = PPO.load(model_path, device="cpu")
+        self.deterministic = deterministic
+        self.vecnormalize = None
+        for cand in (
+            model_path.parent / "vecnormalize.pkl",
+            model_path.with_name(
+                model_path.stem.replace("ppo_", "ppo_vecnormalize_", 1) + ".pkl"
+            ),
+        ):
+            if cand.is_file():
+                with open(cand, "rb") as f:
+                    self.vecnormalize = pickle.load(f)  # SB3's own format
+                self.vecnormalize.training = False
+                break
+        run_cfg = model_path.parent / "config.json"
+        label = "PPO"
+        if run_cfg.is_file():
+            meta = json.loads(run_cfg.read_text(encoding="utf-8"))
+            label = meta.get("label", label)
+        self.name = label
+
+    def reset(self) -> None:
+        pass
+
+    def predict(self, obs, info=None, state=None) -> np.ndarray:
+        o = np.asarray(obs, dtype=np.float32)
+        if self.vecnormalize is not None:
+            o = self.vecnormalize.normalize_obs(o).astype(np.float32)
+        act, _ = self.model.predict(o, deterministic=self.deterministic)
+        return np.asarray(act, dtype=np.float32)

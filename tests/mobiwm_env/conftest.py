@@ -1,0 +1,58 @@
+"""Fixtures of the env tests: headless pygame, a tiny world-model checkpoint, both env ids."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
+os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+import mobiwm_env  # noqa: E402, F401  (registers the ids)
+
+WM_ID = "MobiWM-LoadBalance-v0"
+TWIN_ID = "MobiWM-LoadBalance-Twin-v0"
+
+
+@pytest.fixture(scope="session")
+def debug_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny untrained MobiWM (``debug`` preset) saved with ``save_checkpoint``; the tests
+    never depend on the shipped checkpoint. Skips while ``worldmodel.model`` is missing."""
+    try:
+        import torch
+
+        from worldmodel.model.checkpoint import save_checkpoint
+        from worldmodel.model.config import preset
+        from worldmodel.model.mobiwm import MobiWM
+    except ImportError as err:
+        pytest.skip(f"worldmodel.model is not importable yet: {err}")
+    torch.manual_seed(0)
+    model = MobiWM(preset("debug"))
+    model.normalizer.set_stats(200.0, 0.7, 0.8)  # MB: a plausible traffic range
+    return save_checkpoint(model, tmp_path_factory.mktemp("ckpt") / "mobiwm-debug")
+
+
+@pytest.fixture(params=["twin", "world_model"])
+def env_spec(request: pytest.FixtureRequest) -> tuple[str, dict]:
+    """``(env id, kwargs)`` of both backends (the world model with the debug checkpoint)."""
+    if request.param == "twin":
+        return TWIN_ID, {}
+    ckpt = request.getfixturevalue("debug_checkpoint")
+    return WM_ID, {"checkpoint": str(ckpt)}
+
+
+@pytest.fixture(autouse=True)
+def _single_torch_thread():
+    """One torch thread during each env test (a 2-core box: threads only contend), restored."""
+    try:
+        import torch
+    except ImportError:  # pragma: no cover
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

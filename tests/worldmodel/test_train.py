@@ -1,0 +1,237 @@
+"""Tests of ``worldmodel.train``: run folder, exact resume, stop rules, GRU, ablations, DDP, CLI.
+
+Every run is tiny (debug preset, batch 2, one thread) on the ``smoke`` dataset generated once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from worldmodel.baselines import GRUWorldModel, load_world_model
+from worldmodel.data.generate import PRESETS, generate
+from worldmodel.model.mobiwm import MobiWM
+from worldmodel.train import ABLATIONS, TrainConfig, Trainer, chunk_batch, lr_at, main
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def smoke_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("smoke")
+    generate(PRESETS["smoke"], root, progress=False)
+    return root
+
+
+def tiny(data: Path, out: Path, **kw) -> TrainConfig:
+    base = dict(
+        data=str(data), out=str(out), preset="debug", batch_size=2, eval_every=6,
+        eval_batches=1, warmup_steps=3, max_steps=12, threads=1, progress=False,
+    )  # fmt: skip
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def scalars(run: Path, tag: str) -> list[tuple[int, float]]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(run / "tb"), size_guidance={"scalars": 0})
+    acc.Reload()
+    if tag not in acc.Tags()["scalars"]:
+        return []
+    return [(e.step, e.value) for e in acc.Scalars(tag)]
+
+
+def weights(path: Path) -> dict[str, torch.Tensor]:
+    return load_world_model(path).state_dict()
+
+
+def test_end_to_end_run_folder(smoke_data: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    argv = ["--data", str(smoke_data), "--out", str(out), "--preset", "debug",
+            "--batch-size", "2", "--max-steps", "12", "--eval-every", "6", "--eval-batches", "2",
+            "--warmup-steps", "3", "--threads", "1", "--no-progress"]  # fmt: skip
+    assert main(argv) == 0
+
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["train"]["max_steps"] == 12 and cfg["train"]["preset"] == "debug"
+    assert set(cfg["train"]) == {f.name for f in dataclasses.fields(TrainConfig)}
+    assert isinstance(cfg["command"], str) and cfg["world_size"] == 1
+    assert cfg["model"]["d_model"] == 16  # debug preset, resolved
+    for name in ("best", "last"):
+        model = load_world_model(out / name)
+        assert isinstance(model, MobiWM) and model.normalizer.is_fitted
+        meta = json.loads((out / name / "config.json").read_text())
+        assert meta["extra"]["train_config"]["max_steps"] == 12
+    assert json.loads((out / "last" / "config.json").read_text())["extra"]["metrics"]["step"] == 12
+    state = json.loads((out / "trainer_state.json").read_text())
+    assert state["step"] == 12 and state["bad_evals"] in (0, 1)
+    result = json.loads((out / "result.json").read_text())
+    assert result["steps"] == 12 and result["stop_reason"] == "max_steps"
+    assert result["best_val_loss"] == pytest.approx(state["best"])
+    assert len(list((out / "tb").glob("events.out.tfevents.*"))) == 1
+    assert [s for s, _ in scalars(out, "train/loss")] == [10]
+    assert [s for s, _ in scalars(out, "val/loss")] == [6, 12]
+    assert min(v for _, v in scalars(out, "val/loss")) == pytest.approx(result["best_val_loss"])
+    sps = scalars(out, "charts/steps_per_sec")
+    assert len(sps) == 1 and sps[0][1] > 0
+
+
+@pytest.mark.parametrize("stop_at", [10, 7], ids=["at-eval", "between-evals"])
+def test_resume_is_exact(smoke_data: Path, tmp_path: Path, stop_at: int) -> None:
+    """20 straight steps == ``stop_after`` steps + ``--resume`` to 20 (dropout on)."""
+    kw = dict(max_steps=20, eval_every=10, warmup_steps=4, dropout=0.2, log_every=1)
+    a, b = tmp_path / "a", tmp_path / "b"
+    ra = Trainer(tiny(smoke_data, a, **kw)).train()
+    rb1 = Trainer(tiny(smoke_data, b, stop_after=stop_at, **kw)).train()
+    assert rb1["stop_reason"] == "stop_after" and rb1["steps"] == stop_at
+    assert json.loads((b / "trainer_state.json").read_text())["step"] == stop_at
+    rb2 = Trainer(tiny(smoke_data, b, resume=True, **kw)).train()
+    assert rb2["steps"] == 20 and rb2["stop_reason"] == "max_steps"
+    assert rb2["best_val_loss"] == ra["best_val_loss"]
+
+    wa, wb = weights(a / "last"), weights(b / "last")
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        assert torch.equal(wa[k], wb[k]), k
+    for k, v in weights(a / "best").items():
+        assert torch.equal(v, weights(b / "best")[k]), k
+    for tag in ("train/loss", "train/grad_norm", "charts/lr", "val/loss"):
+        assert scalars(a, tag) == scalars(b, tag), tag  # nothing lost or duplicated on resume
+    assert [s for s, _ in scalars(b, "train/loss")] == list(range(1, 21))
+
+
+def test_resume_test_is_sensitive_to_the_rng(
+    smoke_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Control for ``test_resume_is_exact``: without restoring the RNG the dropout differs."""
+    kw = dict(max_steps=14, eval_every=7, warmup_steps=4, dropout=0.2)
+    a, b = tmp_path / "a", tmp_path / "b"
+    Trainer(tiny(smoke_data, a, **kw)).train()
+    Trainer(tiny(smoke_data, b, stop_after=7, **kw)).train()
+    monkeypatch.setattr(torch, "set_rng_state", lambda state: None)
+    Trainer(tiny(smoke_data, b, resume=True, **kw)).train()
+    wa, wb = weights(a / "last"), weights(b / "last")
+    assert any(not torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_resume_without_state_names_the_file(smoke_data: Path, tmp_path: Path) -> None:
+    trainer = Trainer(tiny(smoke_data, tmp_path / "empty", resume=True))
+    with pytest.raises(FileNotFoundError, match=r"trainer_state\.json"):
+        trainer.train()
+
+
+def test_early_stopping(smoke_data: Path, tmp_path: Path) -> None:
+    cfg = tiny(smoke_data, tmp_path / "es", lr=1e-30, patience=1, eval_every=2, max_steps=50,
+               dropout=0.0)  # fmt: skip
+    result = Trainer(cfg).train()
+    assert result["stop_reason"] == "early_stopping"
+    assert result["steps"] == 4  # first validation sets the best, the second does not beat it
+    assert json.loads((tmp_path / "es" / "trainer_state.json").read_text())["bad_evals"] == 1
+
+
+def test_max_minutes(smoke_data: Path, tmp_path: Path) -> None:
+    result = Trainer(tiny(smoke_data, tmp_path / "mm", max_minutes=0.001, max_steps=10_000)).train()
+    assert result["stop_reason"] == "max_minutes"
+    assert 1 <= result["steps"] < 10_000
+    assert (tmp_path / "mm" / "best").is_dir() and (
+        tmp_path / "mm" / "trainer_state.json"
+    ).is_file()
+    stored = json.loads((tmp_path / "mm" / "trainer_state.json").read_text())
+    assert stored["step"] == result["steps"]
+
+
+def test_gru_trains_saves_and_loads(smoke_data: Path, tmp_path: Path) -> None:
+    out = tmp_path / "gru"
+    trainer = Trainer(tiny(smoke_data, out, arch="gru", max_steps=6, eval_every=3))
+    result = trainer.train()
+    assert result["steps"] == 6 and result["best_val_loss"] < float("inf")
+    model = load_world_model(out / "last")
+    assert isinstance(model, GRUWorldModel) and model.cfg.use_actions
+    for k, v in trainer.core.state_dict().items():
+        assert torch.equal(v, model.state_dict()[k]), k
+    assert json.loads((out / "config.json").read_text())["model"]["arch"] == "gru"
+    batch = chunk_batch(next(trainer._batches()), 0, h=8, p=4)  # one H + P window
+    assert model.predict_batch(batch).shape == (2, 4, batch["traffic"].shape[2])
+
+
+def test_ablate_actions(smoke_data: Path, tmp_path: Path) -> None:
+    out = tmp_path / "static"
+    argv = ["--data", str(smoke_data), "--out", str(out), "--preset", "debug", "--batch-size",
+            "2", "--max-steps", "2", "--eval-every", "2", "--eval-batches", "1", "--threads", "1",
+            "--no-progress", "--ablate", "actions"]  # fmt: skip
+    assert main(argv) == 0
+    model = load_world_model(out / "best")
+    assert model.cfg.use_actions is False
+    assert all(getattr(model.cfg, flag) for name, flag in ABLATIONS.items() if name != "actions")
+    gru = Trainer(tiny(smoke_data, tmp_path / "g", arch="gru", ablate=("actions",)))
+    assert gru.core.cfg.use_actions is False
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"ablate": ("wings",)},
+        {"arch": "gru", "ablate": ("trn",)},
+        {"arch": "lstm"},
+        {"stop_after": -1},
+        {"eval_batches": 0},
+        {"log_every": 0},
+        {"lr": 0.0},
+        {"max_minutes": -1.0},
+        {"dropout": 1.0},
+    ],
+)
+def test_invalid_config(bad: dict) -> None:
+    with pytest.raises(ValueError):
+        TrainConfig(**bad)
+
+
+def test_unknown_ablation_from_cli(smoke_data: Path, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="wings"):
+        main(["--data", str(smoke_data), "--out", str(tmp_path), "--ablate", "wings"])
+
+
+def test_lr_schedule() -> None:
+    cfg = TrainConfig(lr=1.0, warmup_steps=4, max_steps=20)
+    lrs = [lr_at(s, cfg) for s in range(20)]
+    assert lrs[:4] == [0.25, 0.5, 0.75, 1.0]
+    assert all(x >= y for x, y in zip(lrs[3:], lrs[4:], strict=False))
+    assert lr_at(20, cfg) == pytest.approx(0.0, abs=1e-12)
+
+
+@pytest.mark.slow
+def test_ddp_two_ranks(smoke_data: Path, tmp_path: Path) -> None:
+    out = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "worldmodel.train", "--data", str(smoke_data), "--out", str(out), "--preset",
+           "debug", "--batch-size", "2", "--max-steps", "4", "--eval-every", "2",
+           "--eval-batches", "1", "--log-every", "1", "--patience", "1", "--max-minutes", "5",
+           "--threads", "1", "--no-progress"]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    result = json.loads((out / "result.json").read_text())
+    assert result["steps"] == 4 and result["stop_reason"] in ("max_steps", "early_stopping")
+    assert isinstance(load_world_model(out / "last"), MobiWM)
+    assert json.loads((out / "trainer_state.json").read_text())["world_size"] == 2
+    assert len(list((out / "tb").glob("events.out.tfevents.*"))) == 1  # rank 0 writes alone
+    assert [s for s, _ in scalars(out, "train/loss")] == [1, 2, 3, 4]
+
+
+def test_cli_help_lists_every_field() -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    proc = subprocess.run([sys.executable, "-m", "worldmodel.train", "--help"], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    for f in dataclasses.fields(TrainConfig):
+        assert "--" + f.name.replace("_", "-") in proc.stdout, f.name
