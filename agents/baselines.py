@@ -207,7 +207,8 @@ class MPCController:
     Per ``predict`` and env: ``n_iters`` rounds of ``n_candidates`` action sequences of
     ``horizon_steps`` env steps sampled around the plan (Gaussian, ``std`` starting at
     ``init_std``), clipped to ``[-1, 1]``; candidate 0 is the current plan and, in the first
-    round, candidate 1 the no-op. Each round is ``horizon_steps`` batched world-model steps for
+    round, candidate 1 the no-op and candidate 2 the heuristic's action held over the horizon
+    (``heuristic_prior``). Each round is ``horizon_steps`` batched world-model steps for
     ``E × n_candidates`` rollouts; the score is the sum of Eq. 21 rewards. The plan becomes the
     mean of the ``n_elites`` best; the first action of the best sequence seen is returned and
     the plan is shifted one step for the next call. Only the parameters in ``plan_params`` move.
@@ -224,12 +225,13 @@ class MPCController:
         facts: EnvFacts,
         checkpoint: str | Path | None = None,
         horizon_steps: int = 2,
-        n_candidates: int = 32,
-        n_iters: int = 3,
-        n_elites: int = 6,
+        n_candidates: int = 16,
+        n_iters: int = 2,
+        n_elites: int = 4,
         init_std: float = 0.5,
         min_std: float = 0.05,
         plan_params: tuple[str, ...] = ("power_dbm", "mech_tilt_deg", "elec_tilt_deg"),
+        heuristic_prior: bool = True,
         seed: int = 0,
     ) -> None:
         if n_candidates < 2 or not 1 <= n_elites <= n_candidates:
@@ -248,6 +250,7 @@ class MPCController:
         self.param_mask = np.array([p in plan_params for p in PARAM_NAMES], dtype=np.float32)
         self.seed = int(seed)
         self.rng = np.random.default_rng(self.seed)
+        self.prior = HeuristicController(facts) if heuristic_prior else None
         self._core = None
         self._plan: np.ndarray | None = None  # [E, Hs, N, 4]
 
@@ -296,6 +299,9 @@ class MPCController:
             cand[:, 0] = np.clip(plan, -1.0, 1.0) * mask
             if it == 0:
                 cand[:, 1] = 0.0
+                if self.prior is not None and c > 2:
+                    prior = self.prior.predict(o).reshape(e, f.max_cells, 4)[:, :n]
+                    cand[:, 2] = prior[:, None] * mask
             score = self.score(state, cand)
             order = np.argsort(-score, axis=1)
             elites = np.take_along_axis(cand, order[:, : self.n_elites, None, None, None], axis=1)

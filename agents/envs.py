@@ -280,7 +280,10 @@ class EnvState:
     def repeat(self, k: int) -> EnvState:
         """Each env repeated ``k`` times (env-major: rows ``i*k .. i*k+k-1`` are env ``i``)."""
         return EnvState(
-            *(np.repeat(a, k, axis=0) for a in (self.params, self.slot, self.hist_traffic, self.hist_params))
+            *(
+                np.repeat(a, k, axis=0)
+                for a in (self.params, self.slot, self.hist_traffic, self.hist_params)
+            )
         )
 
     def load_into(self, core: LoadBalanceCore) -> None:

@@ -133,11 +133,15 @@ class _MessageLayer(nn.Module):
         self.h, self.d = n_heads, hidden // n_heads
         self.q = nn.Linear(hidden, hidden)
         self.kv = nn.Linear(hidden, 2 * hidden)
-        self.edge = nn.Sequential(nn.Linear(EDGE_FEATURES, hidden), nn.ReLU(), nn.Linear(hidden, 2 * hidden))
+        self.edge = nn.Sequential(
+            nn.Linear(EDGE_FEATURES, hidden), nn.ReLU(), nn.Linear(hidden, 2 * hidden)
+        )
         self.out = nn.Linear(hidden, hidden)
         self.norm1 = nn.LayerNorm(hidden)
         self.norm2 = nn.LayerNorm(hidden)
-        self.ffn = nn.Sequential(nn.Linear(hidden, 2 * hidden), nn.ReLU(), nn.Linear(2 * hidden, hidden))
+        self.ffn = nn.Sequential(
+            nn.Linear(hidden, 2 * hidden), nn.ReLU(), nn.Linear(2 * hidden, hidden)
+        )
 
     def forward(
         self, h: torch.Tensor, nbr: torch.Tensor, edge: torch.Tensor, valid: torch.Tensor
@@ -276,9 +280,7 @@ class TrainedPolicy:
         self.vecnormalize = None
         for cand in (
             model_path.parent / "vecnormalize.pkl",
-            model_path.with_name(
-                model_path.stem.replace("ppo_", "ppo_vecnormalize_", 1) + ".pkl"
-            ),
+            model_path.with_name(model_path.stem.replace("ppo_", "ppo_vecnormalize_", 1) + ".pkl"),
         ):
             if cand.is_file():
                 with open(cand, "rb") as f:

@@ -53,8 +53,10 @@ class EnvConfig:
     max_step: tuple[float, float, float, float] = DEFAULT_MAX_STEP
     """Change of ``(power_dbm, azimuth_deg, mech_tilt_deg, elec_tilt_deg)`` for an action of
     ±1 (also accepts a dict keyed by those names)."""
-    lambda_delta: float = 1.0
-    """``λ_Δ`` of Eq. 21: weight of the mean normalised parameter change ``|Δa| ∈ [0, 1]``."""
+    lambda_delta: float = 10.0
+    """``λ_Δ`` of Eq. 21: weight of the mean normalised parameter change ``|Δa| ∈ [0, 1]``.
+    The L1 term is of order ``P · N · (relative error)`` (≈ 50-150 per step on hex57), so the
+    default makes moving every parameter by its full limit cost about a tenth of it."""
     target: Any = None
     """``None``/``"balanced"`` (capacity-weighted share of each slot's total traffic) or an
     array ``[N]`` / ``[T, N]`` of MB per slot (row ``slot mod T``); see ``objective``."""
@@ -81,7 +83,9 @@ class EnvConfig:
             if not cond:
                 raise ValueError(f"EnvConfig: {msg}")
 
-        need(self.dynamics in DYNAMICS, f"dynamics must be one of {DYNAMICS}, got {self.dynamics!r}")
+        need(
+            self.dynamics in DYNAMICS, f"dynamics must be one of {DYNAMICS}, got {self.dynamics!r}"
+        )
         need(
             isinstance(self.scenario, str | Scenario),
             f"scenario must be a name or a Scenario, got {type(self.scenario).__name__}",

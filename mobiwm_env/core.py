@@ -47,7 +47,16 @@ from worldmodel.twin.scenario import AZIMUTH, SLOTS_PER_WEEK
 
 RESET_OPTIONS = ("start_slot", "params", "randomize_params")
 """Keys accepted in ``reset(options=...)``."""
-INFO_KEYS = ("traffic", "target", "params", "imbalance", "unserved", "action_change", "slot", "step")
+INFO_KEYS = (
+    "traffic",
+    "target",
+    "params",
+    "imbalance",
+    "unserved",
+    "action_change",
+    "slot",
+    "step",
+)
 """Keys of every step and reset info (see ``LoadBalanceCore.step``); ``unserved``: twin only."""
 
 

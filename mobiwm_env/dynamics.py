@@ -113,12 +113,13 @@ class HistorySource:
             return hit
         self.misses += 1
         twin = self.twin
-        twin.rng = np.random.default_rng([self.scenario.seed & _U63, int(start_slot), _WARMUP_STREAM])
+        twin.rng = np.random.default_rng(
+            [self.scenario.seed & _U63, int(start_slot), _WARMUP_STREAM]
+        )
         twin.reset(slot=int(start_slot) - w, params=p, active=a)
         out = twin.step(w)
         state = {
-            f.name: _compact(getattr(twin.state, f.name)[0])
-            for f in dataclasses.fields(twin.state)
+            f.name: _compact(getattr(twin.state, f.name)[0]) for f in dataclasses.fields(twin.state)
         }
         warm = Warmup(out.traffic[0].copy(), out.unserved[0].copy(), state)
         self._cache[key] = warm
@@ -146,7 +147,9 @@ def history_source(scenario: Scenario, warmup_slots: int) -> HistorySource:
         _SOURCES.move_to_end(key)
         return src
     other = next((s for s in _SOURCES.values() if s.scenario is scenario), None)
-    src = HistorySource(scenario, warmup_slots, twin=None if other is None else clone_twin(other.twin))
+    src = HistorySource(
+        scenario, warmup_slots, twin=None if other is None else clone_twin(other.twin)
+    )
     _SOURCES[key] = src
     while len(_SOURCES) > 6:
         _SOURCES.popitem(last=False)
@@ -173,7 +176,9 @@ def render_scenario(scenario: Scenario) -> Scenario:
     from worldmodel.twin.context import aggregate_sum, resample_mean
 
     g = max(16, scenario.grid_px // RENDER_GRID_DIVISOR)
-    idx = np.minimum(((np.arange(g) + 0.5) * scenario.grid_px / g).astype(int), scenario.grid_px - 1)
+    idx = np.minimum(
+        ((np.arange(g) + 0.5) * scenario.grid_px / g).astype(int), scenario.grid_px - 1
+    )
     radio = dataclasses.replace(
         scenario.radio,
         candidates_per_pixel=min(scenario.radio.candidates_per_pixel, RENDER_CANDIDATES),

@@ -40,7 +40,9 @@ class RenderSupport:
 
     def _check_render_mode(self, render_mode: str | None) -> None:
         if render_mode is not None and render_mode not in RENDER_MODES:
-            raise ValueError(f"render_mode must be one of {RENDER_MODES} or None, got {render_mode!r}")
+            raise ValueError(
+                f"render_mode must be one of {RENDER_MODES} or None, got {render_mode!r}"
+            )
 
     def _render_frame(self, env: int = 0):
         if self._renderer is None:

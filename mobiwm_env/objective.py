@@ -69,7 +69,9 @@ class Target:
         if arr.ndim == 1:
             arr = arr[None, :]
         if arr.ndim != 2 or arr.shape[1] != n or arr.shape[0] < 1:
-            raise ValueError(f"target: expected shape [{n}] or [T, {n}] (MB per slot), got {arr.shape}")
+            raise ValueError(
+                f"target: expected shape [{n}] or [T, {n}] (MB per slot), got {arr.shape}"
+            )
         if not np.isfinite(arr).all() or (arr < 0).any():
             raise ValueError("target: values must be finite and >= 0 (MB per slot)")
         return cls(weight, arr.copy())

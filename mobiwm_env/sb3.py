@@ -53,7 +53,9 @@ class SB3VecEnv(VecEnv):
             for i, o in enumerate(opts):
                 mask = np.zeros(self.num_envs, dtype=bool)
                 mask[i] = True
-                seed_i = None if seeds is None else [s if j == i else None for j, s in enumerate(seeds)]
+                seed_i = (
+                    None if seeds is None else [s if j == i else None for j, s in enumerate(seeds)]
+                )
                 obs, info_i = self.venv.reset(seed=seed_i, options={**o, "reset_mask": mask})
                 _merge_rows(info, info_i, i)
         self.reset_infos = _split_infos(info, self.num_envs)
@@ -74,9 +76,7 @@ class SB3VecEnv(VecEnv):
         final_info = info.get("final_info")
         infos = _split_infos(info, self.num_envs)
         for i in np.flatnonzero(dones):
-            step_info = (
-                _split_infos(final_info, self.num_envs)[i] if final_info is not None else {}
-            )
+            step_info = _split_infos(final_info, self.num_envs)[i] if final_info is not None else {}
             step_info["terminal_observation"] = final_obs[i]
             step_info["TimeLimit.truncated"] = bool(truncated[i] and not terminated[i])
             infos[i] = step_info

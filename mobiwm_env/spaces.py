@@ -136,7 +136,9 @@ def validate_actions(actions: object, shape: tuple[int, ...]) -> np.ndarray:
     if bad.any():
         idx = tuple(int(i) for i in np.argwhere(bad)[0])
         flat = idx[-1]
-        where = f"cell {flat // 4}, parameter {flat % 4}" + (f", env {idx[0]}" if len(idx) > 1 else "")
+        where = f"cell {flat // 4}, parameter {flat % 4}"
+        if len(idx) > 1 and shape[0] > 1:
+            where += f", env {idx[0]}"
         raise ValueError(
             f"action: non-finite value {arr[idx]} at index {idx} ({where}); actions must be "
             "finite numbers in [-1, 1]"

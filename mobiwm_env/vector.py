@@ -67,7 +67,9 @@ class LoadBalanceVectorEnv(RenderSupport, VectorEnv):
         self.single_action_space = self.core.action_space
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)
         self.action_space = batch_space(self.single_action_space, self.num_envs)
-        self._rngs: list[np.random.Generator] = [seeding.np_random()[0] for _ in range(self.num_envs)]
+        self._rngs: list[np.random.Generator] = [
+            seeding.np_random()[0] for _ in range(self.num_envs)
+        ]
         self._autoreset = np.zeros(self.num_envs, dtype=bool)
         self._renderer = None
 

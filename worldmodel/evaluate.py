@@ -172,14 +172,17 @@ def resolve_models(
         if isinstance(spec, tuple):
             if len(spec) != 2 or not isinstance(spec[0], str):
                 raise ValueError(f"model entry {spec!r}: expected (name, spec_or_model)")
-            entries.append((spec[0], spec[1]))
+            obj = spec[1]
+            entries.append((spec[0], str(obj) if isinstance(obj, os.PathLike) else obj))
+        elif isinstance(spec, os.PathLike):
+            entries.append((None, str(spec)))
         elif isinstance(spec, str) and "=" in spec and not Path(spec).exists():
             name, _, path = spec.partition("=")
             entries.append((name.strip() or None, path.strip()))
         else:
             entries.append((None, spec))
 
-    loaded: list[tuple[str | None, str, Any] | tuple[str | None, str, None]] = []
+    loaded: list[tuple[str | None, str, Any]] = []  # (name, spec, model or None = naive)
     for name, spec in entries:
         if not isinstance(spec, str):
             loaded.append((name, type(spec).__name__, spec))
@@ -284,7 +287,7 @@ def rollout_predictions(
             f"maps need {total} slots for this rollout; shortest has "
             f"{min(r.n_slots for r in records)}"
         )
-    out: dict[str, list[np.ndarray]] = {m.name: [None] * len(records) for m in models}  # type: ignore[misc]
+    out: dict[str, dict[int, np.ndarray]] = {m.name: {} for m in models}
     rows = np.arange(total)
     for group in _group_by_shape(records):
         items = []
@@ -300,7 +303,7 @@ def rollout_predictions(
             pred = _run_model(m, window, k)[:, :length].numpy()
             for j, i in enumerate(group):
                 out[m.name][i] = pred[j, :, : records[i].n_cells]
-    return out
+    return {name: [per[i] for i in range(len(records))] for name, per in out.items()}
 
 
 # ---------------------------------------------------------------------- 1. rollout
@@ -422,28 +425,6 @@ class Plan:
         return {"name": self.name, "kind": self.kind, "cells": self.cells, "site": self.site}
 
 
-class CommonFading:
-    """Stand-in for ``NetworkTwin.rng`` that gives every copy the same fast-fading draw.
-
-    The draw for ``E`` copies is the draw of a single copy repeated, so all plans of one twin
-    batch see the same fading sequence (common random numbers: plan deltas carry no fading
-    noise), and a twin seeded like the generator reproduces the generated map exactly.
-    """
-
-    def __init__(self, rng: np.random.Generator) -> None:
-        self._rng = rng
-
-    def standard_normal(self, size: tuple[int, ...], dtype: Any = np.float64) -> np.ndarray:
-        size = tuple(size)
-        if len(size) < 2:
-            return self._rng.standard_normal(size, dtype=dtype)
-        one = self._rng.standard_normal((size[0], 1, *size[2:]), dtype=dtype)
-        return np.repeat(one, size[1], axis=1)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._rng, name)
-
-
 def pick_t0(rec: MapRecord, warm: int, horizon: int) -> int:
     """First map row at 08:00 on a weekday with ``warm`` rows before it and ``horizon`` after;
     else the latest row that fits. ``ValueError`` when the map is too short."""
@@ -526,9 +507,7 @@ def twin_counterfactual(
         wide = dataclasses.replace(sc.bounds, power_dbm=(sc.bounds.power_dbm[0], p_max))
         sc = sc.with_bounds(wide)
     e, n = len(plans), rec.n_cells
-    twin = NetworkTwin(sc, e, seed=int(rec.metadata["seed"]))
-    if common_fading:
-        twin.rng = CommonFading(twin.rng)  # type: ignore[assignment]
+    twin = NetworkTwin(sc, e, seed=int(rec.metadata["seed"]), common_fading=common_fading)
     twin.reset(slot=int(rec.slot[0]), params=rec.actions[0], active=rec.active[0])
     before = twin.run(rec.actions[:t0], rec.active[:t0]).traffic
     acts = np.stack([np.broadcast_to(p.actions, (horizon, n, 4)) for p in plans])
@@ -651,14 +630,17 @@ def counterfactual_section(
         for i, plan in enumerate(plans[1:], start=1):
             if plan.kind == "none":
                 replicate_max = max(replicate_max, float(np.abs(true_delta[i]).max()))
-        preds = {m.name: model_counterfactual(m, rec, before, plans, t0, horizon) for m in models}
+        pred_mean = {  # [E, N] mean traffic per plan and cell over the horizon
+            m.name: model_counterfactual(m, rec, before, plans, t0, horizon).mean(axis=1)
+            for m in models
+        }
         for i, plan in enumerate(plans):
             if plan.kind not in PLAN_KINDS:
                 continue
             sel_all = plan.active | a0
             twin_abs[plan.kind].append(np.abs(true_delta[i][sel_all]))
             for m in models:
-                pm = preds[m.name].mean(axis=1).astype(np.float64)
+                pm = pred_mean[m.name].astype(np.float64)
                 parts[m.name][plan.kind].append(
                     {
                         "pred": pm[i] - pm[0],
@@ -847,9 +829,9 @@ def _fmt(v: Any, digits: int = 4) -> str:
         return "yes" if v else "no"
     if isinstance(v, int):
         return str(v)
-    if abs(v) >= 1000:
+    if abs(v) >= 10**digits:
         return f"{v:,.0f}"
-    return f"{v:.{digits}g}" if abs(v) < 1 else f"{v:.{max(digits - 1, 1)}f}"
+    return f"{v:.{digits}g}"
 
 
 def _table(header: list[str], rows: list[list[str]]) -> str:
@@ -1058,6 +1040,7 @@ def _write_text_atomic(path: Path, text: str) -> None:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -1087,7 +1070,7 @@ class EvalConfig:
     split: str = arg("test", "dataset split: train | val | test")
     quick: bool = arg(False, "short rollouts, 1 map per scenario for counterfactuals")
     sections: tuple[str, ...] = arg(SECTIONS, f"sections to run: {' '.join(SECTIONS)}")
-    scenarios: tuple[str, ...] = arg((), "only these scenarios (default: all)")
+    scenarios: tuple[str, ...] = arg((), "only these scenarios (empty = all)")
     seed: int = arg(0, "seed of the counterfactual plans")
     cf_random_plans: int = arg(
         0, f"random plans per map (0 = {CF_RANDOM_PLANS}, quick {CF_QUICK_RANDOM_PLANS})"

@@ -64,6 +64,6 @@ def test_ppo_smoke_under_vecmonitor_and_vecnormalize(debug_checkpoint):
     model.learn(total_timesteps=256)
     assert model.num_timesteps >= 256
     monitor = venv.venv
-    assert len(monitor.episode_returns) == 0 or np.isfinite(monitor.episode_returns).all()
+    assert monitor.episode_count >= 4  # episodes of 8 steps finished in every sub-env
     assert np.isfinite(venv.obs_rms.mean).all()
     venv.close()

@@ -46,7 +46,12 @@ class TwinStep:
 
 
 class NetworkTwin:
-    """Physics twin of ``scenario`` with ``n_envs`` independent parameter/association states."""
+    """Physics twin of ``scenario`` with ``n_envs`` independent parameter/association states.
+
+    ``common_fading=True`` gives every copy the same fast-fading draws (common random numbers):
+    copies that differ only in their plans then differ only by the plans' effect, and copy 0
+    reproduces a single-copy twin with the same seed exactly.
+    """
 
     def __init__(
         self,
@@ -56,6 +61,7 @@ class NetworkTwin:
         demand: DemandModel | None = None,
         antenna: AntennaConfig | None = None,
         seed: int = 0,
+        common_fading: bool = False,
     ) -> None:
         if n_envs < 1:
             raise ValueError(f"n_envs must be >= 1, got {n_envs}")
@@ -80,6 +86,7 @@ class NetworkTwin:
         self._refresh_links(np.ones((e, n), dtype=bool))
         self.state = A3State.empty(e, self.n_pixels)
         self.rng = np.random.default_rng([seed, 0xFADE])
+        self.common_fading = bool(common_fading)
         self.reset()
 
     # ------------------------------------------------------------------ geometry
@@ -363,7 +370,8 @@ class NetworkTwin:
         serv = np.take_along_axis(rsrp, np.maximum(col, 0)[..., None], axis=-1)[..., 0]
         fading = None
         if radio.fast_fading_std_db > 0:
-            fading = self.rng.standard_normal((3, self.n_envs, self.n_pixels), dtype=np.float32)
+            copies = 1 if self.common_fading else self.n_envs
+            fading = self.rng.standard_normal((3, copies, self.n_pixels), dtype=np.float32)
             fading *= np.float32(radio.fast_fading_std_db)
         return a3_step(
             self.state,

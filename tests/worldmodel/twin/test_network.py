@@ -236,3 +236,15 @@ def test_insert_cell_takes_traffic(toy):
     total_after = after.traffic[0, -1].sum() + after.unserved[0, -1]
     np.testing.assert_allclose(total_after, before.demand[0, 0], rtol=1e-5)
     assert after.unserved[0, -1] <= before.unserved[0, 0]
+
+
+def test_common_fading_copies_differ_only_by_their_plans():
+    sc = make_toy_scenario(fading_db=2.0)
+    twin = NetworkTwin(sc, 2, demand=ConstantDemand(sc.grid_px**2), seed=5, common_fading=True)
+    same = twin.step(6).traffic
+    np.testing.assert_array_equal(same[0], same[1])
+    single = NetworkTwin(sc, 1, demand=ConstantDemand(sc.grid_px**2), seed=5)
+    np.testing.assert_array_equal(single.step(6).traffic[0], same[0])
+    independent = NetworkTwin(sc, 2, demand=ConstantDemand(sc.grid_px**2), seed=5)
+    out = independent.step(6).traffic
+    assert not np.array_equal(out[0], out[1])

@@ -1,0 +1,174 @@
+"""The paper's Table 2 study in one command: where should an RL agent learn load balancing?
+
+    python agents/table2.py                               # all four agents + baselines (~50 min)
+    python agents/table2.py --static runs/static-mobiwm/best --gru runs/gru-wm/best
+    python agents/table2.py --reuse --out runs/table2     # re-evaluate already trained agents
+
+PPO is trained (same config, seed and budget) in
+
+1. MobiWM (``--mobiwm``, default the shipped checkpoint),
+2. Static-MobiWM (``--static``: MobiWM without action inputs),
+3. the GRU world model (``--gru``),
+4. the twin itself (the upper bound; ``--no-twin`` to skip),
+
+and every agent, plus the baselines (no-op, random, heuristic, MPC on MobiWM), is judged on the
+twin from the same ``--runs`` seeded starts (``agents.evaluate``). A missing checkpoint skips
+its agent with the command that trains it::
+
+    python -m worldmodel.train --data data/default --out runs/static-mobiwm --preset S --ablate actions
+    python -m worldmodel.train --data data/default --out runs/gru-wm --arch gru
+
+(use the same ``--max-steps`` / ``--max-minutes`` as the MobiWM checkpoint for a fair study).
+Output in ``--out``: ``ppo-<agent>/`` run folders, ``table2.json`` and ``table2.md``, and the
+measured checks of the targets (RMSE reduction vs no-op, share of the twin-trained gain, MobiWM vs
+Static-MobiWM).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # `python agents/table2.py`
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+
+from agents.envs import checkpoint_label, resolve_checkpoint  # noqa: E402
+from agents.evaluate import EVAL_SEED, evaluate_policies, write_results  # noqa: E402
+from agents.train_ppo import DEFAULT_TIMESTEPS, PPOConfig, train  # noqa: E402
+from mobiwm_env import TWIN_ID, WORLD_MODEL_ID  # noqa: E402
+from worldmodel.cli import arg, parse_config, write_json_atomic  # noqa: E402
+
+TRAIN_COMMANDS = {
+    "static": "python -m worldmodel.train --data data/default --out runs/static-mobiwm "
+    "--preset S --ablate actions",
+    "gru": "python -m worldmodel.train --data data/default --out runs/gru-wm --arch gru",
+}
+
+
+@dataclass
+class Table2Config:
+    """The Table 2 study: PPO trained in three world models and in the twin, judged on the twin."""
+
+    mobiwm: str = arg("", "MobiWM checkpoint ('' = the shipped mobiwm-default)")
+    static: str = arg("runs/static-mobiwm/best", "Static-MobiWM checkpoint ('' = skip)")
+    gru: str = arg("runs/gru-wm/best", "GRU world-model checkpoint ('' = skip)")
+    twin: bool = arg(True, "also train PPO directly in the twin (the upper bound)")
+    policy: str = arg("mlp", "PPO policy: mlp | shared")
+    total_timesteps: int = arg(DEFAULT_TIMESTEPS, "PPO env steps per agent")
+    num_envs: int = arg(16, "sub-envs per PPO run")
+    seed: int = arg(0, "PPO seed (same for every agent)")
+    scenario: str = arg("hex57", "scenario")
+    lambda_delta: float = arg(1.0, "λ_Δ of Eq. 21")
+    runs: int = arg(18, "evaluation episodes per policy on the twin")
+    eval_seed: int = arg(EVAL_SEED, "first evaluation seed")
+    baselines: tuple[str, ...] = arg(
+        ("noop", "random", "heuristic", "mpc"), "baselines judged beside the agents"
+    )
+    mpc_horizon: int = arg(2, "MPC: planning horizon in env steps")
+    mpc_candidates: int = arg(16, "MPC: CEM candidates per env")
+    mpc_iters: int = arg(2, "MPC: CEM iterations per env step")
+    reuse: bool = arg(False, "skip training where ppo-<agent>/model.zip already exists")
+    out: str = arg("", "output folder ('' = runs/table2-<timestamp>)")
+    threads: int = arg(0, "torch CPU threads (0 = torch default)")
+    progress: bool = arg(True, "progress bars while training")
+
+
+def agents_of(cfg: Table2Config) -> list[tuple[str, str, str | None]]:
+    """``(name, env id, checkpoint)`` of every agent whose world model is available."""
+    out: list[tuple[str, str, str | None]] = []
+    for name, ckpt in (("mobiwm", cfg.mobiwm), ("static", cfg.static), ("gru", cfg.gru)):
+        if name != "mobiwm" and not ckpt:
+            continue
+        path = resolve_checkpoint(ckpt or None)
+        if not (path / "config.json").is_file() and not path.is_file():
+            hint = TRAIN_COMMANDS.get(name, "the shipped checkpoint is missing")
+            print(f"skipping PPO in {name}: no checkpoint at {path} (train it: {hint})")
+            continue
+        out.append((name, WORLD_MODEL_ID, ckpt or None))
+    if cfg.twin:
+        out.append(("twin", TWIN_ID, None))
+    return out
+
+
+def targets(result: dict[str, Any]) -> dict[str, Any]:
+    """The measured checks of the issue's targets (RMSE on the twin)."""
+    rmse = {r["agent"]: r["twin"]["rmse_mb"]["mean"] for r in result["rows"] if "agent" in r}
+    noop = next((r["twin"]["rmse_mb"]["mean"] for r in result["rows"] if r["policy"] == "noop"), None)
+    out: dict[str, Any] = {}
+    wm = rmse.get("mobiwm")
+    if wm is not None and noop:
+        out["mobiwm_rmse_reduction_vs_noop"] = 1 - wm / noop
+        out["mobiwm_reduction_ge_25pct"] = bool(1 - wm / noop >= 0.25)
+    if wm is not None and noop and "twin" in rmse and noop - rmse["twin"] > 0:
+        share = (noop - wm) / (noop - rmse["twin"])
+        out["mobiwm_share_of_twin_gain"] = share
+        out["mobiwm_share_ge_80pct"] = bool(share >= 0.8)
+    if wm is not None and "static" in rmse:
+        out["mobiwm_beats_static"] = bool(wm < rmse["static"])
+    if wm is not None and "gru" in rmse:
+        out["mobiwm_beats_gru"] = bool(wm < rmse["gru"])
+    return out
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    cfg = parse_config(Table2Config, argv, description=__doc__)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    out = Path(cfg.out or f"runs/table2-{time.strftime('%Y%m%d-%H%M%S')}")
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    base = PPOConfig(
+        scenario=cfg.scenario,
+        num_envs=cfg.num_envs,
+        total_timesteps=cfg.total_timesteps,
+        seed=cfg.seed,
+        policy=cfg.policy,
+        lambda_delta=cfg.lambda_delta,
+        eval_runs=0,
+        threads=cfg.threads,
+        progress=cfg.progress,
+    )
+    trained: list[tuple[str, str, str]] = []
+    for name, env_id, ckpt in agents_of(cfg):
+        run_dir = out / f"ppo-{name}"
+        label = f"PPO in {'twin (upper bound)' if name == 'twin' else checkpoint_label(ckpt)}"
+        if not (cfg.reuse and (run_dir / "model.zip").is_file()):
+            ppo = replace(base, env_id=env_id, checkpoint=ckpt or "", out=str(run_dir), label=label)
+            train(ppo)
+        trained.append((name, str(run_dir), label))
+    print(f"judging {len(trained)} agents and {len(cfg.baselines)} baselines on the twin")
+    specs: list[Any] = [(b, None) for b in cfg.baselines] + [(d, lab) for _, d, lab in trained]
+    result = evaluate_policies(
+        specs,
+        ("twin",),
+        cfg.runs,
+        cfg.eval_seed,
+        cfg.mobiwm or None,
+        {"scenario": cfg.scenario, "lambda_delta": cfg.lambda_delta},
+        {
+            "horizon_steps": cfg.mpc_horizon,
+            "n_candidates": cfg.mpc_candidates,
+            "n_iters": cfg.mpc_iters,
+        },
+    )
+    for row, (name, _, _) in zip(result["rows"][len(cfg.baselines) :], trained, strict=True):
+        row["agent"] = name
+    result["targets"] = targets(result)
+    result["config"] = cfg
+    result["total_seconds"] = time.perf_counter() - t0
+    js, md = write_results(result, out, "table2", "Table 2: PPO trained in world models vs twin")
+    with open(md, "a", encoding="utf-8") as f:
+        f.write("\nMeasured targets: " + ", ".join(f"{k} = {v}" for k, v in result["targets"].items()) + "\n")
+    write_json_atomic(js, result)
+    print(md.read_text(encoding="utf-8"))
+    print(f"wrote {js} and {md} ({result['total_seconds'] / 60:.0f} min)")
+    return result
+
+
+if __name__ == "__main__":
+    main()

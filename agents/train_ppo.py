@@ -1,0 +1,338 @@
+"""Train PPO (Stable-Baselines3) to balance cell load in the MobiWM world model, then judge it
+on the twin against the baselines.
+
+    python agents/train_ppo.py                                   # default run (~12 min, 2 CPUs)
+    python agents/train_ppo.py --policy shared --out runs/ppo-shared
+    python agents/train_ppo.py --checkpoint runs/static-mobiwm/best --out runs/ppo-static
+    python agents/train_ppo.py --env-id MobiWM-LoadBalance-Twin-v0 --out runs/ppo-twin
+    python agents/train_ppo.py --help
+
+The env is the natively batched vector env behind the SB3 adapter (``agents.envs.make_sb3_env``:
+any world-model checkpoint, MobiWM, Static-MobiWM or GRU), wrapped in ``VecMonitor`` and
+``VecNormalize``. The run folder (``--out``, default ``runs/ppo-<timestamp>``) holds:
+
+* ``config.json``: the resolved config, the policy's label, timings;
+* ``model.zip`` and ``vecnormalize.pkl`` (observation / reward statistics) of the final policy,
+  ``checkpoints/ppo_<steps>_steps.zip`` + ``ppo_vecnormalize_<steps>_steps.pkl`` periodically;
+* ``tb/``: TensorBoard (SB3's ``rollout/``, ``train/``, ``time/`` plus ``charts/`` from the
+  infos: imbalance (MB), relative L1 to target, mean ``|Δa|``, unserved traffic (twin),
+  env steps per second, overall steps per second; ``eval/`` after the final evaluation);
+* ``eval.json`` / ``eval.md``: the trained policy and the baselines on the twin
+  (``agents.evaluate``: steady-state RMSE to target and Eq. 21 return, 95% CIs);
+* ``episode.gif``: the heat map of the trained policy's first evaluation episode on the twin.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # `python agents/train_ppo.py`
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from stable_baselines3 import PPO  # noqa: E402
+from stable_baselines3.common.callbacks import BaseCallback, CheckpointCallback  # noqa: E402
+from stable_baselines3.common.utils import set_random_seed  # noqa: E402
+from stable_baselines3.common.vec_env import VecMonitor, VecNormalize  # noqa: E402
+
+from agents.envs import backend_of, checkpoint_label, make_sb3_env  # noqa: E402
+from agents.evaluate import EVAL_SEED, evaluate_policies, write_results  # noqa: E402
+from agents.policies import CellSharedPolicy, shared_policy_kwargs  # noqa: E402
+from worldmodel.cli import arg, parse_config, write_json_atomic  # noqa: E402
+
+DEFAULT_TIMESTEPS = 49_152
+"""Default budget: ~8–10 min of training on 2 CPU cores with the shipped checkpoint on hex57
+(measured ~100 env steps/s including PPO updates; see docs). 49,152 = 64 PPO iterations of
+16 envs × 48 steps."""
+
+
+@dataclass
+class PPOConfig:
+    """One PPO training run (and its final evaluation on the twin)."""
+
+    env_id: str = arg("MobiWM-LoadBalance-v0", "env to train in (world model or ...-Twin-v0)")
+    scenario: str = arg("hex57", "scenario name (worldmodel.twin.builders.SCENARIOS)")
+    checkpoint: str = arg("", "world-model checkpoint folder ('' = the shipped mobiwm-default); "
+                              "MobiWM, Static-MobiWM or GRU checkpoints")  # fmt: skip
+    num_envs: int = arg(16, "sub-envs stepped as one batch")
+    total_timesteps: int = arg(DEFAULT_TIMESTEPS, "env steps of training (all sub-envs)")
+    seed: int = arg(0, "seed of the policy, PPO and the training episodes")
+    policy: str = arg("mlp", "mlp (SB3 MlpPolicy) | shared (per-cell shared policy, attention)")
+    lambda_delta: float = arg(1.0, "λ_Δ of Eq. 21 (weight of the parameter-change penalty)")
+    episode_steps: int = arg(24, "env steps (hours) per episode, training and evaluation")
+    learning_rate: float = arg(3e-4, "Adam learning rate")
+    n_steps: int = arg(48, "steps per sub-env per PPO rollout (48 = two episodes)")
+    batch_size: int = arg(256, "PPO minibatch size")
+    n_epochs: int = arg(10, "PPO epochs per rollout")
+    gamma: float = arg(0.9, "discount factor")
+    gae_lambda: float = arg(0.95, "GAE λ")
+    clip_range: float = arg(0.2, "PPO clip range")
+    ent_coef: float = arg(0.0, "entropy bonus")
+    vf_coef: float = arg(0.5, "value-loss weight")
+    max_grad_norm: float = arg(0.5, "gradient-norm clip")
+    log_std_init: float = arg(-1.0, "initial log std of the Gaussian policy")
+    net_arch: tuple[int, ...] = arg((256, 256), "MlpPolicy hidden layers (policy and value)")
+    shared_hidden: int = arg(64, "shared policy: per-cell feature width")
+    shared_layers: int = arg(2, "shared policy: message-passing rounds")
+    shared_neighbours: int = arg(8, "shared policy: neighbours per cell")
+    normalize_reward: bool = arg(True, "VecNormalize rewards (observations always)")
+    checkpoint_every: int = arg(12_288, "env steps between checkpoints (0 = none)")
+    out: str = arg("", "run folder ('' = runs/ppo-<timestamp>)")
+    eval_runs: int = arg(18, "evaluation episodes on the twin after training (0 = skip)")
+    eval_seed: int = arg(EVAL_SEED, "first evaluation seed (same for every policy)")
+    eval_baselines: tuple[str, ...] = arg(
+        ("noop", "random", "heuristic"), "baselines evaluated beside the policy (add mpc: slow)"
+    )
+    gif: bool = arg(True, "save a heat-map GIF of one evaluation episode")
+    threads: int = arg(0, "torch CPU threads (0 = torch default)")
+    progress: bool = arg(True, "show a progress bar")
+    label: str = arg("", "name of the policy in tables ('' = 'PPO (<trained in>)')")
+
+    def __post_init__(self) -> None:
+        if self.policy not in ("mlp", "shared"):
+            raise ValueError(f"policy must be 'mlp' or 'shared', got {self.policy!r}")
+        backend_of(self.env_id)  # validates
+        for name in ("num_envs", "total_timesteps", "n_steps", "batch_size", "n_epochs"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.eval_runs == 1:
+            raise ValueError("eval_runs must be 0 or >= 2 (confidence intervals)")
+
+    @property
+    def trained_in(self) -> str:
+        """Where the policy learns: ``twin`` or the world model's label (MobiWM, ...)."""
+        if backend_of(self.env_id) == "twin":
+            return "twin"
+        return checkpoint_label(self.checkpoint or None)
+
+    def env_kwargs(self) -> dict[str, Any]:
+        return {
+            "scenario": self.scenario,
+            "lambda_delta": self.lambda_delta,
+            "episode_steps": self.episode_steps,
+        }
+
+
+# ============================================================================ callbacks
+class ProgressCallback(BaseCallback):
+    """A tqdm progress bar over env steps with the latest mean episode return."""
+
+    def __init__(self, total: int) -> None:
+        super().__init__()
+        self.total = total
+        self.bar = None
+
+    def _on_training_start(self) -> None:
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=self.total, unit="step", desc="PPO", dynamic_ncols=True)
+
+    def _on_step(self) -> bool:
+        self.bar.update(self.training_env.num_envs)
+        return True
+
+    def _on_rollout_end(self) -> None:
+        buf = self.model.ep_info_buffer
+        if buf:
+            self.bar.set_postfix(ep_return=f"{np.mean([e['r'] for e in buf]):.1f}")
+
+    def _on_training_end(self) -> None:
+        self.bar.close()
+
+
+class EnvMetricsCallback(BaseCallback):
+    """TensorBoard ``charts/`` scalars from the env infos, and steps per second."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._t_rollout = 0.0
+        self._t_start = 0.0
+        self._steps_rollout = 0
+
+    def _on_training_start(self) -> None:
+        self._t_start = time.perf_counter()
+
+    def _on_rollout_start(self) -> None:
+        self._t_rollout = time.perf_counter()
+        self._steps_rollout = self.num_timesteps
+
+    def _on_step(self) -> bool:
+        infos = self.locals.get("infos", [])
+        imb = [i["imbalance"] for i in infos if "imbalance" in i]
+        if imb:
+            tgt = [float(np.sum(i["target"])) for i in infos if "target" in i]
+            self.logger.record_mean("charts/imbalance_mb", float(np.mean(imb)))
+            self.logger.record_mean(
+                "charts/l1_to_target", float(np.sum(imb) / max(np.sum(tgt), 1e-9))
+            )
+            self.logger.record_mean(
+                "charts/action_change", float(np.mean([i["action_change"] for i in infos]))
+            )
+            uns = [float(np.mean(i["unserved"])) for i in infos if "unserved" in i]
+            if uns and np.isfinite(uns).all():
+                self.logger.record_mean("charts/unserved_mb", float(np.mean(uns)))
+        return True
+
+    def _on_rollout_end(self) -> None:
+        now = time.perf_counter()
+        env_steps = self.num_timesteps - self._steps_rollout
+        self.logger.record(
+            "charts/env_steps_per_second", env_steps / max(now - self._t_rollout, 1e-9)
+        )
+        self.logger.record(
+            "charts/steps_per_second", self.num_timesteps / max(now - self._t_start, 1e-9)
+        )
+
+
+# ============================================================================ training
+def build_model(cfg: PPOConfig, venv: Any, tb_dir: Path | None) -> PPO:
+    """The PPO learner for ``cfg`` on ``venv`` (already normalised)."""
+    if cfg.policy == "shared":
+        policy: Any = CellSharedPolicy
+        policy_kwargs = shared_policy_kwargs(
+            venv,
+            hidden=cfg.shared_hidden,
+            n_layers=cfg.shared_layers,
+            n_neighbours=cfg.shared_neighbours,
+        )
+    else:
+        policy = "MlpPolicy"
+        arch = list(cfg.net_arch)
+        policy_kwargs = {"net_arch": {"pi": arch, "vf": arch}}
+    policy_kwargs["log_std_init"] = cfg.log_std_init
+    return PPO(
+        policy,
+        venv,
+        learning_rate=cfg.learning_rate,
+        n_steps=cfg.n_steps,
+        batch_size=cfg.batch_size,
+        n_epochs=cfg.n_epochs,
+        gamma=cfg.gamma,
+        gae_lambda=cfg.gae_lambda,
+        clip_range=cfg.clip_range,
+        ent_coef=cfg.ent_coef,
+        vf_coef=cfg.vf_coef,
+        max_grad_norm=cfg.max_grad_norm,
+        policy_kwargs=policy_kwargs,
+        tensorboard_log=None if tb_dir is None else str(tb_dir),
+        seed=cfg.seed,
+        device="cpu",
+        verbose=0,
+    )
+
+
+def run_dir_of(cfg: PPOConfig) -> Path:
+    return Path(cfg.out or f"runs/ppo-{time.strftime('%Y%m%d-%H%M%S')}")
+
+
+def train(cfg: PPOConfig, log: Any = print) -> tuple[Path, dict[str, Any]]:
+    """Train, save and (``eval_runs > 0``) evaluate; returns the run folder and the record
+    written to its ``config.json``."""
+    t_start = time.perf_counter()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    run_dir = run_dir_of(cfg)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    label = cfg.label or f"PPO ({cfg.trained_in})"
+    record: dict[str, Any] = {
+        "config": asdict(cfg),
+        "label": label,
+        "trained_in": cfg.trained_in,
+        "command": " ".join(sys.argv),
+        "status": "training",
+    }
+    write_json_atomic(run_dir / "config.json", record)
+    set_random_seed(cfg.seed)
+    venv = make_sb3_env(cfg.env_id, cfg.num_envs, cfg.checkpoint or None, **cfg.env_kwargs())
+    venv = VecNormalize(
+        VecMonitor(venv), norm_obs=True, norm_reward=cfg.normalize_reward, gamma=cfg.gamma
+    )
+    model = build_model(cfg, venv, run_dir / "tb")
+    log(
+        f"training {label} [{cfg.policy} policy] in {cfg.env_id} ({cfg.scenario}, "
+        f"{cfg.num_envs} envs) for {cfg.total_timesteps:,} steps → {run_dir}"
+    )
+    log(
+        f"time budget: {cfg.total_timesteps:,} steps at ~100 steps/s (2 CPUs, world model) "
+        f"≈ {cfg.total_timesteps / 100 / 60:.0f} min of training"
+        + (f", then {cfg.eval_runs}-episode evaluations on the twin" if cfg.eval_runs else "")
+    )
+    callbacks: list[BaseCallback] = [EnvMetricsCallback()]
+    if cfg.progress:
+        callbacks.append(ProgressCallback(cfg.total_timesteps))
+    if cfg.checkpoint_every > 0:
+        callbacks.append(
+            CheckpointCallback(
+                save_freq=max(cfg.checkpoint_every // cfg.num_envs, 1),
+                save_path=str(run_dir / "checkpoints"),
+                name_prefix="ppo",
+                save_vecnormalize=True,
+            )
+        )
+    t0 = time.perf_counter()
+    model.learn(cfg.total_timesteps, callback=callbacks, tb_log_name="ppo", progress_bar=False)
+    train_s = time.perf_counter() - t0
+    model.save(run_dir / "model.zip")
+    venv.save(str(run_dir / "vecnormalize.pkl"))
+    venv.close()
+    sps = model.num_timesteps / train_s
+    log(f"trained {model.num_timesteps:,} steps in {train_s / 60:.1f} min ({sps:.0f} steps/s)")
+    record.update(
+        status="trained",
+        timesteps=int(model.num_timesteps),
+        train_seconds=train_s,
+        steps_per_second=sps,
+    )
+    write_json_atomic(run_dir / "config.json", record)
+
+    if cfg.eval_runs:
+        t1 = time.perf_counter()
+        log(f"evaluating on the twin: {cfg.eval_runs} episodes per policy, seed {cfg.eval_seed}")
+        specs: list[Any] = [(b, None) for b in cfg.eval_baselines] + [(str(run_dir), label)]
+        result = evaluate_policies(
+            specs,
+            ("twin",),
+            cfg.eval_runs,
+            cfg.eval_seed,
+            cfg.checkpoint or None,
+            cfg.env_kwargs(),
+            gif=(str(run_dir), run_dir / "episode.gif") if cfg.gif else None,
+            log=log,
+        )
+        js, md = write_results(result, run_dir, "eval", f"{label} vs baselines on the twin")
+        log("\n" + md.read_text(encoding="utf-8"))
+        log(f"wrote {js}, {md}" + (f", {run_dir / 'episode.gif'}" if cfg.gif else ""))
+        _log_eval(model, result, run_dir)
+        record.update(status="evaluated", eval_seconds=time.perf_counter() - t1)
+    record["total_seconds"] = time.perf_counter() - t_start
+    write_json_atomic(run_dir / "config.json", record)
+    log(f"total {record['total_seconds'] / 60:.1f} min")
+    return run_dir, record
+
+
+def _log_eval(model: PPO, result: dict[str, Any], run_dir: Path) -> None:
+    """``eval/`` scalars of the trained policy in its own TensorBoard run."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    row = result["rows"][-1]["twin"]
+    with SummaryWriter(str(run_dir / "tb" / "eval")) as w:
+        step = int(model.num_timesteps)
+        w.add_scalar("eval/rmse_mb", row["rmse_mb"]["mean"], step)
+        w.add_scalar("eval/return", row["return"]["mean"], step)
+        if "rmse_vs_noop" in row:
+            w.add_scalar("eval/rmse_vs_noop", row["rmse_vs_noop"], step)
+
+
+def main(argv: list[str] | None = None) -> Path:
+    cfg = parse_config(PPOConfig, argv, description=__doc__)
+    run_dir, _ = train(cfg)
+    return run_dir
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,48 @@
+"""Fixtures of the agent tests: headless pygame, one torch thread, tiny world-model checkpoints
+(untrained MobiWM ``debug`` preset and a small GRU world model); never the shipped one."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
+os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def debug_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An untrained MobiWM (``debug`` preset) with plausible normaliser statistics."""
+    from worldmodel.model.checkpoint import save_checkpoint
+    from worldmodel.model.config import preset
+    from worldmodel.model.mobiwm import MobiWM
+
+    torch.manual_seed(0)
+    model = MobiWM(preset("debug"))
+    model.normalizer.set_stats(1500.0, 0.7, 0.8)  # MB per slot
+    return save_checkpoint(model, tmp_path_factory.mktemp("ckpt") / "mobiwm-debug")
+
+
+@pytest.fixture(scope="session")
+def gru_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An untrained small GRU world model saved with ``save_world_model``."""
+    from worldmodel.baselines import GRUWorldModel, save_world_model
+
+    torch.manual_seed(0)
+    model = GRUWorldModel(hidden=8)
+    model.normalizer.set_stats(1500.0, 0.7, 0.8)
+    return save_world_model(model, tmp_path_factory.mktemp("ckpt") / "gru-debug")
+
+
+@pytest.fixture(autouse=True)
+def _single_torch_thread():
+    """One torch thread per test (a shared 2-core box), restored afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -1,0 +1,86 @@
+"""Every baseline controller runs on both backends (and on a GRU world model)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from agents.baselines import BASELINES, EnvFacts, HeuristicController, make_controller
+from agents.envs import EnvState, checkpoint_label, make_vector_env
+
+STEPS = 2
+MPC = {"n_candidates": 4, "n_iters": 2, "n_elites": 2, "horizon_steps": 2}
+
+
+@pytest.fixture(params=["twin", "world_model", "gru"])
+def backend(request, debug_checkpoint, gru_checkpoint):
+    """``(backend, checkpoint)``: twin, MobiWM debug checkpoint, GRU checkpoint."""
+    return {
+        "twin": ("twin", None),
+        "world_model": ("world_model", debug_checkpoint),
+        "gru": ("world_model", gru_checkpoint),
+    }[request.param]
+
+
+@pytest.mark.parametrize("name", BASELINES)
+def test_controller_runs_on_backend(name, backend, debug_checkpoint):
+    kind, ckpt = backend
+    venv = make_vector_env(kind, 2, ckpt, episode_steps=STEPS)
+    options = {"checkpoint": debug_checkpoint, **MPC} if name == "mpc" else {}
+    ctrl = make_controller(name, venv, **options)
+    obs, info = venv.reset(seed=3)
+    ctrl.reset()
+    for t in range(STEPS):
+        state = EnvState.from_env(venv) if t == 0 else None  # exact, then from obs/info
+        act = ctrl.predict(obs, info, state)
+        assert act.shape == venv.action_space.shape
+        assert np.isfinite(act).all() and np.abs(act).max() <= 1.0
+        obs, reward, _, trunc, info = venv.step(act)
+        assert np.isfinite(reward).all()
+    assert trunc.all()
+    single = ctrl.predict(obs[0], {k: v[:1] for k, v in info.items()})
+    assert single.shape == venv.single_action_space.shape
+    venv.close()
+
+
+def test_noop_keeps_parameters():
+    venv = make_vector_env("twin", 1, episode_steps=2)
+    ctrl = make_controller("noop", venv)
+    obs, info = venv.reset(seed=0)
+    before = venv.params.copy()
+    venv.step(ctrl.predict(obs, info))
+    np.testing.assert_array_equal(venv.params, before)
+
+
+def test_heuristic_direction():
+    """Overloaded cells tilt down / lower power; an under-loaded neighbour does the opposite."""
+    venv = make_vector_env("twin", 1, episode_steps=2)
+    facts = EnvFacts.from_env(venv)
+    ctrl = HeuristicController(facts, deadband=0.1)
+    obs, _ = venv.reset(seed=0)
+    err = ctrl.load_error(obs)[0]
+    act = ctrl.predict(obs).reshape(facts.max_cells, 4)[: facts.n_cells]
+    over = err > 0.2
+    assert over.any()
+    assert (act[over, 3] > 0).all() and (act[over, 0] < 0).all()  # elec tilt down, power down
+    pulled = act[:, 3] < 0
+    assert (err[pulled] < -0.1).all()  # only under-loaded cells are up-tilted
+
+
+def test_mpc_exact_state_matches_env(debug_checkpoint):
+    """The planner's batched core reproduces the env's own world-model step from a snapshot."""
+    venv = make_vector_env("world_model", 2, debug_checkpoint, episode_steps=4)
+    obs, info = venv.reset(seed=1)
+    venv.step(np.zeros(venv.action_space.shape, dtype=np.float32))
+    state = EnvState.from_env(venv)
+    ctrl = make_controller("mpc", venv, checkpoint=debug_checkpoint, **MPC)
+    rng = np.random.default_rng(0)
+    seq = rng.uniform(-1, 1, (2, 1, 1, ctrl.facts.n_cells, 4)).astype(np.float32)
+    planned = ctrl.score(state, seq)[:, 0]
+    _, reward, _, _, _ = venv.step(seq[:, 0, 0].reshape(2, -1))
+    np.testing.assert_allclose(planned, reward, rtol=1e-5, atol=1e-4)
+
+
+def test_checkpoint_labels(debug_checkpoint, gru_checkpoint):
+    assert checkpoint_label(debug_checkpoint) == "MobiWM"
+    assert checkpoint_label(gru_checkpoint) == "GRU-WM"

@@ -1,0 +1,106 @@
+"""The training script end to end with a tiny budget, and saved policies reloading."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from stable_baselines3 import PPO
+from stable_baselines3.common.vec_env import VecNormalize
+
+from agents import train_ppo
+from agents.envs import make_sb3_env, make_vector_env
+from agents.policies import CellSharedPolicy, TrainedPolicy, shared_policy_kwargs, transfer_policy
+
+TINY = ["--num-envs", "2", "--total-timesteps", "256", "--n-steps", "32", "--batch-size", "64",
+        "--n-epochs", "2", "--checkpoint-every", "128", "--eval-runs", "2",
+        "--episode-steps", "6", "--eval-baselines", "noop", "heuristic", "--no-progress"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory, debug_checkpoint):
+    out = tmp_path_factory.mktemp("runs") / "ppo-tiny"
+    run_dir = train_ppo.main([*TINY, "--checkpoint", str(debug_checkpoint), "--out", str(out)])
+    return run_dir
+
+
+def test_train_end_to_end(tiny_run):
+    d = tiny_run
+    for name in (
+        "config.json",
+        "model.zip",
+        "vecnormalize.pkl",
+        "eval.json",
+        "eval.md",
+        "episode.gif",
+    ):
+        assert (d / name).is_file(), name
+    assert sorted(p.name for p in (d / "checkpoints").iterdir()) == [
+        "ppo_128_steps.zip", "ppo_256_steps.zip",
+        "ppo_vecnormalize_128_steps.pkl", "ppo_vecnormalize_256_steps.pkl",
+    ]  # fmt: skip
+    assert list((d / "tb").rglob("events.out.tfevents.*"))
+    record = json.loads((d / "config.json").read_text())
+    assert record["status"] == "evaluated"
+    assert record["label"] == "PPO (MobiWM)"
+    assert record["config"]["total_timesteps"] == 256 and record["timesteps"] >= 256
+    result = json.loads((d / "eval.json").read_text())
+    labels = [r["label"] for r in result["rows"]]
+    assert labels == ["No-op", "Heuristic", "PPO (MobiWM)"]
+    for row in result["rows"]:
+        assert np.isfinite(row["twin"]["rmse_mb"]["mean"]) and row["twin"]["rmse_mb"]["n"] == 2
+    assert "| PPO (MobiWM) | twin |" in (d / "eval.md").read_text()
+    from PIL import Image
+
+    with Image.open(d / "episode.gif") as gif:
+        assert gif.n_frames == 7  # reset + 6 steps
+
+
+def test_tensorboard_scalars(tiny_run):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    tags = set()
+    for f in (tiny_run / "tb").rglob("events.out.tfevents.*"):
+        acc = EventAccumulator(str(f))
+        acc.Reload()
+        tags |= set(acc.Tags()["scalars"])
+    for tag in ("charts/imbalance_mb", "charts/l1_to_target", "charts/action_change",
+                "charts/steps_per_second", "rollout/ep_rew_mean", "eval/rmse_mb"):  # fmt: skip
+        assert tag in tags, tag
+
+
+def test_saved_policy_reloads_same_actions(tiny_run):
+    """``TrainedPolicy`` (model + VecNormalize stats from disk) = the checkpoint's own model."""
+    policy = TrainedPolicy(tiny_run)
+    venv = make_vector_env("twin", 2, episode_steps=6)
+    obs, _ = venv.reset(seed=0)
+    vn = VecNormalize.load(str(tiny_run / "vecnormalize.pkl"), make_sb3_env("twin", 2))
+    vn.training = False
+    model = PPO.load(tiny_run / "model.zip", device="cpu")
+    expected, _ = model.predict(vn.normalize_obs(obs), deterministic=True)
+    np.testing.assert_array_equal(policy.predict(obs), expected)
+    np.testing.assert_array_equal(policy.predict(obs), policy.predict(obs))
+    ckpt = TrainedPolicy(tiny_run / "checkpoints" / "ppo_128_steps.zip")
+    assert ckpt.vecnormalize is not None
+
+
+def test_shared_policy_save_reload_and_other_map_size(tmp_path):
+    venv = make_sb3_env("twin", 2, episode_steps=2)
+    kwargs = shared_policy_kwargs(venv, hidden=16, n_layers=1, n_neighbours=4)
+    model = PPO(CellSharedPolicy, venv, n_steps=4, batch_size=8, n_epochs=1,
+                policy_kwargs=kwargs, seed=0, device="cpu")  # fmt: skip
+    model.learn(8)
+    model.save(tmp_path / "model.zip")
+    venv.seed(5)
+    obs = venv.reset()
+    a1, _ = model.predict(obs, deterministic=True)
+    a2 = TrainedPolicy(tmp_path / "model.zip").predict(obs)
+    np.testing.assert_allclose(a1, a2, atol=1e-6)
+    # the same weights on a wider action space (padded map: 64 cells instead of 57)
+    wide = make_sb3_env("twin", 2, episode_steps=2, max_cells=64)
+    moved = transfer_policy(model, wide)
+    wide.seed(5)
+    act, _ = moved.predict(wide.reset(), deterministic=True)
+    assert act.shape == (2, 64 * 4)
+    np.testing.assert_allclose(act[:, : 57 * 4], a1, atol=1e-5)  # padding changes nothing

@@ -1,0 +1,189 @@
+"""Tests of ``worldmodel.evaluate`` on the smoke dataset with a tiny untrained MobiWM."""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from worldmodel import evaluate as ev
+from worldmodel.data.dataset import load_split
+from worldmodel.data.generate import PRESETS, generate, scenario_of
+from worldmodel.model import MobiWM, preset, save_checkpoint
+from worldmodel.twin.scenario import POWER
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("smoke")
+    generate(PRESETS["smoke"], root, progress=False)
+    return root
+
+
+@pytest.fixture(scope="module")
+def model(smoke: Path) -> MobiWM:
+    torch.manual_seed(0)
+    m = MobiWM(preset("debug"))
+    train = load_split(smoke, "train")
+    m.normalizer.fit(
+        np.concatenate([r.traffic.ravel() for r in train]),
+        np.concatenate([r.active.ravel() for r in train]),
+    )
+    return m.eval()
+
+
+@pytest.fixture(scope="module")
+def records(smoke: Path):
+    return load_split(smoke, "test")
+
+
+def test_rollout_section_metrics(smoke: Path, model: MobiWM) -> None:
+    res = ev.evaluate_models(
+        smoke, [("wm", model), "persistence"], "test", True, sections=("rollout",), progress=False
+    )
+    ro = res["rollout"]
+    assert set(ro["metrics"]) == {"urban-para", "suburb-topo"}
+    assert ro["warm_start"] == 8
+    for per in ro["metrics"].values():
+        assert set(per) == {"wm", "persistence"}
+        for m in per.values():
+            assert set(m) == {"jsd", "mae", "rmse", "nrmse"}
+            assert all(math.isfinite(v) for v in m.values())
+            assert 0.0 <= m["jsd"] <= 1.0
+    assert set(ro["improvement_jsd_pct"]["wm"]) == {"urban-para", "suburb-topo"}
+    assert set(ro["overall"]) == {"wm", "persistence"}
+    assert "counterfactual" not in res and res["models"]["wm"]["kind"] == "mobiwm"
+
+
+def test_rollout_never_reads_truth_after_warm_start(records, model: MobiWM) -> None:
+    models = ev.resolve_models([("wm", model), "persistence"])
+    warm, length = 8, 40
+    base = ev.rollout_predictions(records, models, warm, length)
+    rng = np.random.default_rng(0)
+    perturbed = copy.deepcopy(records)
+    for r in perturbed:
+        r.traffic[warm:] = rng.uniform(0, 5000, r.traffic[warm:].shape).astype(np.float32)
+    again = ev.rollout_predictions(perturbed, models, warm, length)
+    for name in base:
+        for a, b in zip(base[name], again[name], strict=True):
+            assert a.shape == (length, a.shape[1])
+            np.testing.assert_array_equal(a, b)
+    # ... while the warm start itself does matter
+    for r in perturbed:
+        r.traffic[warm - 1] += 100.0
+    moved = ev.rollout_predictions(perturbed, models, warm, length)
+    assert not np.array_equal(moved["persistence"][0], base["persistence"][0])
+
+
+def test_twin_counterfactual(records) -> None:
+    rec = records[0]
+    sc = scenario_of(rec)
+    t0 = ev.pick_t0(rec, 8, 12)
+    assert rec.slot_of_day[t0] == 32 and rec.day_of_week[t0] < 5
+    plans = ev.make_plans(rec, sc, t0, 1, np.random.default_rng(0))
+    kinds = [p.kind for p in plans]
+    assert kinds == ["none", "none", "random", "overpower", "site_off"]
+    before, after = ev.twin_counterfactual(rec, plans, t0, 12, sc)
+    assert before.shape == (5, t0, rec.n_cells) and after.shape == (5, 12, rec.n_cells)
+    # common fading: the no-change replicate is identical and the re-run reproduces the map
+    np.testing.assert_array_equal(after[1], after[0])
+    np.testing.assert_allclose(before[0], rec.traffic[:t0], rtol=1e-5, atol=1e-3)
+    off = plans[4].cells
+    assert off and (after[4][:, off] == 0).all() and (after[0][:, off] > 0).any()
+    assert plans[3].actions[plans[3].cells, POWER].min() > sc.bounds.power_dbm[1]
+    assert np.abs(after[3].mean(0) - after[0].mean(0)).max() > 0
+
+
+def test_counterfactual_section(records, model: MobiWM) -> None:
+    models = ev.resolve_models([("wm", model), "persistence"])
+    res = ev.counterfactual_section(records, models, quick=True, progress=False, n_random=1)
+    assert len(res["maps"]) == 2 and res["twin"]["replicate_max_abs_delta"] == 0.0
+    assert all(m["rerun_max_abs_diff"] < 1e-2 for m in res["maps"].values())
+    for name in ("wm", "persistence"):
+        for kind in ev.PLAN_KINDS:
+            for sel in ("all", "on"):
+                block = res["metrics"][name][kind][sel]
+                assert set(block) == {"r2", "sign", "n_cells"} and math.isfinite(block["r2"])
+    per = res["metrics"]["persistence"]
+    assert per["random"]["all"]["r2"] <= 0.0
+    assert per["overpower"]["all"]["r2"] <= 0.0
+    assert per["site_off"]["on"]["r2"] <= 0.0  # the neighbours: persistence sees no change
+
+
+def test_long_rollout_segments_match(records, model: MobiWM, monkeypatch) -> None:
+    (m,) = ev.resolve_models([("wm", model)])
+    rec = records[0]
+    n = rec.n_slots + 40  # runs past the map's end: actions held, OD wraps
+    long, bad = ev.long_rollout(m, rec, n)
+    monkeypatch.setattr(ev, "STABILITY_SEGMENT", 8)
+    short, _ = ev.long_rollout(m, rec, n)
+    assert bad is None and long.shape == (n, rec.n_cells)
+    np.testing.assert_allclose(short, long, rtol=1e-4, atol=1e-3)
+    stats = ev.stability_stats(long, rec, bad)
+    assert stats["any_nan"] is False and stats["slots"] == n
+    assert stats["min_ratio"] is not None and stats["drift"] is not None
+
+
+def test_cli_writes_results(smoke: Path, model: MobiWM, tmp_path: Path, capsys) -> None:
+    ckpt = save_checkpoint(model, tmp_path / "ckpt" / "best")
+    out = tmp_path / "eval"
+    argv = [
+        "--data",
+        str(smoke),
+        "--models",
+        f"tiny={ckpt}",
+        "persistence",
+        "seasonal",
+        "--out",
+        str(out),
+        "--quick",
+        "--no-progress",
+        "--stability-slots",
+        "64",
+        "--cf-random-plans",
+        "1",
+    ]
+    assert ev.main(argv) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert set(res["models"]) == {"tiny", "persistence", "seasonal"}
+    assert res["rollout"]["warm_start"] == 96
+    assert set(res["stability"]["metrics"]) == {"tiny"}
+    assert res["counterfactual"]["metrics"]["seasonal"]["random"]["all"]["r2"] <= 0.0
+    md = (out / "results.md").read_text()
+    for head in ("## 1. Long-horizon rollout", "## 2. Counterfactual", "## 3. Rollout stability"):
+        assert head in md
+    assert "urban-para JSD" in capsys.readouterr().out
+    assert not list(out.glob(".*.tmp"))
+
+
+def test_cli_help(capsys) -> None:
+    with pytest.raises(SystemExit) as exc:
+        ev.main(["--help"])
+    assert exc.value.code == 0
+    text = capsys.readouterr().out
+    assert "--models" in text and "--sections" in text and "--quick" in text
+
+
+def test_bad_model_specs(smoke: Path, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="persistance"):
+        ev.resolve_models(["persistance"])
+    missing = tmp_path / "runs" / "nope" / "best"
+    with pytest.raises(FileNotFoundError, match=str(missing)):
+        ev.resolve_models([str(missing)])
+    with pytest.raises(ValueError, match="seasnal"):
+        ev.main(["--data", str(smoke), "--models", "seasnal", "--out", str(tmp_path / "o")])
+    with pytest.raises(ValueError, match="plots"):
+        ev.evaluate_models(smoke, ["persistence"], sections=("rollout", "plots"))
