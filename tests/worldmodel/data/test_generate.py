@@ -1,0 +1,138 @@
+"""Dataset generation: schedules, determinism, splits, and the twin's balance in every map."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from worldmodel.data.format import load_map
+from worldmodel.data.generate import (
+    PRESETS,
+    GenerateConfig,
+    MapJob,
+    ScenarioSpec,
+    generate,
+    generate_map,
+    main,
+    map_seed,
+    plan_jobs,
+    scenario_of,
+)
+from worldmodel.data.schedules import ScheduleConfig, para_schedule, topo_schedule
+from worldmodel.twin.scenario import ParamBounds
+
+TINY = GenerateConfig(
+    scenarios=(
+        ScenarioSpec("urban", "para", n_cells=12, maps=(1, 0, 1)),
+        ScenarioSpec("suburb", "topo", n_cells=9, maps=(1, 0, 0)),
+    ),
+    n_slots=48,
+    facility_px=32,
+    ctx_grid=8,
+)
+
+
+def _init(n=50):
+    rng = np.random.default_rng(0)
+    params = np.stack(
+        [
+            rng.uniform(40, 46, n),
+            rng.uniform(0, 360, n),
+            rng.uniform(0, 6, n),
+            rng.uniform(2, 8, n),
+        ],
+        axis=1,
+    )
+    return params, np.ones(n, dtype=bool)
+
+
+def test_para_schedule_changes_forty_percent_within_bounds():
+    params, active = _init(50)
+    bounds = ParamBounds()
+    acts, act, changed = para_schedule(params, active, 672, bounds, np.random.default_rng(1))
+    moved = (acts != acts[:1]).any(axis=(0, 2))
+    assert moved.sum() == len(changed) == 20
+    assert set(np.flatnonzero(moved)) == set(changed.tolist())
+    assert act.all()
+    low, high = bounds.low_high()
+    assert (acts[..., [0, 2, 3]] >= low[[0, 2, 3]] - 1e-6).all()
+    assert (acts[..., [0, 2, 3]] <= high[[0, 2, 3]] + 1e-6).all()
+    # piecewise constant with at least min_hold_slots between changes of one cell
+    for c in changed:
+        steps = np.flatnonzero((acts[1:, c] != acts[:-1, c]).any(-1)) + 1
+        assert (np.diff(steps) >= ScheduleConfig().min_hold_slots).all()
+
+
+def test_topo_schedule_switches_cells_off_and_inserts_dormant_ones():
+    params, active = _init(40)
+    active[-4:] = False  # dormant cells to insert
+    acts, act, summary = topo_schedule(params, active, 672, ParamBounds(), np.random.default_rng(2))
+    assert set(summary["inserted"]) == {36, 37, 38, 39}
+    for c in summary["inserted"]:
+        assert not act[0, c] and act[-1, c]
+    assert len(summary["switched_off"]) >= 1
+    for c in summary["switched_off"]:
+        assert act[0, c] and not act.all(axis=0)[c]
+
+
+def test_schedule_config_validation():
+    with pytest.raises(ValueError, match="change_fraction"):
+        ScheduleConfig(change_fraction=1.5)
+
+
+def test_map_seeds_differ_across_splits_and_indices():
+    spec = TINY.scenarios[0]
+    seeds = {map_seed(0, spec, split, i) for split in ("train", "val", "test") for i in range(5)}
+    assert len(seeds) == 15
+    assert map_seed(0, spec, "train", 0) != map_seed(1, spec, "train", 0)
+
+
+def test_same_seed_identical_map_different_seed_differs(tmp_path):
+    job = plan_jobs(TINY, tmp_path)[0]
+    a, b = generate_map(TINY, job), generate_map(TINY, job)
+    for key, arr in a.arrays().items():
+        np.testing.assert_array_equal(arr, getattr(b, key), err_msg=key)
+    other = generate_map(TINY, MapJob(job.spec, job.split, job.index, job.seed + 1, job.path))
+    assert not np.array_equal(a.traffic, other.traffic)
+
+
+def test_generate_writes_valid_maps_manifest_and_resumes(tmp_path):
+    manifest = generate(TINY, tmp_path, progress=False)
+    assert len(manifest["maps"]) == 3
+    rec = load_map(tmp_path / manifest["maps"][0]["file"])
+    np.testing.assert_allclose(rec.traffic.sum(1) + rec.unserved, rec.demand, rtol=1e-4)
+    assert rec.metadata["builder"]["seed"] == rec.metadata["seed"]
+    sc = scenario_of(rec)
+    np.testing.assert_allclose(sc.cell_xy_m, rec.cell_xy, atol=1e-3)
+    again = generate(TINY, tmp_path, progress=False)
+    assert all(r["reused"] for r in again["maps"])
+    topo = load_map(tmp_path / "suburb-topo-train-000.npz")
+    assert (~topo.active[0]).any() and topo.active.any(axis=0).all()
+    assert (topo.traffic[~topo.active] == 0).all()
+
+
+def test_corrupt_file_is_regenerated(tmp_path):
+    generate(TINY, tmp_path, progress=False)
+    path = tmp_path / "urban-para-train-000.npz"
+    path.write_bytes(b"not a zip")
+    manifest = generate(TINY, tmp_path, progress=False)
+    row = next(r for r in manifest["maps"] if r["file"] == path.name)
+    assert not row["reused"]
+    load_map(path)
+
+
+def test_cli_runs_smoke_preset_with_overrides(tmp_path, capsys):
+    assert main(["--preset", "smoke", "--out", str(tmp_path), "--slots", "24", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "maps" in out and "urban-para-train-000.npz" in out
+    assert load_map(tmp_path / "urban-para-train-000.npz").n_slots == 24
+
+
+def test_presets_are_consistent():
+    assert {"smoke", "default", "paper-scale"} <= set(PRESETS)
+    cells = sum(s.n_cells * sum(s.maps) for s in PRESETS["paper-scale"].scenarios)
+    assert 31_000 <= cells <= 33_000
+    with pytest.raises(ValueError, match="n_slots"):
+        replace(TINY, n_slots=0)

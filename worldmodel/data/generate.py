@@ -1,0 +1,323 @@
+"""Generate the Para and Topo datasets with the twin (paper §5.1.1).
+
+    python -m worldmodel.data.generate --preset default --out data/default
+    python -m worldmodel.data.generate --preset smoke --out /tmp/smoke --workers 1
+
+Each map is one ``.npz`` file (see ``worldmodel.data.format``) named
+``{scenario}-{dataset}-{split}-{index:03d}.npz``; ``manifest.json`` lists the maps, their
+split and the resolved generator config. Map seeds are derived from the preset seed, the
+scenario, the dataset kind, the split and the index, so train, validation and test maps never
+share a seed. Existing valid files are kept (re-running resumes an interrupted generation).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from worldmodel.data.format import DatasetFormatError, MapRecord, load_map, save_map
+from worldmodel.data.schedules import ScheduleConfig, para_schedule, topo_schedule
+from worldmodel.twin.builders import make_scenario
+from worldmodel.twin.context import facility_map, od_flows
+from worldmodel.twin.network import NetworkTwin
+from worldmodel.twin.scenario import SLOTS_PER_DAY, SLOTS_PER_WEEK
+
+GENERATOR_VERSION = "0.1.0"
+SPLITS = ("train", "val", "test")
+DATASETS = ("para", "topo")
+
+
+@dataclass(frozen=True)
+class ScenarioSpec:
+    """One scenario family of a dataset: a map kind with its size and dataset kind."""
+
+    kind: str  # "hex", "urban" or "suburb"
+    dataset: str  # "para" or "topo"
+    n_cells: int | None = None  # None: the builder's default for the kind
+    maps: tuple[int, int, int] = (4, 1, 2)  # maps per split (train, val, test)
+
+    @property
+    def name(self) -> str:
+        return f"{self.kind}-{self.dataset}"
+
+
+@dataclass(frozen=True)
+class GenerateConfig:
+    """A whole dataset: scenario families, length, context resolution and schedules."""
+
+    scenarios: tuple[ScenarioSpec, ...]
+    n_slots: int = SLOTS_PER_WEEK  # slots per map (672 = one week of 15-min slots)
+    start_slot: int = 0  # absolute slot of the first row (0 = Monday 00:00)
+    warmup_slots: int = 4  # simulated before the first row so A3 state has settled
+    topo_extra_fraction: float = 0.1  # dormant cells added to Topo maps (inserted later)
+    facility_px: int = 128
+    ctx_grid: int = 32
+    seed: int = 0
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+
+    def __post_init__(self) -> None:
+        if self.n_slots < 1:
+            raise ValueError(f"n_slots must be >= 1, got {self.n_slots}")
+        for spec in self.scenarios:
+            if spec.kind not in ("hex", "urban", "suburb") or spec.dataset not in DATASETS:
+                raise ValueError(f"unknown scenario spec {spec}")
+
+
+PRESETS: dict[str, GenerateConfig] = {
+    # Tiny, for tests: two small maps per family, two days.
+    "smoke": GenerateConfig(
+        scenarios=(
+            ScenarioSpec("urban", "para", n_cells=24, maps=(1, 1, 1)),
+            ScenarioSpec("suburb", "topo", n_cells=15, maps=(1, 0, 1)),
+        ),
+        n_slots=2 * SLOTS_PER_DAY,
+        facility_px=64,
+        ctx_grid=16,
+    ),
+    # The dataset of the shipped checkpoint: the paper's four scenarios plus the hex map.
+    "default": GenerateConfig(
+        scenarios=(
+            ScenarioSpec("urban", "para", n_cells=60, maps=(6, 1, 2)),
+            ScenarioSpec("urban", "topo", n_cells=60, maps=(6, 1, 2)),
+            ScenarioSpec("suburb", "para", n_cells=36, maps=(6, 1, 2)),
+            ScenarioSpec("suburb", "topo", n_cells=36, maps=(6, 1, 2)),
+            ScenarioSpec("hex", "para", maps=(4, 1, 2)),
+        ),
+    ),
+    # Paper scale: 9 districts, ~31,900 cells, one week, Para (benchmark).
+    "paper-scale": GenerateConfig(
+        scenarios=(
+            ScenarioSpec("urban", "para", n_cells=5000, maps=(5, 0, 0)),
+            ScenarioSpec("suburb", "para", n_cells=1725, maps=(4, 0, 0)),
+        ),
+    ),
+}
+
+
+@dataclass(frozen=True)
+class MapJob:
+    spec: ScenarioSpec
+    split: str
+    index: int
+    seed: int
+    path: Path
+
+
+def map_seed(base_seed: int, spec: ScenarioSpec, split: str, index: int) -> int:
+    """Deterministic, distinct seed per (preset seed, scenario, dataset, split, index)."""
+    kinds = ("hex", "urban", "suburb")
+    key = [base_seed, kinds.index(spec.kind), DATASETS.index(spec.dataset), SPLITS.index(split)]
+    return int(np.random.SeedSequence([*key, index]).generate_state(1)[0])
+
+
+def plan_jobs(cfg: GenerateConfig, out: Path) -> list[MapJob]:
+    jobs = []
+    for spec in cfg.scenarios:
+        for split, count in zip(SPLITS, spec.maps, strict=True):
+            for i in range(count):
+                path = out / f"{spec.name}-{split}-{i:03d}.npz"
+                jobs.append(MapJob(spec, split, i, map_seed(cfg.seed, spec, split, i), path))
+    return jobs
+
+
+def generate_map(cfg: GenerateConfig, job: MapJob) -> MapRecord:
+    """Build the scenario, sample its schedule, run the twin and collect the context."""
+    spec = job.spec
+    rng = np.random.default_rng(job.seed)
+    builder = {
+        "kind": spec.kind,
+        "seed": job.seed,
+        "n_cells": spec.n_cells,
+        "ctx_grid": cfg.ctx_grid,
+    }
+    if spec.dataset == "topo":
+        base = make_scenario(**builder)
+        builder["extra_cells"] = max(1, int(round(cfg.topo_extra_fraction * base.n_cells)))
+    scenario = make_scenario(**builder)
+    sc_args = (scenario.init_params, scenario.init_active, cfg.n_slots, scenario.bounds, rng)
+    if spec.dataset == "para":
+        actions, active, changed = para_schedule(*sc_args, cfg.schedule)
+        summary = {"param_changed": changed.tolist()}
+    else:
+        actions, active, summary = topo_schedule(*sc_args, cfg.schedule)
+    twin = NetworkTwin(scenario, 1, seed=job.seed)
+    warm = min(cfg.warmup_slots, cfg.start_slot)
+    twin.reset(slot=cfg.start_slot - warm, params=actions[0], active=active[0])
+    if warm:
+        twin.step(warm)
+    out = twin.run(actions[None], active[None])
+    slots = out.slots[0]
+    meta = {
+        "name": job.path.stem,
+        "scenario": spec.name,
+        "builder": builder,
+        "kind": spec.kind,
+        "dataset": spec.dataset,
+        "split": job.split,
+        "index": job.index,
+        "seed": job.seed,
+        "extent_m": scenario.extent_m,
+        "grid_px": scenario.grid_px,
+        "traffic_unit": scenario.traffic_unit,
+        "slot_minutes": scenario.slot_minutes,
+        "bounds": asdict(scenario.bounds),
+        "radio": asdict(scenario.radio),
+        "n_cells": scenario.n_cells,
+        "n_sites": scenario.n_sites,
+        "residents": float(scenario.population.sum()),
+        "schedule": summary,
+        "handovers": int(out.handovers.sum()),
+        "generator_version": GENERATOR_VERSION,
+        "generator_config": _config_dict(cfg),
+    }
+    return MapRecord(
+        traffic=out.traffic[0],
+        actions=actions.astype(np.float32),
+        active=active,
+        unserved=out.unserved[0],
+        demand=out.demand[0],
+        slot=slots.astype(np.int64),
+        slot_of_day=(slots % SLOTS_PER_DAY).astype(np.int64),
+        day_of_week=((slots // SLOTS_PER_DAY) % 7).astype(np.int64),
+        cell_xy=scenario.cell_xy_m.astype(np.float32),
+        cell_capacity=scenario.cell_capacity.astype(np.float32),
+        poi=scenario.poi.astype(np.float32),
+        od=od_flows(scenario, slots).astype(np.float32),
+        facility=facility_map(scenario, cfg.facility_px).astype(np.float32),
+        metadata=meta,
+    )
+
+
+def scenario_of(record: MapRecord):
+    """Rebuild the twin ``Scenario`` a generated map came from (from its ``builder`` metadata)."""
+    builder = record.metadata.get("builder")
+    if not isinstance(builder, dict):
+        raise ValueError(f"map {record.name!r}: metadata has no 'builder' entry (old generator?)")
+    return make_scenario(**builder)
+
+
+def _config_dict(cfg: GenerateConfig) -> dict:
+    d = asdict(cfg)
+    d["scenarios"] = [asdict(s) for s in cfg.scenarios]
+    return d
+
+
+def _run_job(cfg: GenerateConfig, job: MapJob) -> dict:
+    if job.path.exists():
+        try:
+            rec = load_map(job.path)
+            if rec.metadata.get("seed") == job.seed:
+                return _summary(rec, job, seconds=0.0, reused=True)
+        except DatasetFormatError:
+            pass  # corrupt or stale: regenerate
+    t0 = time.perf_counter()
+    rec = generate_map(cfg, job)
+    save_map(rec, job.path)
+    return _summary(rec, job, seconds=time.perf_counter() - t0, reused=False)
+
+
+def _summary(rec: MapRecord, job: MapJob, seconds: float, reused: bool) -> dict:
+    demand = float(rec.demand.sum())
+    return {
+        "file": job.path.name,
+        "scenario": job.spec.name,
+        "split": job.split,
+        "seed": job.seed,
+        "n_cells": rec.n_cells,
+        "n_slots": rec.n_slots,
+        "mean_cell_traffic": float(rec.traffic[rec.active].mean()) if rec.active.any() else 0.0,
+        "unserved_share": float(rec.unserved.sum() / demand) if demand > 0 else 0.0,
+        "handovers": int(rec.metadata.get("handovers", 0)),
+        "seconds": round(seconds, 2),
+        "reused": reused,
+    }
+
+
+def _write_json_atomic(path: Path, obj: dict) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump(obj, f, indent=2)
+    os.replace(tmp, path)
+
+
+def generate(cfg: GenerateConfig, out: str | Path, workers: int = 1, progress: bool = True) -> dict:
+    """Generate every map of ``cfg`` into ``out``; returns (and writes) the manifest."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    jobs = plan_jobs(cfg, out)
+    t0 = time.perf_counter()
+    bar = tqdm(total=len(jobs), desc="maps", unit="map", disable=not progress)
+    rows = []
+    if workers > 1:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            futures = [pool.submit(_run_job, cfg, j) for j in jobs]
+            for fut in futures:
+                rows.append(fut.result())
+                bar.update()
+    else:
+        for job in jobs:
+            rows.append(_run_job(cfg, job))
+            bar.update()
+    bar.close()
+    manifest = {
+        "format_version": 1,
+        "generator_version": GENERATOR_VERSION,
+        "config": _config_dict(cfg),
+        "seconds": round(time.perf_counter() - t0, 1),
+        "maps": rows,
+    }
+    _write_json_atomic(out / "manifest.json", manifest)
+    return manifest
+
+
+def print_summary(manifest: dict, file=None) -> None:
+    file = file or sys.stdout
+    head = (
+        f"{'file':34s} {'cells':>5s} {'slots':>5s} {'mean MB/slot':>12s} {'unserved':>8s} {'s':>6s}"
+    )
+    print(head, file=file)
+    for r in manifest["maps"]:
+        print(
+            f"{r['file']:34s} {r['n_cells']:5d} {r['n_slots']:5d} {r['mean_cell_traffic']:12.1f} "
+            f"{100 * r['unserved_share']:7.2f}% {r['seconds']:6.1f}",
+            file=file,
+        )
+    cells = sum(r["n_cells"] for r in manifest["maps"])
+    print(f"{len(manifest['maps'])} maps, {cells} cells, {manifest['seconds']} s", file=file)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--preset", choices=sorted(PRESETS), default="default")
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--seed", type=int, default=None, help="override the preset seed")
+    p.add_argument("--slots", type=int, default=None, help="override slots per map")
+    p.add_argument("--workers", type=int, default=1, help="parallel processes")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    cfg = PRESETS[args.preset]
+    if args.seed is not None:
+        cfg = replace(cfg, seed=args.seed)
+    if args.slots is not None:
+        cfg = replace(cfg, n_slots=args.slots)
+    manifest = generate(cfg, args.out, workers=args.workers, progress=not args.quiet)
+    print_summary(manifest)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

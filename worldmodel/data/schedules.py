@@ -1,0 +1,167 @@
+"""Piecewise-constant action schedules for the Para and Topo datasets (paper §5.1.1).
+
+A schedule is a pair ``actions [T, N, 4]`` (physical parameters in effect during each slot)
+and ``active [T, N]`` (cell radiating). Para: a fixed cell set of which ``change_fraction``
+of cells change parameters at random times — mostly moderate steps an engineer would try,
+sometimes large excursions anywhere inside the bounds. Topo: cells are switched off (some come
+back later) and dormant cells are inserted (switched on) at random times; a share of the maps
+also carry Para changes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from worldmodel.twin.scenario import ParamBounds
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    """How parameters and topology change over a generated map."""
+
+    change_fraction: float = 0.4  # share of (initially active) cells whose parameters change
+    changes_per_cell: float = 3.0  # mean number of changes of a changing cell per week
+    min_hold_slots: int = 8  # shortest time between two changes of one cell (2 h)
+    excursion_prob: float = 0.15  # share of changes that jump anywhere inside the bounds
+    revert_prob: float = 0.25  # share of changes that return to the original parameters
+    step_power_db: tuple[float, float] = (1.0, 4.0)  # |moderate step| range per parameter
+    step_azimuth_deg: tuple[float, float] = (5.0, 35.0)
+    step_mech_tilt_deg: tuple[float, float] = (1.0, 4.0)
+    step_elec_tilt_deg: tuple[float, float] = (1.0, 4.0)
+    off_fraction: float = 0.08  # Topo: share of cells switched off at some time
+    off_return_prob: float = 0.5  # Topo: chance a switched-off cell comes back
+    topo_para_prob: float = 0.4  # Topo: share of maps that also carry parameter changes
+
+    def __post_init__(self) -> None:
+        for name in ("change_fraction", "excursion_prob", "revert_prob", "off_fraction"):
+            v = getattr(self, name)
+            if not 0.0 <= v <= 1.0:
+                raise ValueError(f"ScheduleConfig.{name}={v} must lie in [0, 1]")
+        if self.min_hold_slots < 1:
+            raise ValueError(f"ScheduleConfig.min_hold_slots={self.min_hold_slots} must be >= 1")
+
+
+def _change_slots(rng: np.random.Generator, n_slots: int, cfg: ScheduleConfig) -> np.ndarray:
+    """Sorted change times of one cell, at least ``min_hold_slots`` apart, never at slot 0."""
+    k = rng.poisson(cfg.changes_per_cell * n_slots / 672.0)
+    k = int(np.clip(k, 1, max(1, (n_slots - 1) // cfg.min_hold_slots)))
+    slots = np.sort(rng.choice(np.arange(1, n_slots), size=min(k, n_slots - 1), replace=False))
+    keep = [slots[0]]
+    for s in slots[1:]:
+        if s - keep[-1] >= cfg.min_hold_slots:
+            keep.append(s)
+    return np.asarray(keep, dtype=np.int64)
+
+
+def _new_params(
+    rng: np.random.Generator,
+    current: np.ndarray,
+    original: np.ndarray,
+    bounds: ParamBounds,
+    cfg: ScheduleConfig,
+) -> np.ndarray:
+    """Next parameters of a changing cell; always differs from ``current``.
+
+    A revert is drawn only when the cell is away from its original parameters; a step that
+    the bounds clip back to the current value is drawn again.
+    """
+    low, high = bounds.low_high()
+    steps = (
+        cfg.step_power_db,
+        cfg.step_azimuth_deg,
+        cfg.step_mech_tilt_deg,
+        cfg.step_elec_tilt_deg,
+    )
+    for _ in range(32):
+        u = rng.random()
+        if u < cfg.revert_prob:
+            if np.array_equal(current, original):
+                continue
+            return original.copy()
+        out = current.copy()
+        if u < cfg.revert_prob + cfg.excursion_prob:
+            j = rng.integers(4)
+            out[j] = rng.uniform(low[j], high[j])
+        else:
+            for j in rng.choice(4, size=rng.integers(1, 3), replace=False):
+                out[j] += rng.choice([-1.0, 1.0]) * rng.uniform(*steps[j])
+        out = bounds.clip(out)
+        if np.abs(out - current).max() > 1e-3:
+            return out
+    raise RuntimeError("could not draw a parameter change inside the bounds")  # pragma: no cover
+
+
+def para_schedule(
+    init_params: np.ndarray,
+    init_active: np.ndarray,
+    n_slots: int,
+    bounds: ParamBounds,
+    rng: np.random.Generator,
+    cfg: ScheduleConfig | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Para schedule; returns ``actions [T, N, 4]``, ``active [T, N]``, changed-cell ids."""
+    cfg = cfg or ScheduleConfig()
+    n = init_params.shape[0]
+    actions = np.broadcast_to(init_params, (n_slots, n, 4)).astype(np.float32)
+    active = np.broadcast_to(init_active, (n_slots, n)).copy()
+    candidates = np.flatnonzero(init_active)
+    n_change = int(round(cfg.change_fraction * len(candidates)))
+    chosen = np.sort(rng.choice(candidates, size=n_change, replace=False))
+    if n_slots < 2:
+        return actions, active, chosen[:0]
+    for c in chosen:
+        current = init_params[c].astype(np.float64)
+        for s in _change_slots(rng, n_slots, cfg):
+            current = _new_params(rng, current, init_params[c], bounds, cfg)
+            actions[s:, c] = current
+    return actions, active, chosen
+
+
+def topo_schedule(
+    init_params: np.ndarray,
+    init_active: np.ndarray,
+    n_slots: int,
+    bounds: ParamBounds,
+    rng: np.random.Generator,
+    cfg: ScheduleConfig | None = None,
+) -> tuple[np.ndarray, np.ndarray, dict[str, list[int]]]:
+    """Topo schedule: switch-offs and insertions (+ Para changes on a share of maps).
+
+    Dormant cells (``init_active == False``) are inserted at random times; of the active
+    cells, ``off_fraction`` are switched off, and some return. Returns ``actions``, ``active``
+    and a summary ``{"switched_off", "inserted", "param_changed"}`` of cell ids.
+    """
+    cfg = cfg or ScheduleConfig()
+    with_para = rng.random() < cfg.topo_para_prob
+    if with_para:
+        actions, active, changed = para_schedule(
+            init_params, init_active, n_slots, bounds, rng, cfg
+        )
+    else:
+        n = init_params.shape[0]
+        actions = np.broadcast_to(init_params, (n_slots, n, 4)).astype(np.float32)
+        active = np.broadcast_to(init_active, (n_slots, n)).copy()
+        changed = np.zeros(0, dtype=np.int64)
+    live = np.flatnonzero(init_active)
+    dormant = np.flatnonzero(~init_active)
+    n_off = max(1, int(round(cfg.off_fraction * len(live)))) if len(live) > 1 else 0
+    off = np.sort(rng.choice(live, size=n_off, replace=False))
+    for c in off:
+        start = int(rng.integers(1, max(2, n_slots - 1)))
+        active[start:, c] = False
+        if rng.random() < cfg.off_return_prob:
+            back = start + int(
+                rng.integers(cfg.min_hold_slots, max(cfg.min_hold_slots + 1, 2 * 96))
+            )
+            active[back:, c] = True
+    for c in dormant:
+        start = int(rng.integers(1, max(2, n_slots - 1)))
+        active[start:, c] = True
+    summary = {
+        "switched_off": off.tolist(),
+        "inserted": dormant.tolist(),
+        "param_changed": changed.tolist(),
+    }
+    return actions, active, summary
