@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,19 @@ import pytest
 from worldmodel.twin import profiles as P
 from worldmodel.twin.scenario import N_LANDUSE, SLOTS_PER_WEEK, LandUse
 
-REAL_TRACES = Path("/work/shared/data/real-traffic")
+_ROOT = Path(__file__).resolve().parents[3]
+REAL_TRACES = next(
+    (
+        p
+        for p in (
+            Path(os.environ.get("MOBIWM_TRACES", "/nonexistent")),
+            _ROOT.parent / "shared" / "data" / "real-traffic",  # ../shared beside the checkout
+        )
+        if p.is_dir()
+    ),
+    Path("/nonexistent"),
+)
+"""Real traces: ``$MOBIWM_TRACES`` or ``../shared/data/real-traffic`` (tests skip without)."""
 
 
 @pytest.fixture(scope="module")
