@@ -8,10 +8,15 @@ weights works on maps of any size (``transfer_policy`` moves it to another env):
    target over active cells) → ``hidden`` features (MLP);
 2. ``n_layers`` rounds of attention message passing over each cell's ``n_neighbours`` nearest
    cells (cell coordinates from the env; cells of the same site included), with edge
-   features from the relative position (metres / ``distance_scale_m``) and both cells'
-   azimuths, multi-head, residual + LayerNorm + feed-forward;
+   features from the relative position (metres / ``distance_scale_m``, embedded once per map)
+   and the beam geometry (angle between the bearing to the neighbour and each cell's azimuth),
+   multi-head, residual + LayerNorm + feed-forward;
 3. actor: one linear head per cell → its 4 action means; a state-independent log-std per
-   parameter (4 numbers, shared by all cells); critic: masked mean of the cell features → MLP.
+   parameter (4 numbers, shared by all cells); critic: DeepSets, a per-cell MLP over the raw
+   cell inputs and the message-passing features, masked mean and max over cells, MLP.
+
+It reads the env's *raw* observation (bounded features, and the mask block must stay 0/1), so
+train it without ``VecNormalize`` observation normalisation (``train_ppo`` does so).
 
 ``TrainedPolicy`` wraps a saved PPO run (``model.zip`` + ``vecnormalize.pkl``) in the controller
 interface of ``agents.baselines`` (deterministic actions).
@@ -33,8 +38,11 @@ from torch import nn
 
 from mobiwm_env.spaces import PARAM_FEATURES, TIME_FEATURES, obs_layout
 
-EDGE_FEATURES = 7
-"""dx, dy, distance (scaled), sin/cos azimuth of the receiving and of the sending cell."""
+GEO_FEATURES = 3
+"""Static edge features: dx, dy, distance of the sending cell, in units of ``distance_scale_m``."""
+BEAM_FEATURES = 4
+"""Dynamic edge features: cos / sin of the angle between the bearing to the neighbour and the
+azimuth of the receiving cell, and the same for the sending cell (0 for co-sited cells)."""
 
 
 def neighbour_index(cell_xy_m: np.ndarray, n_cells: int, max_cells: int, k: int) -> np.ndarray:
@@ -52,7 +60,8 @@ def neighbour_index(cell_xy_m: np.ndarray, n_cells: int, max_cells: int, k: int)
 
 
 class CellGraphExtractor(BaseFeaturesExtractor):
-    """Per-cell features ``[B, M * (hidden + 1)]`` (the last channel of a cell is its mask)."""
+    """Per-cell features ``[B, M * (hidden + inputs + 1)]``: the message-passing features, the
+    raw per-cell inputs (for the critic) and the mask, per cell."""
 
     def __init__(
         self,
@@ -60,20 +69,21 @@ class CellGraphExtractor(BaseFeaturesExtractor):
         max_cells: int,
         history_slots: int,
         cell_xy_m: list[list[float]],
-        hidden: int = 64,
+        hidden: int = 32,
         n_layers: int = 2,
-        n_heads: int = 4,
-        n_neighbours: int = 8,
+        n_heads: int = 2,
+        n_neighbours: int = 6,
         distance_scale_m: float = 500.0,
     ) -> None:
-        super().__init__(observation_space, features_dim=int(max_cells) * (hidden + 1))
+        d_in = int(history_slots) + PARAM_FEATURES + 3 + TIME_FEATURES + 2
+        super().__init__(observation_space, features_dim=int(max_cells) * (hidden + d_in + 1))
         if hidden % n_heads:
             raise ValueError(f"hidden={hidden} must be a multiple of n_heads={n_heads}")
         self.max_cells, self.history_slots = int(max_cells), int(history_slots)
         self.hidden, self.n_heads, self.n_neighbours = hidden, n_heads, int(n_neighbours)
         self.distance_scale_m = float(distance_scale_m)
-        d = self.history_slots + PARAM_FEATURES + 3 + TIME_FEATURES + 2
-        self.encoder = nn.Sequential(nn.Linear(d, hidden), nn.ReLU(), nn.Linear(hidden, hidden))
+        self.n_inputs = d_in
+        self.encoder = nn.Sequential(nn.Linear(d_in, hidden), nn.ReLU(), nn.Linear(hidden, hidden))
         self.layers = nn.ModuleList(_MessageLayer(hidden, n_heads) for _ in range(n_layers))
         self.set_cells(cell_xy_m, len(cell_xy_m))
 
@@ -89,7 +99,9 @@ class CellGraphExtractor(BaseFeaturesExtractor):
         self.register_buffer("nbr", torch.as_tensor(nbr, dtype=torch.long), persistent=False)
         self.register_buffer("nbr_valid", torch.as_tensor(valid), persistent=False)
         geo = np.concatenate([rel, dist], axis=-1).astype(np.float32)
+        bearing = np.where(dist > 1e-9, rel / np.maximum(dist, 1e-9), 0.0).astype(np.float32)
         self.register_buffer("geo", torch.as_tensor(geo), persistent=False)
+        self.register_buffer("bearing", torch.as_tensor(bearing), persistent=False)
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         b, m, hh = obs.shape[0], self.max_cells, self.history_slots
@@ -109,20 +121,19 @@ class CellGraphExtractor(BaseFeaturesExtractor):
             dim=-1,
         )  # fmt: skip
         h = self.encoder(x) * mask
-        # edge features: geometry + azimuth (sin, cos) of receiver and sender
-        az = params[..., 1:3]  # [B, M, 2]
-        edge = torch.cat(
-            [
-                self.geo.expand(b, -1, -1, -1),
-                az[:, :, None].expand(b, m, self.n_neighbours, 2),
-                az[:, self.nbr],
-            ],
+        # beam geometry: is the neighbour in front of my antenna / am I in front of its antenna?
+        az = params[..., 1:3]  # [B, M, 2] = sin, cos of the azimuth (compass: east, north)
+        bx, by = self.bearing[..., 0], self.bearing[..., 1]  # [M, K] unit vector to the neighbour
+        si, ci = az[..., 0:1], az[..., 1:2]  # [B, M, 1]
+        sj, cj = az[:, self.nbr, 0], az[:, self.nbr, 1]  # [B, M, K]
+        beam = torch.stack(
+            [bx * si + by * ci, bx * ci - by * si, -(bx * sj + by * cj), -(bx * cj - by * sj)],
             dim=-1,
-        )
+        )  # [B, M, K, 4]
         valid = self.nbr_valid[None] & (mask[:, self.nbr, 0] > 0)  # [B, M, K]
         for layer in self.layers:
-            h = layer(h, self.nbr, edge, valid) * mask
-        return torch.cat([h, mask], dim=-1).reshape(b, -1)
+            h = layer(h, self.nbr, self.geo, beam, valid) * mask
+        return torch.cat([h, x * mask, mask], dim=-1).reshape(b, -1)
 
 
 class _MessageLayer(nn.Module):
@@ -133,9 +144,10 @@ class _MessageLayer(nn.Module):
         self.h, self.d = n_heads, hidden // n_heads
         self.q = nn.Linear(hidden, hidden)
         self.kv = nn.Linear(hidden, 2 * hidden)
-        self.edge = nn.Sequential(
-            nn.Linear(EDGE_FEATURES, hidden), nn.ReLU(), nn.Linear(hidden, 2 * hidden)
+        self.geo = nn.Sequential(
+            nn.Linear(GEO_FEATURES, hidden), nn.ReLU(), nn.Linear(hidden, 2 * hidden)
         )
+        self.beam = nn.Linear(BEAM_FEATURES, 2 * hidden, bias=False)
         self.out = nn.Linear(hidden, hidden)
         self.norm1 = nn.LayerNorm(hidden)
         self.norm2 = nn.LayerNorm(hidden)
@@ -144,11 +156,18 @@ class _MessageLayer(nn.Module):
         )
 
     def forward(
-        self, h: torch.Tensor, nbr: torch.Tensor, edge: torch.Tensor, valid: torch.Tensor
+        self,
+        h: torch.Tensor,
+        nbr: torch.Tensor,
+        geo: torch.Tensor,
+        beam: torch.Tensor,
+        valid: torch.Tensor,
     ) -> torch.Tensor:
+        """``h [B, M, C]``, ``nbr [M, K]``, ``geo [M, K, 3]`` (static, embedded once per call
+        without the batch axis), ``beam [B, M, K, 4]``, ``valid [B, M, K]``."""
         b, m, c = h.shape
         k = nbr.shape[1]
-        kv = self.kv(h)[:, nbr] + self.edge(edge)  # [B, M, K, 2C]
+        kv = self.kv(h)[:, nbr] + self.geo(geo) + self.beam(beam)  # [B, M, K, 2C]
         key, val = kv.chunk(2, dim=-1)
         q = self.q(h).reshape(b, m, 1, self.h, self.d)
         key = key.reshape(b, m, k, self.h, self.d)
@@ -162,14 +181,19 @@ class _MessageLayer(nn.Module):
 
 
 class _CellLatent(nn.Module):
-    """Actor latent = per-cell features; critic latent = masked mean of them → MLP."""
+    """Actor latent = the per-cell features; critic latent = a DeepSets pooling (masked mean
+    and max) of a per-cell MLP over the raw cell inputs and the message-passing features."""
 
-    def __init__(self, max_cells: int, hidden: int) -> None:
+    def __init__(self, max_cells: int, hidden: int, n_inputs: int) -> None:
         super().__init__()
-        self.max_cells, self.hidden = max_cells, hidden
-        self.latent_dim_pi = max_cells * (hidden + 1)
-        self.latent_dim_vf = hidden
-        self.critic = nn.Sequential(nn.Linear(2 * hidden, hidden), nn.Tanh())
+        self.max_cells, self.hidden, self.n_inputs = max_cells, hidden, n_inputs
+        self.width = hidden + n_inputs + 1
+        self.latent_dim_pi = max_cells * self.width
+        self.latent_dim_vf = 2 * hidden
+        self.phi = nn.Sequential(
+            nn.Linear(hidden + n_inputs, 2 * hidden), nn.ReLU(), nn.Linear(2 * hidden, hidden)
+        )
+        self.rho = nn.Sequential(nn.Linear(2 * hidden, 2 * hidden), nn.ReLU())
 
     def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.forward_actor(features), self.forward_critic(features)
@@ -178,23 +202,23 @@ class _CellLatent(nn.Module):
         return features
 
     def forward_critic(self, features: torch.Tensor) -> torch.Tensor:
-        x = features.reshape(features.shape[0], -1, self.hidden + 1)
-        h, mask = x[..., :-1], x[..., -1:]
-        mean = (h * mask).sum(1) / mask.sum(1).clamp_min(1.0)
-        peak = (h - 1e4 * (1 - mask)).amax(1)
-        return self.critic(torch.cat([mean, peak], dim=-1))
+        x = features.reshape(features.shape[0], -1, self.width)
+        z, mask = self.phi(x[..., :-1]), x[..., -1:]
+        mean = (z * mask).sum(1) / mask.sum(1).clamp_min(1.0)
+        peak = (z - 1e4 * (1 - mask)).amax(1)
+        return self.rho(torch.cat([mean, peak], dim=-1))
 
 
 class _PerCellHead(nn.Module):
-    """Linear ``hidden → 4`` applied to every cell: ``[B, M*(hidden+1)] → [B, M*4]``."""
+    """Linear ``hidden → 4`` on every cell's message-passing features → ``[B, M*4]``."""
 
-    def __init__(self, hidden: int) -> None:
+    def __init__(self, hidden: int, width: int) -> None:
         super().__init__()
-        self.hidden = hidden
+        self.hidden, self.width = hidden, width
         self.linear = nn.Linear(hidden, 4)
 
     def forward(self, latent: torch.Tensor) -> torch.Tensor:
-        x = latent.reshape(latent.shape[0], -1, self.hidden + 1)[..., :-1]
+        x = latent.reshape(latent.shape[0], -1, self.width)[..., : self.hidden]
         return self.linear(x).reshape(latent.shape[0], -1)
 
 
@@ -208,12 +232,12 @@ class CellSharedPolicy(ActorCriticPolicy):
 
     def _build_mlp_extractor(self) -> None:
         fe = self.features_extractor
-        self.mlp_extractor = _CellLatent(fe.max_cells, fe.hidden)
+        self.mlp_extractor = _CellLatent(fe.max_cells, fe.hidden, fe.n_inputs)
 
     def _build(self, lr_schedule) -> None:
         super()._build(lr_schedule)
-        hidden = self.features_extractor.hidden
-        self.action_net = _PerCellHead(hidden)
+        fe = self.features_extractor
+        self.action_net = _PerCellHead(fe.hidden, self.mlp_extractor.width)
         nn.init.orthogonal_(self.action_net.linear.weight, gain=0.01)
         nn.init.zeros_(self.action_net.linear.bias)
         self.log_std = nn.Parameter(torch.full((4,), float(self.log_std_init)))

@@ -45,10 +45,12 @@ from agents.evaluate import EVAL_SEED, evaluate_policies, write_results  # noqa:
 from agents.policies import CellSharedPolicy, shared_policy_kwargs  # noqa: E402
 from worldmodel.cli import arg, parse_config, write_json_atomic  # noqa: E402
 
-DEFAULT_TIMESTEPS = 49_152
-"""Default budget: ~8–10 min of training on 2 CPU cores with the shipped checkpoint on hex57
-(measured ~100 env steps/s including PPO updates; see docs). 49,152 = 64 PPO iterations of
-16 envs × 48 steps."""
+DEFAULT_TIMESTEPS = 24_576
+"""Default budget: 32 PPO iterations of 16 envs × 48 steps, ~8–10 min of training with the
+shipped checkpoint on hex57 on the shared 2-core CPU (measured 40–50 steps/s, rollouts and
+updates of the shared policy)."""
+BUDGET_STEPS_PER_SECOND = 45
+"""Training speed (env steps/s, rollouts + PPO updates) measured for the default run."""
 
 
 @dataclass
@@ -62,25 +64,29 @@ class PPOConfig:
     num_envs: int = arg(16, "sub-envs stepped as one batch")
     total_timesteps: int = arg(DEFAULT_TIMESTEPS, "env steps of training (all sub-envs)")
     seed: int = arg(0, "seed of the policy, PPO and the training episodes")
-    policy: str = arg("mlp", "mlp (SB3 MlpPolicy) | shared (per-cell shared policy, attention)")
+    policy: str = arg("shared", "shared (per-cell shared policy, attention) | mlp (MlpPolicy)")
     lambda_delta: float = arg(1.0, "λ_Δ of Eq. 21 (weight of the parameter-change penalty)")
     episode_steps: int = arg(24, "env steps (hours) per episode, training and evaluation")
-    learning_rate: float = arg(3e-4, "Adam learning rate")
+    learning_rate: float = arg(1e-3, "Adam learning rate")
     n_steps: int = arg(48, "steps per sub-env per PPO rollout (48 = two episodes)")
     batch_size: int = arg(256, "PPO minibatch size")
-    n_epochs: int = arg(10, "PPO epochs per rollout")
-    gamma: float = arg(0.9, "discount factor")
+    n_epochs: int = arg(5, "PPO epochs per rollout")
+    gamma: float = arg(0.8, "discount factor")
     gae_lambda: float = arg(0.95, "GAE λ")
     clip_range: float = arg(0.2, "PPO clip range")
     ent_coef: float = arg(0.0, "entropy bonus")
     vf_coef: float = arg(0.5, "value-loss weight")
     max_grad_norm: float = arg(0.5, "gradient-norm clip")
+    target_kl: float = arg(0.1, "stop a PPO update's epochs early above this KL (0 = never)")
     log_std_init: float = arg(-1.0, "initial log std of the Gaussian policy")
     net_arch: tuple[int, ...] = arg((256, 256), "MlpPolicy hidden layers (policy and value)")
     shared_hidden: int = arg(64, "shared policy: per-cell feature width")
     shared_layers: int = arg(2, "shared policy: message-passing rounds")
     shared_neighbours: int = arg(8, "shared policy: neighbours per cell")
-    normalize_reward: bool = arg(True, "VecNormalize rewards (observations always)")
+    normalize_reward: bool = arg(True, "VecNormalize rewards")
+    normalize_obs: bool = arg(
+        True, "VecNormalize observations (MlpPolicy only: the shared policy reads raw features)"
+    )
     checkpoint_every: int = arg(12_288, "env steps between checkpoints (0 = none)")
     out: str = arg("", "run folder ('' = runs/ppo-<timestamp>)")
     eval_runs: int = arg(18, "evaluation episodes on the twin after training (0 = skip)")
@@ -89,7 +95,7 @@ class PPOConfig:
         ("noop", "random", "heuristic"), "baselines evaluated beside the policy (add mpc: slow)"
     )
     gif: bool = arg(True, "save a heat-map GIF of one evaluation episode")
-    threads: int = arg(0, "torch CPU threads (0 = torch default)")
+    threads: int = arg(1, "torch CPU threads (1: fastest on a busy 2-core CPU; 0: torch default)")
     progress: bool = arg(True, "show a progress bar")
     label: str = arg("", "name of the policy in tables ('' = 'PPO (<trained in>)')")
 
@@ -146,10 +152,13 @@ class ProgressCallback(BaseCallback):
 
 
 class EnvMetricsCallback(BaseCallback):
-    """TensorBoard ``charts/`` scalars from the env infos, and steps per second."""
+    """TensorBoard ``charts/`` scalars from the env infos, and steps per second; after the
+    first PPO iteration, prints the measured speed and the expected training time."""
 
-    def __init__(self) -> None:
+    def __init__(self, total: int = 0, log: Any = None) -> None:
         super().__init__()
+        self.total, self.log = total, log
+        self._announced = False
         self._t_rollout = 0.0
         self._t_start = 0.0
         self._steps_rollout = 0
@@ -158,6 +167,7 @@ class EnvMetricsCallback(BaseCallback):
         self._t_start = time.perf_counter()
 
     def _on_rollout_start(self) -> None:
+        self._on_rollout_start_announce()
         self._t_rollout = time.perf_counter()
         self._steps_rollout = self.num_timesteps
 
@@ -186,6 +196,16 @@ class EnvMetricsCallback(BaseCallback):
         )
         self.logger.record(
             "charts/steps_per_second", self.num_timesteps / max(now - self._t_start, 1e-9)
+        )
+
+    def _on_rollout_start_announce(self) -> None:
+        if self._announced or self.log is None or self.num_timesteps == 0:
+            return
+        self._announced = True
+        sps = self.num_timesteps / max(time.perf_counter() - self._t_start, 1e-9)
+        self.log(
+            f"measured {sps:.0f} steps/s over the first PPO iteration (rollout + update) ⇒ "
+            f"training ≈ {self.total / sps / 60:.1f} min"
         )
 
 
@@ -218,6 +238,7 @@ def build_model(cfg: PPOConfig, venv: Any, tb_dir: Path | None) -> PPO:
         ent_coef=cfg.ent_coef,
         vf_coef=cfg.vf_coef,
         max_grad_norm=cfg.max_grad_norm,
+        target_kl=cfg.target_kl or None,
         policy_kwargs=policy_kwargs,
         tensorboard_log=None if tb_dir is None else str(tb_dir),
         seed=cfg.seed,
@@ -250,7 +271,10 @@ def train(cfg: PPOConfig, log: Any = print) -> tuple[Path, dict[str, Any]]:
     set_random_seed(cfg.seed)
     venv = make_sb3_env(cfg.env_id, cfg.num_envs, cfg.checkpoint or None, **cfg.env_kwargs())
     venv = VecNormalize(
-        VecMonitor(venv), norm_obs=True, norm_reward=cfg.normalize_reward, gamma=cfg.gamma
+        VecMonitor(venv),
+        norm_obs=cfg.normalize_obs and cfg.policy == "mlp",
+        norm_reward=cfg.normalize_reward,
+        gamma=cfg.gamma,
     )
     model = build_model(cfg, venv, run_dir / "tb")
     log(
@@ -258,11 +282,18 @@ def train(cfg: PPOConfig, log: Any = print) -> tuple[Path, dict[str, Any]]:
         f"{cfg.num_envs} envs) for {cfg.total_timesteps:,} steps → {run_dir}"
     )
     log(
-        f"time budget: {cfg.total_timesteps:,} steps at ~100 steps/s (2 CPUs, world model) "
-        f"≈ {cfg.total_timesteps / 100 / 60:.0f} min of training"
+        f"time budget: {cfg.total_timesteps:,} steps at ~{BUDGET_STEPS_PER_SECOND} steps/s "
+        f"(measured: world model, 2 shared CPU cores) ≈ "
+        f"{cfg.total_timesteps / BUDGET_STEPS_PER_SECOND / 60:.0f} min of training"
         + (f", then {cfg.eval_runs}-episode evaluations on the twin" if cfg.eval_runs else "")
     )
-    callbacks: list[BaseCallback] = [EnvMetricsCallback()]
+    if cfg.progress and log is print:
+        from tqdm.auto import tqdm
+
+        cb_log = tqdm.write  # keeps the progress bar intact
+    else:
+        cb_log = log
+    callbacks: list[BaseCallback] = [EnvMetricsCallback(cfg.total_timesteps, cb_log)]
     if cfg.progress:
         callbacks.append(ProgressCallback(cfg.total_timesteps))
     if cfg.checkpoint_every > 0:

@@ -1,7 +1,7 @@
 """What if one site tilts its antennas down? MobiWM's prediction vs the twin, over one day.
 
     python examples/what_if_rollout.py                         # shipped checkpoint, site 0, +4°
-    python examples/what_if_rollout.py --site 7 --tilt-change -3 --checkpoint runs/mobiwm-default/best
+    python examples/what_if_rollout.py --site 7 --tilt-change -3 --checkpoint runs/wm/best
 
 Two episodes start from the same state (same seed, start slot Tuesday 00:00, base parameters):
 one keeps every parameter, the other changes the electrical tilt of all cells of ``--site`` by
@@ -78,7 +78,8 @@ def main(argv: list[str] | None = None) -> Path:
         ax.set_xlabel("hour of Tuesday")
     np.atleast_1d(axes)[0].set_ylabel("traffic (MB per 15-min slot)")
     np.atleast_1d(axes)[0].legend(fontsize=8)
-    fig.suptitle(f"What if site {args.site} changes its electrical tilt by {args.tilt_change:+g}°?")
+    title = f"What if site {args.site} changes its electrical tilt by {args.tilt_change:+g}°?"
+    fig.suptitle(title)
     fig.tight_layout()
     out = Path(args.out) / f"what_if_site{args.site}.png"
     out.parent.mkdir(parents=True, exist_ok=True)

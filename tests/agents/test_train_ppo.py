@@ -15,7 +15,8 @@ from agents.policies import CellSharedPolicy, TrainedPolicy, shared_policy_kwarg
 
 TINY = ["--num-envs", "2", "--total-timesteps", "256", "--n-steps", "32", "--batch-size", "64",
         "--n-epochs", "2", "--checkpoint-every", "128", "--eval-runs", "2",
-        "--episode-steps", "6", "--eval-baselines", "noop", "heuristic", "--no-progress"]  # fmt: skip
+        "--episode-steps", "6", "--eval-baselines", "noop", "heuristic",
+        "--no-progress"]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -104,3 +105,16 @@ def test_shared_policy_save_reload_and_other_map_size(tmp_path):
     act, _ = moved.predict(wide.reset(), deterministic=True)
     assert act.shape == (2, 64 * 4)
     np.testing.assert_allclose(act[:, : 57 * 4], a1, atol=1e-5)  # padding changes nothing
+
+
+def test_mlp_policy_with_obs_normalisation_reloads(tmp_path):
+    """MlpPolicy + VecNormalize observation statistics: the reloaded policy acts the same."""
+    venv = VecNormalize(make_sb3_env("twin", 2, episode_steps=2))
+    model = PPO("MlpPolicy", venv, n_steps=4, batch_size=8, n_epochs=1, seed=0, device="cpu")
+    model.learn(8)
+    model.save(tmp_path / "model.zip")
+    venv.save(str(tmp_path / "vecnormalize.pkl"))
+    raw = venv.get_original_obs()
+    venv.training = False
+    expected, _ = model.predict(venv.normalize_obs(raw), deterministic=True)
+    np.testing.assert_allclose(TrainedPolicy(tmp_path).predict(raw), expected, atol=1e-6)
