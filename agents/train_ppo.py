@@ -45,11 +45,11 @@ from agents.evaluate import EVAL_SEED, evaluate_policies, write_results  # noqa:
 from agents.policies import CellSharedPolicy, shared_policy_kwargs  # noqa: E402
 from worldmodel.cli import arg, parse_config, write_json_atomic  # noqa: E402
 
-DEFAULT_TIMESTEPS = 24_576
-"""Default budget: 32 PPO iterations of 16 envs × 48 steps, ~8–10 min of training with the
-shipped checkpoint on hex57 on the shared 2-core CPU (measured 40–50 steps/s, rollouts and
-updates of the shared policy)."""
-BUDGET_STEPS_PER_SECOND = 45
+DEFAULT_TIMESTEPS = 18_432
+"""Default budget: 24 PPO iterations of 16 envs × 48 steps, ~8–10 min of training with the
+shipped checkpoint on hex57 on the shared 2-core CPU (measured 32–41 steps/s overall for the
+shared policy: rollouts ~46 steps/s, plus updates); the twin evaluation adds ~2 min."""
+BUDGET_STEPS_PER_SECOND = 35
 """Training speed (env steps/s, rollouts + PPO updates) measured for the default run."""
 
 
