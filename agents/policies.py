@@ -69,10 +69,10 @@ class CellGraphExtractor(BaseFeaturesExtractor):
         max_cells: int,
         history_slots: int,
         cell_xy_m: list[list[float]],
-        hidden: int = 32,
+        hidden: int = 64,
         n_layers: int = 2,
         n_heads: int = 2,
-        n_neighbours: int = 6,
+        n_neighbours: int = 8,
         distance_scale_m: float = 500.0,
     ) -> None:
         d_in = int(history_slots) + PARAM_FEATURES + 3 + TIME_FEATURES + 2
