@@ -7,8 +7,9 @@
     serving_map(env, params, slot) -> [G, G] serving cell per pixel (for rendering)
 
 * ``TwinDynamics``: one ``NetworkTwin`` with ``E`` copies; ``step`` sets the parameters and
-  advances all copies ``n_slots`` slots in one numpy pass. Reset copies the warm-up's A3
-  association state, so the twin continues exactly where the warm-up stopped.
+  advances all copies ``n_slots`` slots in one numpy pass. Reset restores the warm-up's A3
+  association state (``NetworkTwin.set_state``), so the twin continues exactly where the
+  warm-up stopped.
 * ``WorldModelDynamics``: a frozen MobiWM checkpoint; ``step`` is one ``rollout`` call for all
   ``E`` envs (context encoded once per map at construction). It reads the last ``H`` slots of
   the history kept by the core. ``unserved`` is not modelled: NaN.
@@ -33,7 +34,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from worldmodel.twin.network import NetworkTwin
+from worldmodel.twin.network import ASSOCIATION_FIELDS, NetworkTwin, TwinState
 from worldmodel.twin.scenario import DAYS_PER_WEEK, SLOTS_PER_DAY, SLOTS_PER_WEEK, Scenario
 
 _WARMUP_STREAM = 0x57A2
@@ -74,7 +75,8 @@ class Warmup:
 
     traffic: np.ndarray  # [W, N] float32 MB per slot
     unserved: np.ndarray  # [W] float32 MB per slot
-    a3_state: dict[str, np.ndarray]  # A3 association state after the last slot ([pixels] each)
+    # A3 association state after the last slot: ``ASSOCIATION_FIELDS`` → [pixels] (compacted)
+    a3_state: dict[str, np.ndarray]
 
 
 class HistorySource:
@@ -118,9 +120,8 @@ class HistorySource:
         )
         twin.reset(slot=int(start_slot) - w, params=p, active=a)
         out = twin.step(w)
-        state = {
-            f.name: _compact(getattr(twin.state, f.name)[0]) for f in dataclasses.fields(twin.state)
-        }
+        end = twin.get_state(0)
+        state = {name: _compact(getattr(end, name)[0]) for name in ASSOCIATION_FIELDS}
         warm = Warmup(out.traffic[0].copy(), out.unserved[0].copy(), state)
         self._cache[key] = warm
         while len(self._cache) > self.cache_size:
@@ -283,11 +284,13 @@ class TwinDynamics:
     def reset(self, env_ids, slots, params, warmups, seed) -> None:
         idx = np.asarray(env_ids, dtype=np.int64)
         act = np.broadcast_to(self.active, (len(idx), self.active.size))
-        self.twin.reset(idx, slot=np.asarray(slots, dtype=np.int64), params=params, active=act)
-        state = self.twin.state
-        for f in dataclasses.fields(state):
-            arr = getattr(state, f.name)
-            arr[idx] = np.stack([w.a3_state[f.name] for w in warmups]).astype(arr.dtype)
+        state = TwinState(
+            **{name: np.stack([w.a3_state[name] for w in warmups]) for name in ASSOCIATION_FIELDS},
+            slot=np.asarray(slots, dtype=np.int64),
+            params=np.asarray(params, dtype=np.float64),
+            active=act,
+        )
+        self.twin.set_state(state, idx, rng=False)
         self.twin.rng = np.random.default_rng(int(seed))
 
     def step(self, params, hist_traffic, hist_params, slots, n_slots) -> DynamicsStep:

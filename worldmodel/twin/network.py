@@ -8,12 +8,17 @@ sum of its pixels' demand (Eq. 2); demand of pixels below Qrxlevmin everywhere i
 Everything that does not depend on the antenna parameters (geometry, path loss, LoS state,
 shadowing) is computed once. When parameters change, only the links of the changed cells are
 recomputed. All ``E`` copies advance in one numpy pass (used by the vectorised environment).
+
+Snapshots: ``get_state`` returns a ``TwinState`` (association state, next slot, parameters and
+active flags of some copies, plus the fast-fading generator's state); ``set_state`` puts it
+back, after which ``step`` continues exactly as it did after ``get_state``.
 """
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from scipy.spatial import cKDTree
@@ -45,12 +50,80 @@ class TwinStep:
     slots: np.ndarray  # [E, n] int64, the absolute slot indices simulated
 
 
+ASSOCIATION_FIELDS = ("serving_col", "target_col", "ttt_count")
+"""The per-pixel A3 association arrays of a ``TwinState`` (``worldmodel.twin.association``)."""
+
+
+@dataclass(frozen=True)
+class TwinState:
+    """The dynamic state of ``n`` copies of a ``NetworkTwin`` (``P`` pixels, ``N`` cells).
+
+    Everything ``NetworkTwin.step`` reads besides the static map; the link budgets (RSRP) are
+    derived from ``params``/``active`` and recomputed by ``NetworkTwin.set_state``.
+    ``NetworkTwin.get_state`` returns read-only copies.
+
+    * ``serving_col [n, P]`` int32: serving candidate column per pixel, ``-1`` = unserved;
+    * ``target_col [n, P]`` int32: candidate currently satisfying A3, ``-1`` = none;
+    * ``ttt_count [n, P]`` int32: consecutive slots A3 has held for ``target_col``;
+    * ``slot [n]`` int64: the next slot each copy simulates (absolute index);
+    * ``params [n, N, 4]`` float64: physical parameters (power, azimuth, mech./elec. tilt);
+    * ``active [n, N]`` bool: cells switched on;
+    * ``rng_state``: ``bit_generator.state`` of the fast-fading generator, which all copies
+      share (``None``: not captured). ``set_state`` restores it only when asked to (by
+      default when the state is restored into every copy).
+
+    Candidate columns index the twin's per-pixel candidate lists: a state is only valid for
+    a twin of the same scenario (and not across ``insert_cells``).
+    """
+
+    serving_col: np.ndarray
+    target_col: np.ndarray
+    ttt_count: np.ndarray
+    slot: np.ndarray
+    params: np.ndarray
+    active: np.ndarray
+    rng_state: dict[str, Any] | None = None
+
+    @property
+    def n_envs(self) -> int:
+        """Number of copies ``n`` held (the length of ``slot``)."""
+        return int(np.shape(self.slot)[0]) if np.ndim(self.slot) else 0
+
+
+def _generator_from_state(rng_state: Any) -> np.random.Generator:
+    """A new ``np.random.Generator`` in the ``bit_generator.state`` ``rng_state``."""
+    if not isinstance(rng_state, dict) or "bit_generator" not in rng_state:
+        raise ValueError(
+            "state.rng_state: expected a bit_generator.state dict (get_state captures one), "
+            f"got {type(rng_state).__name__}"
+        )
+    kind = getattr(np.random, str(rng_state["bit_generator"]), None)
+    if not (isinstance(kind, type) and issubclass(kind, np.random.BitGenerator)):
+        raise ValueError(f"state.rng_state: unknown bit generator {rng_state['bit_generator']!r}")
+    bit_gen = kind()
+    try:
+        bit_gen.state = copy.deepcopy(rng_state)
+    except (TypeError, ValueError, KeyError) as err:
+        raise ValueError(f"state.rng_state: cannot be restored ({err})") from err
+    return np.random.Generator(bit_gen)
+
+
 class NetworkTwin:
     """Physics twin of ``scenario`` with ``n_envs`` independent parameter/association states.
 
     ``common_fading=True`` gives every copy the same fast-fading draws (common random numbers):
     copies that differ only in their plans then differ only by the plans' effect, and copy 0
     reproduces a single-copy twin with the same seed exactly.
+
+    Public state (read it freely; change it only through the methods named):
+
+    * ``params [E, N, 4]``, ``active [E, N]``: current parameters (``set_params``, ``reset``,
+      ``set_state``);
+    * ``slot [E]``: next slot each copy simulates (``reset``, ``set_state``; ``step`` advances);
+    * ``rng``: the ``np.random.Generator`` of the fast fading, shared by all copies; assign a
+      new generator to reseed it;
+    * the association state is internal: use ``get_state``/``set_state`` (or the views
+      ``serving_cell``/``serving_map``).
     """
 
     def __init__(
@@ -296,6 +369,114 @@ class NetworkTwin:
         self.state.serving_col[idx] = strongest(self._top_cols[idx], self._top_vals[idx], q)
         self.state.target_col[idx] = -1
         self.state.ttt_count[idx] = 0
+
+    # ------------------------------------------------------------------ snapshots
+    def _snapshot_index(self, env_ids) -> np.ndarray:
+        """``env_ids`` of ``get_state``/``set_state``: distinct ints in ``[0, E)``, in order."""
+        if env_ids is None:
+            return np.arange(self.n_envs)
+        raw = np.asarray(env_ids)
+        if raw.ndim > 1:
+            raise ValueError(f"env_ids: expected an int or a 1-D sequence, got shape {raw.shape}")
+        raw = np.atleast_1d(raw)
+        if raw.size and raw.dtype.kind not in "iu":
+            raise ValueError(f"env_ids: expected integers, got dtype {raw.dtype}")
+        idx = self._env_index(raw)
+        if len(np.unique(idx)) != len(idx):
+            raise ValueError(f"env_ids {idx.tolist()} contain duplicates")
+        return idx
+
+    def get_state(self, env_ids=None) -> TwinState:
+        """Copy of the dynamic state of copies ``env_ids`` (all by default), in that order.
+
+        ``env_ids``: an int or a 1-D sequence of distinct ints in ``[0, E)``; the returned
+        ``TwinState`` holds ``n = len(env_ids)`` rows (read-only arrays) and the fast-fading
+        generator's state. ``set_state(state, env_ids)`` then makes the next ``step`` calls
+        reproduce what followed this call, bit for bit.
+        """
+        idx = self._snapshot_index(env_ids)
+        arrays = {
+            name: getattr(self.state, name)[idx].astype(np.int32) for name in ASSOCIATION_FIELDS
+        }
+        arrays["slot"] = self.slot[idx].copy()
+        arrays["params"] = self.params[idx].copy()
+        arrays["active"] = self.active[idx].copy()
+        for arr in arrays.values():
+            arr.setflags(write=False)
+        return TwinState(**arrays, rng_state=copy.deepcopy(self.rng.bit_generator.state))
+
+    def set_state(self, state: TwinState, env_ids=None, *, rng: bool | None = None) -> None:
+        """Restore ``state`` (from ``get_state``, or built by hand) into copies ``env_ids``.
+
+        Row ``i`` of every array of ``state`` goes to copy ``env_ids[i]`` (all copies, in
+        order, by default); other copies are left untouched. Links of cells whose parameters
+        or active flags change are recomputed. ``rng``: restore the fast-fading generator
+        from ``state.rng_state`` (``True``), keep the current one (``False``), or, by default,
+        restore it when ``env_ids`` is ``None`` and the state has one. The generator is shared
+        by all copies, so restoring it into a subset also changes the fading the other copies
+        draw next.
+
+        Raises ``ValueError`` naming the offending env ids, field, shape, dtype or value;
+        nothing is changed when it does. Accepts any integer dtype for the association
+        arrays (e.g. compacted ``int8``); values must fit the twin.
+        """
+        if not isinstance(state, TwinState):
+            raise TypeError(f"state: expected a TwinState, got {type(state).__name__}")
+        idx = self._snapshot_index(env_ids)
+        n, p, k, cells = len(idx), self.n_pixels, self.n_candidates, self.n_cells
+        if state.n_envs != n:
+            raise ValueError(
+                f"state holds {state.n_envs} copies (slot shape {np.shape(state.slot)}) but "
+                f"env_ids selects {n}"
+            )
+        expected = {
+            "serving_col": (n, p),
+            "target_col": (n, p),
+            "ttt_count": (n, p),
+            "slot": (n,),
+            "params": (n, cells, 4),
+            "active": (n, cells),
+        }
+        arrays = {}
+        for name, shape in expected.items():
+            arr = np.asarray(getattr(state, name))
+            if arr.shape != shape:
+                raise ValueError(f"state.{name}: expected shape {shape}, got {arr.shape}")
+            arrays[name] = arr
+        for name in (*ASSOCIATION_FIELDS, "slot"):
+            if arrays[name].dtype.kind not in "iu":
+                raise ValueError(f"state.{name}: expected integers, got dtype {arrays[name].dtype}")
+        for name in ("serving_col", "target_col"):
+            arr = arrays[name]
+            if arr.size and (arr.min() < -1 or arr.max() >= k):
+                raise ValueError(
+                    f"state.{name}: candidate columns must lie in [-1, {k}), got "
+                    f"[{arr.min()}, {arr.max()}]"
+                )
+        if arrays["ttt_count"].size and arrays["ttt_count"].min() < 0:
+            raise ValueError(f"state.ttt_count: must be >= 0, got {arrays['ttt_count'].min()}")
+        if (arrays["slot"] < 0).any():
+            raise ValueError(f"state.slot: must be >= 0, got {arrays['slot'].min()}")
+        if arrays["params"].dtype.kind not in "iuf":
+            raise ValueError(f"state.params: expected floats, got dtype {arrays['params'].dtype}")
+        if arrays["active"].dtype != bool:
+            raise ValueError(
+                f"state.active: expected a bool array, got dtype {arrays['active'].dtype}"
+            )
+        restore_rng = (env_ids is None and state.rng_state is not None) if rng is None else rng
+        generator = None
+        if restore_rng:
+            generator = _generator_from_state(state.rng_state)
+        params = self.scenario.bounds.validate(
+            arrays["params"].astype(np.float64), what="state.params"
+        )
+        # validated: from here on nothing raises
+        self.set_params(params, arrays["active"], env_ids=idx)
+        self.slot[idx] = arrays["slot"]
+        for name in ASSOCIATION_FIELDS:
+            getattr(self.state, name)[idx] = arrays[name]
+        if generator is not None:
+            self.rng = generator
 
     # ------------------------------------------------------------------ dynamics
     def step(self, n_slots: int = 1) -> TwinStep:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -248,3 +250,212 @@ def test_common_fading_copies_differ_only_by_their_plans():
     independent = NetworkTwin(sc, 2, demand=ConstantDemand(sc.grid_px**2), seed=5)
     out = independent.step(6).traffic
     assert not np.array_equal(out[0], out[1])
+
+
+# ---------------------------------------------------------------------------- snapshots
+def _busy_twin(n_envs=3, seed=11) -> NetworkTwin:
+    """Copies with fading, a 2-slot time-to-trigger and different plans: every field of the
+    association state (pending A3 targets, TTT counters) is non-trivial."""
+    sc = make_toy_scenario(fading_db=1.5, time_to_trigger_slots=2)
+    twin = _twin(sc, n_envs=n_envs, seed=seed)
+    params = np.stack([sc.init_params] * n_envs)
+    params[-1, CELL, POWER] = 46.0
+    params[-1, CELL + 1, ELEC_TILT] = 12.0
+    active = np.ones((n_envs, sc.n_cells), dtype=bool)
+    active[0, 3] = False
+    twin.set_params(params, active)
+    twin.step(3)
+    return twin
+
+
+def _plan(twin: NetworkTwin, k: int) -> np.ndarray:
+    """A ``[E, k, N, 4]`` plan that changes parameters mid-way (sparse link updates)."""
+    plan = np.broadcast_to(twin.params[:, None], (twin.n_envs, k, twin.n_cells, 4)).copy()
+    plan[:, k // 2 :, CELL, POWER] = 33.0
+    plan[0, k // 2 :, 20, AZIMUTH] = 200.0
+    return plan
+
+
+def _assert_states_equal(a, b, rows_a=slice(None), rows_b=slice(None)) -> None:
+    for name in ("serving_col", "target_col", "ttt_count", "slot", "params", "active"):
+        np.testing.assert_array_equal(
+            getattr(a, name)[rows_a], getattr(b, name)[rows_b], err_msg=name
+        )
+
+
+def test_get_state_shapes_and_read_only():
+    twin = _busy_twin()
+    st = twin.get_state()
+    e, p, n = twin.n_envs, twin.n_pixels, twin.n_cells
+    assert st.n_envs == e
+    for name in ("serving_col", "target_col", "ttt_count"):
+        arr = getattr(st, name)
+        assert arr.shape == (e, p) and arr.dtype == np.int32
+        assert not arr.flags.writeable
+    assert st.slot.shape == (e,) and st.slot.dtype == np.int64
+    assert st.params.shape == (e, n, 4) and st.params.dtype == np.float64
+    assert st.active.shape == (e, n) and st.active.dtype == bool
+    assert (st.ttt_count > 0).any() and (st.target_col >= 0).any()  # pending A3 events
+    assert (st.slot == 3).all()
+    # a copy: stepping the twin does not change the snapshot
+    before = st.serving_col.copy()
+    twin.step(2)
+    np.testing.assert_array_equal(st.serving_col, before)
+    one = twin.get_state(1)
+    assert one.n_envs == 1
+    _assert_states_equal(one, twin.get_state(), rows_b=[1])
+
+
+def test_set_state_replays_bit_identical_traffic():
+    twin = _busy_twin()
+    st = twin.get_state()
+    plan = _plan(twin, 6)
+    first = twin.run(plan)
+    end = twin.get_state()
+    twin.set_state(st)
+    _assert_states_equal(twin.get_state(), st)
+    second = twin.run(plan)
+    for name in ("traffic", "unserved", "demand", "handovers", "slots"):
+        np.testing.assert_array_equal(getattr(first, name), getattr(second, name), err_msg=name)
+    assert first.handovers.sum() > 0
+    _assert_states_equal(twin.get_state(), end)
+    # the snapshot is complete: a fresh twin (other seed) continues the same way
+    fresh = _twin(twin.scenario, n_envs=twin.n_envs, seed=999)
+    fresh.set_state(st)
+    np.testing.assert_array_equal(fresh.run(plan).traffic, first.traffic)
+
+
+def test_set_state_subset_leaves_other_copies_untouched():
+    twin = _busy_twin()
+    st = twin.get_state([2, 0])  # rows in env_ids order
+    twin.run(_plan(twin, 4))
+    before = twin.get_state()
+    rsrp1 = twin.rsrp(1).copy()
+    twin.set_state(st, [2, 0])
+    after = twin.get_state()
+    _assert_states_equal(after, before, rows_a=[1], rows_b=[1])
+    np.testing.assert_array_equal(twin.rsrp(1), rsrp1)
+    _assert_states_equal(after, st, rows_a=[2, 0])
+    assert after.rng_state == before.rng_state  # a subset keeps the shared fading stream
+    # rows go to env_ids in order: swap copies 0 and 2
+    twin.set_state(st, [0, 2])
+    _assert_states_equal(twin.get_state([0, 2]), st)
+    _assert_states_equal(twin.get_state(), before, rows_a=[1], rows_b=[1])
+    # copies restored together with the shared fading stream replay their traffic
+    ref = _busy_twin()
+    ref_st = ref.get_state()
+    first = ref.step(4).traffic
+    ref.run(_plan(ref, 3))
+    ref.set_state(ref.get_state([0, 2]), [0, 2], rng=False)  # identity on a subset
+    ref.set_state(ref_st, [0, 1, 2])  # all copies, explicit ids: rng not restored by default
+    assert ref.get_state().rng_state != ref_st.rng_state
+    ref.set_state(ref_st, [0, 1, 2], rng=True)
+    np.testing.assert_array_equal(ref.step(4).traffic, first)
+
+
+def test_set_state_accepts_compact_integer_dtypes():
+    twin = _busy_twin()
+    st = twin.get_state()
+    compact = replace(
+        st,
+        **{f: getattr(st, f).astype(np.int8) for f in ("serving_col", "target_col", "ttt_count")},
+    )
+    first = twin.step(3).traffic
+    twin.set_state(compact)
+    np.testing.assert_array_equal(twin.step(3).traffic, first)
+
+
+@pytest.mark.parametrize(
+    "case,match",
+    [
+        ("copies", r"holds 1 copies .* env_ids selects 3"),
+        ("serving_shape", r"state\.serving_col: expected shape \(3, \d+\)"),
+        ("ttt_shape", r"state\.ttt_count: expected shape"),
+        ("params_shape", r"state\.params: expected shape \(3, 27, 4\), got \(3, 26, 4\)"),
+        ("active_shape", r"state\.active: expected shape \(3, 27\)"),
+        ("slot_shape", r"state holds 2 copies"),
+        ("column", r"state\.serving_col: candidate columns must lie in \[-1, \d+\)"),
+        ("ttt_negative", r"state\.ttt_count: must be >= 0"),
+        ("col_dtype", r"state\.target_col: expected integers"),
+        ("slot_negative", r"state\.slot: must be >= 0"),
+        ("active_dtype", r"state\.active: expected a bool array"),
+        ("params_bounds", r"state\.params: power_dbm=60"),
+        ("params_nan", r"state\.params: non-finite"),
+        ("rng_missing", r"state\.rng_state"),
+    ],
+)
+def test_set_state_bad_state_raises_and_changes_nothing(case, match):
+    twin = _busy_twin()
+    st = twin.get_state()
+    bad, kw = st, {}
+    if case == "copies":
+        bad = twin.get_state(0)
+    elif case == "serving_shape":
+        bad = replace(st, serving_col=st.serving_col[:, :-1])
+    elif case == "ttt_shape":
+        bad = replace(st, ttt_count=st.ttt_count[:, None])
+    elif case == "params_shape":
+        bad = replace(st, params=st.params[:, :-1])
+    elif case == "active_shape":
+        bad = replace(st, active=st.active[:, :-1])
+    elif case == "slot_shape":
+        bad = replace(st, slot=st.slot[:2])
+    elif case == "column":
+        col = st.serving_col.copy()
+        col[1, 5] = twin.n_candidates
+        bad = replace(st, serving_col=col)
+    elif case == "ttt_negative":
+        ttt = st.ttt_count.copy()
+        ttt[0, 0] = -1
+        bad = replace(st, ttt_count=ttt)
+    elif case == "col_dtype":
+        bad = replace(st, target_col=st.target_col.astype(np.float32))
+    elif case == "slot_negative":
+        bad = replace(st, slot=st.slot - 10)
+    elif case == "active_dtype":
+        bad = replace(st, active=st.active.astype(np.int8))
+    elif case == "params_bounds":
+        params = st.params.copy()
+        params[2, 4, POWER] = 60.0
+        bad = replace(st, params=params)
+    elif case == "params_nan":
+        params = st.params.copy()
+        params[0, 1, MECH_TILT] = np.nan
+        bad = replace(st, params=params)
+    elif case == "rng_missing":
+        bad, kw = replace(st, rng_state=None), {"rng": True}
+    twin.step(1)  # move away from st, so a partial restore would show
+    now = twin.get_state()
+    rsrp = twin.rsrp(2).copy()
+    with pytest.raises(ValueError, match=match):
+        twin.set_state(bad, **kw)
+    after = twin.get_state()
+    _assert_states_equal(after, now)
+    assert after.rng_state == now.rng_state
+    np.testing.assert_array_equal(twin.rsrp(2), rsrp)
+
+
+@pytest.mark.parametrize(
+    "env_ids,match",
+    [
+        ([3], r"env_ids \[3\] out of range \[0, 3\)"),
+        ([-1], "out of range"),
+        ([0, 0], r"env_ids \[0, 0\] contain duplicates"),
+        ([0.5], "env_ids: expected integers"),
+        ([[0], [1]], "env_ids: expected an int or a 1-D sequence"),
+    ],
+)
+def test_bad_env_ids_raise(env_ids, match):
+    twin = _busy_twin()
+    with pytest.raises(ValueError, match=match):
+        twin.get_state(env_ids)
+    n = len(np.ravel(env_ids))
+    st = twin.get_state(list(range(n)) if n <= 3 else None)
+    with pytest.raises(ValueError, match=match):
+        twin.set_state(st, env_ids)
+
+
+def test_set_state_rejects_other_objects():
+    twin = _busy_twin(n_envs=1)
+    with pytest.raises(TypeError, match="TwinState"):
+        twin.set_state({"serving_col": np.zeros((1, twin.n_pixels), np.int32)})
