@@ -24,19 +24,27 @@ on the model class / the checkpoint's ``format``.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
-import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import torch
-from safetensors.torch import load_file, save_file
 from torch import nn
 
+from worldmodel.model.checkpoint import (
+    CHECKPOINT_FORMAT,
+    build_config,
+    check_format,
+    check_model_config,
+    load_checkpoint,
+    load_weights,
+    read_config_json,
+    save_checkpoint,
+    write_checkpoint,
+)
 from worldmodel.model.normalize import (
     ACTION_FEATURES,
     TrafficNormalizer,
@@ -512,8 +520,6 @@ def build_baseline(name: str, **cfg: Any) -> WorldModel:
 # ---------------------------------------------------------------------- checkpoints
 BASELINE_FORMAT = "mobiwm-baseline-checkpoint"
 BASELINE_FORMAT_VERSION = 1
-WEIGHTS_FILE = "model.safetensors"
-CONFIG_FILE = "config.json"
 _BASELINE_CLASSES: dict[str, tuple[type[nn.Module], type]] = {"gru": (GRUWorldModel, GRUConfig)}
 
 
@@ -526,33 +532,10 @@ def save_baseline(
     names = {cls: name for name, (cls, _) in _BASELINE_CLASSES.items()}
     if type(model) not in names:
         raise TypeError(f"save_baseline expects one of {sorted(names.values())}, got {type(model)}")
-    out = Path(path_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    meta = {
-        "format": BASELINE_FORMAT,
-        "format_version": BASELINE_FORMAT_VERSION,
-        "model_class": names[type(model)],
-        "model_config": model.cfg.to_dict(),
-        "normalizer": {**model.normalizer.stats(), "fitted": model.normalizer.is_fitted},
-        "tensors": {k: list(v.shape) for k, v in tensors.items()},
-        "n_parameters": model.n_parameters(),
-        "extra": extra or {},
-    }
-    try:
-        text = json.dumps(meta, indent=2)
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"save_baseline: extra is not JSON-serialisable: {err}") from err
-    tmps = [_temp_path(out, WEIGHTS_FILE), _temp_path(out, CONFIG_FILE)]
-    try:
-        save_file(tensors, str(tmps[0]), metadata={"format": "pt", BASELINE_FORMAT: "1"})
-        tmps[1].write_text(text + "\n", encoding="utf-8")
-        os.replace(tmps[0], out / WEIGHTS_FILE)
-        os.replace(tmps[1], out / CONFIG_FILE)
-    finally:
-        for tmp in tmps:
-            tmp.unlink(missing_ok=True)
-    return out
+    header = {"model_class": names[type(model)]}
+    return write_checkpoint(
+        model, path_dir, BASELINE_FORMAT, BASELINE_FORMAT_VERSION, extra, "save_baseline", header
+    )
 
 
 def load_baseline(
@@ -563,79 +546,23 @@ def load_baseline(
     Raises ``FileNotFoundError`` / ``ValueError`` naming the file on a missing file, corrupt
     JSON, wrong format or version, unknown class, config or tensors that do not match the code.
     """
-    directory = _checkpoint_dir(path)
-    cfg_path = directory / CONFIG_FILE
-    meta = _read_config(cfg_path)
-    if meta.get("format") != BASELINE_FORMAT:
-        raise ValueError(f"{cfg_path}: 'format' is {meta.get('format')!r}, not {BASELINE_FORMAT!r}")
-    if meta.get("format_version") != BASELINE_FORMAT_VERSION:
-        raise ValueError(
-            f"{cfg_path}: format_version {meta.get('format_version')!r} is not supported "
-            f"(expects {BASELINE_FORMAT_VERSION})"
-        )
+    cfg_path, meta = read_config_json(path)
+    check_format(cfg_path, meta, BASELINE_FORMAT, BASELINE_FORMAT_VERSION)
     kind = meta.get("model_class")
     if kind not in _BASELINE_CLASSES:
         raise ValueError(
             f"{cfg_path}: unknown model_class {kind!r}; known {sorted(_BASELINE_CLASSES)}"
         )
     model_cls, cfg_cls = _BASELINE_CLASSES[kind]
-    mc = meta.get("model_config")
-    if not isinstance(mc, dict):
-        raise ValueError(f"{cfg_path}: 'model_config' must be an object")
-    known = cfg_cls.field_names()
-    unknown, missing = sorted(set(mc) - set(known)), sorted(set(known) - set(mc))
-    if unknown or missing:
-        raise ValueError(
-            f"{cfg_path}: model_config does not match the code: unknown keys {unknown}, "
-            f"missing keys {missing}"
-        )
-    try:
-        model = model_cls(cfg_cls(**mc))
-    except ValueError as err:
-        raise ValueError(f"{cfg_path}: invalid model_config: {err}") from err
-    weights_path = directory / WEIGHTS_FILE
-    if not weights_path.is_file():
-        raise FileNotFoundError(f"{weights_path}: checkpoint weights not found")
-    try:
-        tensors = load_file(str(weights_path), device="cpu")
-    except Exception as err:  # safetensors raises its own error types for corrupt files
-        raise ValueError(f"{weights_path}: corrupt safetensors file: {err}") from err
-    expected = model.state_dict()
-    missing_t = sorted(set(expected) - set(tensors))
-    unexpected = sorted(set(tensors) - set(expected))
-    if missing_t or unexpected:
-        raise ValueError(
-            f"{weights_path}: tensors do not match the model of {cfg_path.name}: missing "
-            f"{missing_t[:8]}, unexpected {unexpected[:8]}"
-        )
-    bad = [
-        f"{k}: file {list(tensors[k].shape)} {tensors[k].dtype} vs code {list(v.shape)} {v.dtype}"
-        for k, v in expected.items()
-        if tensors[k].shape != v.shape or tensors[k].dtype != v.dtype
-    ]
-    if bad:
-        raise ValueError(f"{weights_path}: tensor shape/dtype mismatch: {'; '.join(bad[:5])}")
-    model.load_state_dict(tensors, strict=True)
-    norm = meta.get("normalizer")
-    if isinstance(norm, dict):
-        stats = model.normalizer.stats()
-        for key in ("scale", "mean", "std"):
-            v = norm.get(key)
-            if not isinstance(v, int | float) or not math.isclose(stats[key], v, rel_tol=1e-5):
-                raise ValueError(
-                    f"{directory}: normaliser {key} is {stats[key]} in {WEIGHTS_FILE} but {v!r} "
-                    f"in {CONFIG_FILE}"
-                )
-    model.to(map_location)
-    model.eval()
-    return model
+    mc = check_model_config(cfg_path, meta, cfg_cls.field_names())
+    model = model_cls(build_config(cfg_path, cfg_cls, mc))
+    return load_weights(model, cfg_path.parent, meta, map_location)
 
 
 def save_world_model(
     model: Any, path_dir: str | os.PathLike[str], extra: dict[str, Any] | None = None
 ) -> Path:
     """Save a ``MobiWM`` (``save_checkpoint``) or a trainable baseline (``save_baseline``)."""
-    from worldmodel.model.checkpoint import save_checkpoint
     from worldmodel.model.mobiwm import MobiWM
 
     if isinstance(model, MobiWMAdapter):
@@ -648,42 +575,13 @@ def save_world_model(
 def load_world_model(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> Any:
     """Load any world-model checkpoint by its ``format``: ``MobiWM`` for MobiWM checkpoints,
     the baseline module otherwise (wrap with ``as_world_model`` for the batch interface)."""
-    from worldmodel.model.checkpoint import CHECKPOINT_FORMAT, load_checkpoint
-
-    directory = _checkpoint_dir(path)
-    fmt = _read_config(directory / CONFIG_FILE).get("format")
+    cfg_path, meta = read_config_json(path)
+    fmt = meta.get("format")
     if fmt == CHECKPOINT_FORMAT:
-        return load_checkpoint(directory, map_location)
+        return load_checkpoint(cfg_path.parent, map_location)
     if fmt == BASELINE_FORMAT:
-        return load_baseline(directory, map_location)
+        return load_baseline(cfg_path.parent, map_location)
     raise ValueError(
-        f"{directory / CONFIG_FILE}: unknown checkpoint format {fmt!r}; expected "
+        f"{cfg_path}: unknown checkpoint format {fmt!r}; expected "
         f"{CHECKPOINT_FORMAT!r} or {BASELINE_FORMAT!r}"
     )
-
-
-def _read_config(cfg_path: Path) -> dict[str, Any]:
-    if not cfg_path.is_file():
-        raise FileNotFoundError(f"{cfg_path}: checkpoint config not found")
-    try:
-        meta = json.loads(cfg_path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"{cfg_path}: corrupt JSON: {err}") from err
-    if not isinstance(meta, dict):
-        raise ValueError(f"{cfg_path}: expected a JSON object, got {type(meta).__name__}")
-    return meta
-
-
-def _checkpoint_dir(path: str | os.PathLike[str]) -> Path:
-    p = Path(path)
-    if p.is_file():
-        return p.parent
-    if not p.is_dir():
-        raise FileNotFoundError(f"{p}: no checkpoint directory here")
-    return p
-
-
-def _temp_path(directory: Path, name: str) -> Path:
-    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=directory)
-    os.close(fd)
-    return Path(tmp)

@@ -280,6 +280,67 @@ def test_gru_save_load_round_trip(tmp_path) -> None:
         load_baseline(tmp_path / "gru2")
 
 
+def _edit_config(path, edit) -> None:  # noqa: ANN001
+    meta = json.loads((path / "config.json").read_text())
+    edit(meta)
+    (path / "config.json").write_text(json.dumps(meta))
+
+
+def _edit_tensors(path, edit) -> None:  # noqa: ANN001
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(str(path / "model.safetensors"))
+    edit(tensors)
+    save_file(tensors, str(path / "model.safetensors"))
+
+
+@pytest.mark.parametrize(
+    ("edit_config", "edit_tensors", "message"),
+    [
+        (lambda m: m.update(format_version=2), None, "format_version 2 is not supported"),
+        (lambda m: m.update(format="other"), None, "'format' is 'other'"),
+        (lambda m: m.update(model_class="lstm"), None, "unknown model_class 'lstm'"),
+        (lambda m: m["model_config"].pop("hidden"), None, r"missing keys \['hidden'\]"),
+        (lambda m: m["model_config"].update(hidden="16"), None, "invalid model_config"),
+        (lambda m: m["model_config"].update(hidden=8), None, r"shape/dtype mismatch\): "),
+        (lambda m: m["normalizer"].update(std=2.0), None, "normaliser std is 0.5"),
+        (lambda m: m["normalizer"].update(mean="x"), None, "normaliser mean"),
+        (None, lambda t: t.pop("head.weight"), r"missing \['head.weight'\], unexpected \[\]"),
+        (None, lambda t: t.update(x=torch.zeros(1)), r"unexpected \['x'\]"),
+        (None, lambda t: t["head.weight"].fill_(float("nan")), r"non-finite values in \['head"),
+    ],
+)
+def test_corrupt_baseline_checkpoint_names_the_problem(
+    tmp_path,
+    edit_config,
+    edit_tensors,
+    message: str,  # noqa: ANN001
+) -> None:
+    path = save_baseline(make_gru(seed=1), tmp_path / "gru")
+    meta = json.loads((path / "config.json").read_text())
+    assert list(meta)[:4] == ["format", "format_version", "model_class", "model_config"]
+    if edit_config is not None:
+        _edit_config(path, edit_config)
+    if edit_tensors is not None:
+        _edit_tensors(path, edit_tensors)
+    with pytest.raises(ValueError, match=message) as err:
+        load_baseline(path)
+    assert str(path) in str(err.value)
+
+
+def test_load_world_model_rejects_unknown_format(tmp_path) -> None:
+    path = save_baseline(make_gru(), tmp_path / "gru")
+    _edit_config(path, lambda m: m.update(format="mystery"))
+    with pytest.raises(ValueError, match="unknown checkpoint format 'mystery'"):
+        load_world_model(path)
+    (path / "config.json").write_text("[1, 2]")
+    with pytest.raises(ValueError, match="expected a JSON object, got list"):
+        load_world_model(path / "model.safetensors")
+    (path / "config.json").unlink()
+    with pytest.raises(FileNotFoundError, match="checkpoint config not found"):
+        load_world_model(path)
+
+
 # ---------------------------------------------------------------------- MobiWM in the same interface
 def test_mobiwm_adapter_matches_forward() -> None:
     from worldmodel.model import MobiWM, preset

@@ -11,7 +11,8 @@ from safetensors.torch import load_file, save_file
 
 from tests.worldmodel.model.conftest import make_batch, make_model
 from worldmodel.model import MobiWM, load_checkpoint, read_checkpoint_config, save_checkpoint
-from worldmodel.model.checkpoint import CONFIG_FILE, WEIGHTS_FILE
+from worldmodel.model.checkpoint import CONFIG_FILE, LEGACY_DEFAULTS, WEIGHTS_FILE
+from worldmodel.model.config import preset
 
 EXTRA = {"data": {"maps": 3, "dataset": "para"}, "metrics": {"val/mae": 1.5}, "command": "x"}
 
@@ -150,3 +151,19 @@ def test_no_pickle_in_model_code() -> None:
         text = src.read_text()
         for banned in ("torch.save", "torch.load", "import pickle"):
             assert banned not in text, f"{src.name} uses {banned}"
+
+
+def test_checkpoint_from_before_a_feature_loads_without_it(tmp_path: Path) -> None:
+    """A checkpoint written before ``action_deltas`` / ``antenna_bias`` existed lacks those
+    keys and the tensors of ``antenna_bias``; it loads as the model it was (features off)."""
+    torch.manual_seed(0)
+    old = MobiWM(preset("debug", action_deltas=False, antenna_bias=False))
+    path = save_checkpoint(old, tmp_path / "old")
+    meta = json.loads((path / "config.json").read_text())
+    for key in LEGACY_DEFAULTS:
+        del meta["model_config"][key]
+    (path / "config.json").write_text(json.dumps(meta))
+    loaded = load_checkpoint(path)
+    assert not loaded.cfg.action_deltas and not loaded.cfg.antenna_bias
+    for k, v in old.state_dict().items():
+        assert torch.equal(v, loaded.state_dict()[k]), k
