@@ -3,6 +3,7 @@
     python agents/table2.py                               # all four agents + baselines (~50 min)
     python agents/table2.py --static runs/static-mobiwm/best --gru runs/gru-wm/best
     python agents/table2.py --reuse --out runs/table2     # re-evaluate already trained agents
+    python agents/table2.py --jobs 2                      # train / judge two at a time
 
 PPO is trained (same config, seed and budget) in
 
@@ -16,10 +17,11 @@ twin from the same ``--runs`` seeded starts (``agents.evaluate``). A missing che
 its agent with the command that trains it::
 
     python -m worldmodel.train --data data/default --out runs/static-mobiwm --preset S \\
-        --ablate actions
-    python -m worldmodel.train --data data/default --out runs/gru-wm --arch gru
+        --ablate actions --max-steps 1500 --eval-every 150 --eval-batches 12 --threads 1
+    python -m worldmodel.train --data data/default --out runs/gru-wm --arch gru \\
+        --max-steps 1500 --eval-every 150 --eval-batches 12 --threads 1
 
-(use the same ``--max-steps`` / ``--max-minutes`` as the MobiWM checkpoint for a fair study).
+(the same data, steps and batch size as the MobiWM checkpoint, for a fair study).
 Output in ``--out``: ``ppo-<agent>/`` run folders, ``table2.json`` and ``table2.md``, and the
 measured checks of the targets (RMSE reduction vs no-op, share of the twin-trained gain, MobiWM vs
 Static-MobiWM).
@@ -27,8 +29,10 @@ Static-MobiWM).
 
 from __future__ import annotations
 
+import multiprocessing as mp
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -39,15 +43,21 @@ if __package__ in (None, ""):  # `python agents/table2.py`
 import torch  # noqa: E402
 
 from agents.envs import checkpoint_label, resolve_checkpoint  # noqa: E402
-from agents.evaluate import EVAL_SEED, evaluate_policies, write_results  # noqa: E402
+from agents.evaluate import (  # noqa: E402
+    EVAL_SEED,
+    add_relative,
+    evaluate_policies,
+    write_results,
+)
 from agents.train_ppo import DEFAULT_TIMESTEPS, PPOConfig, train  # noqa: E402
 from mobiwm_env import TWIN_ID, WORLD_MODEL_ID  # noqa: E402
 from worldmodel.cli import arg, parse_config, write_json_atomic  # noqa: E402
 
 TRAIN_COMMANDS = {
     "static": "python -m worldmodel.train --data data/default --out runs/static-mobiwm "
-    "--preset S --ablate actions",
-    "gru": "python -m worldmodel.train --data data/default --out runs/gru-wm --arch gru",
+    "--preset S --ablate actions --max-steps 1500 --eval-every 150 --eval-batches 12 --threads 1",
+    "gru": "python -m worldmodel.train --data data/default --out runs/gru-wm --arch gru "
+    "--max-steps 1500 --eval-every 150 --eval-batches 12 --threads 1",
 }
 
 
@@ -76,7 +86,64 @@ class Table2Config:
     reuse: bool = arg(False, "skip training where ppo-<agent>/model.zip already exists")
     out: str = arg("", "output folder ('' = runs/table2-<timestamp>)")
     threads: int = arg(1, "torch CPU threads (1: fastest on a busy 2-core CPU; 0: torch default)")
-    progress: bool = arg(True, "progress bars while training")
+    jobs: int = arg(1, "agents trained / policies judged in parallel processes")
+    progress: bool = arg(True, "progress bars while training (off when jobs > 1)")
+
+    def __post_init__(self) -> None:
+        if self.jobs < 1:
+            raise ValueError(f"jobs must be >= 1, got {self.jobs}")
+        if self.runs < 2:
+            raise ValueError(f"runs must be >= 2 (confidence intervals), got {self.runs}")
+
+
+def _train_quiet(cfg: PPOConfig) -> str:
+    """``train`` in a worker process, logging only its start and end."""
+    t0 = time.perf_counter()
+    print(f"[table2] training {cfg.out} ...", flush=True)
+    run_dir, _ = train(cfg, log=lambda *a, **k: None)
+    print(f"[table2] {cfg.out} done in {(time.perf_counter() - t0) / 60:.1f} min", flush=True)
+    return str(run_dir)
+
+
+def _judge(args: tuple) -> dict[str, Any]:
+    specs, threads, *rest = args
+    if threads:
+        torch.set_num_threads(threads)
+    return evaluate_policies(specs, *rest)
+
+
+def _pool(jobs: int) -> ProcessPoolExecutor:
+    return ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn"))
+
+
+def split_specs(specs: list[Any], jobs: int) -> list[list[int]]:
+    """Indices of ``specs`` per worker: MPC (by far the slowest) alone where possible, the
+    others dealt round-robin to the remaining workers."""
+    n = min(jobs, len(specs))
+    groups: list[list[int]] = [[] for _ in range(n)]
+    slow = [i for i, sp in enumerate(specs) if sp[0] == "mpc"]
+    fast = [i for i, sp in enumerate(specs) if sp[0] != "mpc"]
+    for k, i in enumerate(slow):
+        groups[k % n].append(i)
+    free = [g for g in groups if not g] or groups
+    for k, i in enumerate(fast):
+        free[k % len(free)].append(i)
+    return [g for g in groups if g]
+
+
+def _judge_parallel(specs: list[Any], jobs: int, threads: int, judge_args: tuple) -> dict:
+    """``evaluate_policies`` over ``jobs`` processes; rows come back in ``specs`` order."""
+    groups = split_specs(specs, jobs)
+    with _pool(len(groups)) as pool:
+        parts = list(
+            pool.map(_judge, [([specs[i] for i in g], threads, *judge_args) for g in groups])
+        )
+    rows: dict[int, Any] = {}
+    for g, part in zip(groups, parts, strict=True):
+        rows.update(zip(g, part["rows"], strict=True))
+    result = {**parts[0], "rows": [rows[i] for i in range(len(specs))]}
+    add_relative(result)
+    return result
 
 
 def agents_of(cfg: Table2Config) -> list[tuple[str, str, str | None]]:
@@ -134,20 +201,30 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         lambda_delta=cfg.lambda_delta,
         eval_runs=0,
         threads=cfg.threads,
-        progress=cfg.progress,
+        progress=cfg.progress and cfg.jobs == 1,
     )
     trained: list[tuple[str, str, str]] = []
+    todo: list[PPOConfig] = []
     for name, env_id, ckpt in agents_of(cfg):
         run_dir = out / f"ppo-{name}"
         label = f"PPO in {'twin (upper bound)' if name == 'twin' else checkpoint_label(ckpt)}"
         if not (cfg.reuse and (run_dir / "model.zip").is_file()):
             ppo = replace(base, env_id=env_id, checkpoint=ckpt or "", out=str(run_dir), label=label)
-            train(ppo)
+            todo.append(ppo)
         trained.append((name, str(run_dir), label))
+    t_train = time.perf_counter()
+    if cfg.jobs > 1 and len(todo) > 1:
+        # the slowest agent (in the twin) first, so the pool ends as early as possible
+        todo.sort(key=lambda c: c.env_id != TWIN_ID)
+        with _pool(min(cfg.jobs, len(todo))) as pool:
+            list(pool.map(_train_quiet, todo))
+    else:
+        for ppo in todo:
+            train(ppo)
+    train_seconds = time.perf_counter() - t_train
     print(f"judging {len(trained)} agents and {len(cfg.baselines)} baselines on the twin")
     specs: list[Any] = [(b, None) for b in cfg.baselines] + [(d, lab) for _, d, lab in trained]
-    result = evaluate_policies(
-        specs,
+    judge_args = (
         ("twin",),
         cfg.runs,
         cfg.eval_seed,
@@ -159,10 +236,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "n_iters": cfg.mpc_iters,
         },
     )
+    if cfg.jobs > 1 and len(specs) > 1:
+        result = _judge_parallel(specs, cfg.jobs, cfg.threads, judge_args)
+    else:
+        result = evaluate_policies(specs, *judge_args)
     for row, (name, _, _) in zip(result["rows"][len(cfg.baselines) :], trained, strict=True):
         row["agent"] = name
     result["targets"] = targets(result)
     result["config"] = cfg
+    result["train_seconds"] = train_seconds
     result["total_seconds"] = time.perf_counter() - t0
     js, md = write_results(result, out, "table2", "Table 2: PPO trained in world models vs twin")
     checks = ", ".join(

@@ -35,3 +35,26 @@ def test_targets():
     assert t["mobiwm_reduction_ge_25pct"]
     assert abs(t["mobiwm_share_of_twin_gain"] - 30 / 35) < 1e-12
     assert t["mobiwm_share_ge_80pct"] and t["mobiwm_beats_static"]
+
+
+def test_split_specs_gives_mpc_its_own_worker():
+    specs = [("noop", None), ("random", None), ("heuristic", None), ("mpc", None), ("a", "A")]
+    groups = table2.split_specs(specs, 2)
+    assert groups == [[3], [0, 1, 2, 4]]
+    assert sorted(i for g in table2.split_specs(specs, 3) for i in g) == list(range(5))
+    assert table2.split_specs(specs[:1], 4) == [[0]]
+
+
+def test_parallel_judging_equals_serial():
+    """Two worker processes give the same rows, in the same order, as one process."""
+    from agents.evaluate import evaluate_policies
+
+    specs = [("noop", None), ("random", None)]
+    args = (("twin",), 2, 0, None, {"episode_steps": 2}, {})
+    serial = evaluate_policies(specs, *args, log=lambda *a: None)
+    parallel = table2._judge_parallel(specs, 2, 1, args)
+    assert [r["policy"] for r in parallel["rows"]] == ["noop", "random"]
+    for a, b in zip(serial["rows"], parallel["rows"], strict=True):
+        assert a["twin"]["rmse_mb"]["mean"] == b["twin"]["rmse_mb"]["mean"]
+        assert a["twin"]["return"]["mean"] == b["twin"]["return"]["mean"]
+    assert parallel["rows"][1]["twin"]["rmse_vs_noop"] == serial["rows"][1]["twin"]["rmse_vs_noop"]
