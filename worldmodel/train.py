@@ -49,6 +49,7 @@ from worldmodel.baselines import load_world_model, save_world_model
 from worldmodel.cli import arg, parse_config, to_jsonable, write_json_atomic
 from worldmodel.data.dataset import WindowDataset, collate_maps, dataset_summary, load_split
 from worldmodel.model.config import ModelConfig, preset
+from worldmodel.model.normalize import paired_delta_loss
 
 ABLATIONS = {
     "trn": "use_trn",
@@ -76,6 +77,11 @@ class TrainConfig:
     horizon: int = arg(4, "P: slots predicted per chunk")
     n_chunks: int = arg(2, "chunks per training window (k > 0 read own predictions)")
     batch_size: int = arg(8, "maps per batch")
+    pair_weight: float = arg(
+        1.0,
+        "weight of the counterfactual pair loss on (map, branch) windows; half of each batch "
+        "is then sibling windows (0 = off; no effect on data without branches)",
+    )
     lr: float = arg(1e-3, "peak learning rate (AdamW)")
     weight_decay: float = arg(0.01, "AdamW weight decay")
     warmup_steps: int = arg(100, "linear warm-up steps")
@@ -113,6 +119,8 @@ class TrainConfig:
         for name in ("warmup_steps", "patience", "stop_after", "threads"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not (self.pair_weight >= 0 and math.isfinite(self.pair_weight)):
+            raise ValueError(f"pair_weight must be >= 0, got {self.pair_weight}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise ValueError(f"lr must be > 0, got {self.lr}")
         if not (self.max_minutes >= 0 and math.isfinite(self.max_minutes)):
@@ -161,15 +169,32 @@ def chunk_batch(batch: Mapping[str, torch.Tensor], k: int, h: int, p: int, histo
 
 
 def multi_chunk_loss(
-    model: nn.Module, batch: Mapping[str, torch.Tensor], n_chunks: int, h: int, p: int
+    model: nn.Module,
+    batch: Mapping[str, torch.Tensor],
+    n_chunks: int,
+    h: int,
+    p: int,
+    pairs: torch.Tensor | None = None,
+    pair_weight: float = 0.0,
 ):
-    """Sum of per-chunk losses; chunk ``k`` reads the model's own previous predictions."""
+    """Sum of per-chunk losses; chunk ``k`` reads the model's own previous predictions.
+
+    With ``pairs [M, 2]`` (rows of sibling windows) and ``pair_weight > 0`` every chunk adds
+    ``pair_weight · paired_delta_loss`` (the error of the predicted action effect).
+    """
     core = model.module if hasattr(model, "module") else model
     total, metrics, hist = 0.0, {}, None
+    use_pairs = pairs is not None and len(pairs) > 0 and pair_weight > 0
     for k in range(n_chunks):
         sub = chunk_batch(batch, k, h, p, hist)
         pred = model(sub)
         loss, m = core.loss_from_prediction(sub, pred)
+        if pairs is not None and len(pairs) > 0:
+            pair_loss, pm = paired_delta_loss(core.normalizer, sub, pred, pairs)
+            m.update(pm)
+            if use_pairs:
+                loss = loss + pair_weight * pair_loss
+                m["loss"] = float(loss.detach())
         total = total + loss
         for key, v in m.items():
             metrics[f"{key}_c{k}"] = v
@@ -178,6 +203,8 @@ def multi_chunk_loss(
             known = sub["traffic"][:, p:h]  # history slots that stay history
             hist = torch.cat([known, pred_mb], dim=1)[:, -h:]
     metrics["loss"] = float(total.detach()) / n_chunks
+    if pairs is not None and len(pairs) > 0:
+        metrics["pair_mse"] = sum(metrics[f"pair_mse_c{k}"] for k in range(n_chunks)) / n_chunks
     return total / n_chunks, metrics
 
 
@@ -271,22 +298,56 @@ class Trainer:
         order = rng.permutation(len(self.train_ds))
         return order[self.rank :: self.world]
 
+    @property
+    def paired(self) -> bool:
+        """Whether batches are built of (window, sibling window) pairs."""
+        return self.cfg.pair_weight > 0 and self.train_ds.has_branches and self.cfg.batch_size > 1
+
+    @staticmethod
+    def _with_siblings(ds: WindowDataset, anchors, rng: np.random.Generator, size: int):
+        """Items ``[a0, s0, a1, s1, ...]`` (``s`` a random sibling window of ``a``; anchors
+        without siblings stand alone) up to ``size`` items, and the pair rows ``[M, 2]``."""
+        items, pairs = [], []
+        for a in anchors:
+            if len(items) >= size:
+                break
+            items.append(int(a))
+            sib = ds.siblings(int(a))
+            if sib and len(items) < size:
+                pairs.append((len(items) - 1, len(items)))
+                items.append(int(sib[int(rng.integers(len(sib)))]))
+        return items, torch.tensor(pairs, dtype=torch.int64).reshape(-1, 2)
+
     def _batches(self):
-        """Endless batches; the batch of step ``s`` depends on ``s`` only (resume-safe)."""
+        """Endless ``(batch, pairs)``; the batch of step ``s`` depends on ``s`` only
+        (resume-safe). Paired mode: half of each batch is sibling windows of the other half."""
         bs = self.cfg.batch_size
-        per_epoch = max(1, (len(self.train_ds) // self.world) // bs)  # same on every rank
+        take = -(-bs // 2) if self.paired else bs
+        per_epoch = max(1, (len(self.train_ds) // self.world) // take)  # same on every rank
         while True:
             epoch, pos = divmod(self.step, per_epoch)
             order = self._epoch_order(epoch)
-            idx = order[pos * bs : (pos + 1) * bs]
-            yield collate_maps([self.train_ds[int(i)] for i in idx])
+            idx = order[pos * take : (pos + 1) * take]
+            if self.paired:
+                rng = np.random.default_rng([self.cfg.seed, self.step, self.rank, 7])
+                items, pairs = self._with_siblings(self.train_ds, idx, rng, bs)
+            else:
+                items, pairs = [int(i) for i in idx], None
+            yield collate_maps([self.train_ds[i] for i in items]), pairs
 
     def _val_batches(self):
         rng = np.random.default_rng([self.cfg.seed, 10**6])
-        n = min(len(self.val_ds), self.cfg.eval_batches * self.cfg.batch_size)
+        bs = self.cfg.batch_size
+        n = min(len(self.val_ds), self.cfg.eval_batches * bs)
         idx = rng.choice(len(self.val_ds), size=n, replace=False)
-        for i in range(0, n, self.cfg.batch_size):
-            yield collate_maps([self.val_ds[int(j)] for j in idx[i : i + self.cfg.batch_size]])
+        paired = self.paired and self.val_ds.has_branches
+        step = -(-bs // 2) if paired else bs
+        for i in range(0, n, step):
+            if paired:
+                items, pairs = self._with_siblings(self.val_ds, idx[i : i + step], rng, bs)
+            else:
+                items, pairs = [int(j) for j in idx[i : i + step]], None
+            yield collate_maps([self.val_ds[j] for j in items]), pairs
 
     # -------------------------------------------------------------- multi-process helpers
     def _from_rank0(self, values: list[float]) -> list[float]:
@@ -320,10 +381,11 @@ class Trainer:
         self.model.eval()
         tot: dict[str, float] = {}
         n = 0
-        for batch in self._val_batches():
+        for batch, pairs in self._val_batches():
             _, m = multi_chunk_loss(
-                self.core, batch, self.cfg.n_chunks, self.cfg.history, self.cfg.horizon
-            )
+                self.core, batch, self.cfg.n_chunks, self.cfg.history, self.cfg.horizon,
+                pairs, self.cfg.pair_weight,
+            )  # fmt: skip
             for k, v in m.items():
                 tot[k] = tot.get(k, 0.0) + v
             n += 1
@@ -362,10 +424,12 @@ class Trainer:
         self.model.train()
         batches = self._batches()
         while self.step < cfg.max_steps:
-            batch = next(batches)
+            batch, pairs = next(batches)
             for g in self.opt.param_groups:
                 g["lr"] = lr_at(self.step, cfg)
-            loss, m = multi_chunk_loss(self.model, batch, cfg.n_chunks, cfg.history, cfg.horizon)
+            loss, m = multi_chunk_loss(
+                self.model, batch, cfg.n_chunks, cfg.history, cfg.horizon, pairs, cfg.pair_weight
+            )
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
             gnorm = float(nn.utils.clip_grad_norm_(self.core.parameters(), cfg.grad_clip))
@@ -385,6 +449,8 @@ class Trainer:
                     now = time.perf_counter()
                     writer.add_scalar("train/loss", train_loss, self.step)
                     writer.add_scalar("train/mae_mb", m.get("mae_mb_c0", 0.0), self.step)
+                    if "pair_mse" in m:
+                        writer.add_scalar("train/pair_mse", m["pair_mse"], self.step)
                     writer.add_scalar("train/grad_norm", gnorm, self.step)
                     writer.add_scalar("charts/lr", self.opt.param_groups[0]["lr"], self.step)
                     writer.add_scalar(

@@ -158,8 +158,33 @@ def test_gru_trains_saves_and_loads(smoke_data: Path, tmp_path: Path) -> None:
     for k, v in trainer.core.state_dict().items():
         assert torch.equal(v, model.state_dict()[k]), k
     assert json.loads((out / "config.json").read_text())["model"]["arch"] == "gru"
-    batch = chunk_batch(next(trainer._batches()), 0, h=8, p=4)  # one H + P window
+    batch = chunk_batch(next(trainer._batches())[0], 0, h=8, p=4)  # one H + P window
     assert model.predict_batch(batch).shape == (2, 4, batch["traffic"].shape[2])
+
+
+def test_paired_batches_hold_sibling_windows_and_log_pair_loss(
+    smoke_data: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "paired"
+    trainer = Trainer(tiny(smoke_data, out, batch_size=4, max_steps=4, eval_every=2))
+    assert trainer.paired
+    batch, pairs = next(trainer._batches())
+    assert pairs.shape == (2, 2) and pairs[:, 1].tolist() == (pairs[:, 0] + 1).tolist()
+    ds = trainer.train_ds
+    for a, b in pairs.tolist():
+        ma, mb = int(batch["map_index"][a]), int(batch["map_index"][b])
+        assert ma != mb and int(batch["start"][a]) == int(batch["start"][b])
+        base = {ds.records[m].metadata.get("branch_of", ds.records[m].name) for m in (ma, mb)}
+        assert len(base) == 1  # a map and its branch
+        torch.testing.assert_close(batch["od"][a], batch["od"][b])  # same context and demand
+    trainer.train()
+    assert scalars(out, "train/pair_mse") or scalars(out, "val/pair_mse")
+    assert scalars(out, "val/pair_mse")
+    plain = Trainer(tiny(smoke_data, tmp_path / "plain", batch_size=4, pair_weight=0.0))
+    assert not plain.paired
+    assert next(plain._batches())[1] is None
+    with pytest.raises(ValueError, match="pair_weight"):
+        tiny(smoke_data, tmp_path, pair_weight=-1.0)
 
 
 def test_ablate_actions(smoke_data: Path, tmp_path: Path) -> None:

@@ -169,6 +169,29 @@ class WindowDataset(Dataset):
         counts = [self.windows_per_map(r.n_slots) for r in self.records]
         self._counts = np.asarray(counts, dtype=np.int64)
         self._offsets = np.concatenate([[0], np.cumsum(self._counts)]).astype(np.int64)
+        groups: dict[str, list[int]] = {}
+        for m, r in enumerate(self.records):
+            key = str(r.metadata.get("branch_of") or r.name)
+            groups.setdefault(key, []).append(m)
+        self._siblings = [
+            [j for j in groups[str(r.metadata.get("branch_of") or r.name)] if j != m]
+            for m, r in enumerate(self.records)
+        ]
+
+    @property
+    def has_branches(self) -> bool:
+        """True when some map has a counterfactual sibling (a branch or its base)."""
+        return any(self._siblings)
+
+    def siblings(self, i: int) -> list[int]:
+        """Items with the same window in the sibling maps of item ``i``'s map (a base map and
+        its branches share scenario, slots, demand and fading; only the actions differ)."""
+        m, start = self.index(int(i))
+        return [
+            int(self._offsets[j]) + start // self.stride
+            for j in self._siblings[m]
+            if self.records[j].n_slots == self.records[m].n_slots
+        ]
 
     def windows_per_map(self, n_slots: int) -> int:
         """Number of windows in a map of ``n_slots`` slots."""

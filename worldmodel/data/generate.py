@@ -8,6 +8,12 @@ Each map is one ``.npz`` file (see ``worldmodel.data.format``) named
 split and the resolved generator config. Map seeds are derived from the preset seed, the
 scenario, the dataset kind, the split and the index, so train, validation and test maps never
 share a seed. Existing valid files are kept (re-running resumes an interrupted generation).
+
+Counterfactual branches (``branches > 0``, in the splits of ``branch_splits``): next to map
+``X.npz`` the generator writes ``X-b1.npz``, ``X-b2.npz``, ... — the same scenario, demand and
+fading (one twin, common random numbers) under the base schedule overlaid with short trials
+(``worldmodel.data.schedules.branch_schedule``). Their metadata names the base map
+(``branch_of``) and the trials; the trainer pairs a window with the same window of a sibling.
 """
 
 from __future__ import annotations
@@ -26,13 +32,19 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from worldmodel.data.format import DatasetFormatError, MapRecord, load_map, save_map
-from worldmodel.data.schedules import ScheduleConfig, para_schedule, topo_schedule
+from worldmodel.data.schedules import (
+    BranchConfig,
+    ScheduleConfig,
+    branch_schedule,
+    para_schedule,
+    topo_schedule,
+)
 from worldmodel.twin.builders import make_scenario
 from worldmodel.twin.context import facility_map, od_flows
 from worldmodel.twin.network import NetworkTwin
 from worldmodel.twin.scenario import SLOTS_PER_DAY, SLOTS_PER_WEEK
 
-GENERATOR_VERSION = "0.1.0"
+GENERATOR_VERSION = "0.2.0"
 SPLITS = ("train", "val", "test")
 DATASETS = ("para", "topo")
 
@@ -64,10 +76,18 @@ class GenerateConfig:
     ctx_grid: int = 32
     seed: int = 0
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    branches: int = 0  # counterfactual siblings per map (in ``branch_splits``)
+    branch_splits: tuple[str, ...] = ("train", "val")
+    branch: BranchConfig = field(default_factory=BranchConfig)
 
     def __post_init__(self) -> None:
         if self.n_slots < 1:
             raise ValueError(f"n_slots must be >= 1, got {self.n_slots}")
+        if self.branches < 0:
+            raise ValueError(f"branches must be >= 0, got {self.branches}")
+        bad = [s for s in self.branch_splits if s not in SPLITS]
+        if bad:
+            raise ValueError(f"branch_splits {bad} are not splits; choose from {SPLITS}")
         for spec in self.scenarios:
             if spec.kind not in ("hex", "urban", "suburb") or spec.dataset not in DATASETS:
                 raise ValueError(f"unknown scenario spec {spec}")
@@ -83,6 +103,7 @@ PRESETS: dict[str, GenerateConfig] = {
         n_slots=2 * SLOTS_PER_DAY,
         facility_px=64,
         ctx_grid=16,
+        branches=1,
     ),
     # The dataset of the shipped checkpoint: the paper's four scenarios plus the hex map.
     "default": GenerateConfig(
@@ -93,6 +114,7 @@ PRESETS: dict[str, GenerateConfig] = {
             ScenarioSpec("suburb", "topo", n_cells=36, maps=(6, 1, 2)),
             ScenarioSpec("hex", "para", maps=(4, 1, 2)),
         ),
+        branches=3,
     ),
     # Paper scale: 9 districts, ~31,900 cells, one week, Para (benchmark).
     "paper-scale": GenerateConfig(
@@ -111,6 +133,14 @@ class MapJob:
     index: int
     seed: int
     path: Path
+    branches: int = 0
+
+    def paths(self) -> list[Path]:
+        """The base map's file, then its branches' files (``X-b1.npz``, ...)."""
+        stem = self.path.stem
+        return [self.path] + [
+            self.path.with_name(f"{stem}-b{v}.npz") for v in range(1, self.branches + 1)
+        ]
 
 
 def map_seed(base_seed: int, spec: ScenarioSpec, split: str, index: int) -> int:
@@ -126,12 +156,15 @@ def plan_jobs(cfg: GenerateConfig, out: Path) -> list[MapJob]:
         for split, count in zip(SPLITS, spec.maps, strict=True):
             for i in range(count):
                 path = out / f"{spec.name}-{split}-{i:03d}.npz"
-                jobs.append(MapJob(spec, split, i, map_seed(cfg.seed, spec, split, i), path))
+                seed = map_seed(cfg.seed, spec, split, i)
+                n_br = cfg.branches if split in cfg.branch_splits else 0
+                jobs.append(MapJob(spec, split, i, seed, path, n_br))
     return jobs
 
 
-def generate_map(cfg: GenerateConfig, job: MapJob) -> MapRecord:
-    """Build the scenario, sample its schedule, run the twin and collect the context."""
+def generate_map(cfg: GenerateConfig, job: MapJob) -> list[MapRecord]:
+    """Build the scenario, sample its schedule (and its branches), run the twin, collect the
+    context. Returns the base map, then one record per branch (``job.branches``)."""
     spec = job.spec
     rng = np.random.default_rng(job.seed)
     builder = {
@@ -150,12 +183,21 @@ def generate_map(cfg: GenerateConfig, job: MapJob) -> MapRecord:
         summary = {"param_changed": changed.tolist()}
     else:
         actions, active, summary = topo_schedule(*sc_args, cfg.schedule)
-    twin = NetworkTwin(scenario, 1, seed=job.seed)
+    plans = [(actions, active, None)]
+    branch_rng = np.random.default_rng([job.seed, 0xB7A9C4])  # base map independent of branches
+    for _ in range(job.branches):
+        plans.append(
+            branch_schedule(
+                actions, active, scenario.cell_site, scenario.bounds, branch_rng, cfg.branch
+            )
+        )
+    e = len(plans)
+    twin = NetworkTwin(scenario, e, seed=job.seed, common_fading=True)
     warm = min(cfg.warmup_slots, cfg.start_slot)
     twin.reset(slot=cfg.start_slot - warm, params=actions[0], active=active[0])
     if warm:
         twin.step(warm)
-    out = twin.run(actions[None], active[None])
+    out = twin.run(np.stack([p[0] for p in plans]), np.stack([p[1] for p in plans]))
     slots = out.slots[0]
     meta = {
         "name": job.path.stem,
@@ -176,15 +218,10 @@ def generate_map(cfg: GenerateConfig, job: MapJob) -> MapRecord:
         "n_sites": scenario.n_sites,
         "residents": float(scenario.population.sum()),
         "schedule": summary,
-        "handovers": int(out.handovers.sum()),
         "generator_version": GENERATOR_VERSION,
         "generator_config": _config_dict(cfg),
     }
-    return MapRecord(
-        traffic=out.traffic[0],
-        actions=actions.astype(np.float32),
-        active=active,
-        unserved=out.unserved[0],
+    shared = dict(
         demand=out.demand[0],
         slot=slots.astype(np.int64),
         slot_of_day=(slots % SLOTS_PER_DAY).astype(np.int64),
@@ -194,8 +231,28 @@ def generate_map(cfg: GenerateConfig, job: MapJob) -> MapRecord:
         poi=scenario.poi.astype(np.float32),
         od=od_flows(scenario, slots).astype(np.float32),
         facility=facility_map(scenario, cfg.facility_px).astype(np.float32),
-        metadata=meta,
     )
+    records = []
+    for v, (acts, act, trials) in enumerate(plans):
+        m = dict(meta, handovers=int(out.handovers[v].sum()))
+        if v:
+            m.update(
+                name=job.paths()[v].stem,
+                branch_of=job.path.stem,
+                branch=v,
+                schedule={**summary, "trials": trials},
+            )
+        records.append(
+            MapRecord(
+                traffic=out.traffic[v],
+                actions=acts.astype(np.float32),
+                active=act,
+                unserved=out.unserved[v],
+                metadata=m,
+                **shared,
+            )
+        )
+    return records
 
 
 def scenario_of(record: MapRecord):
@@ -212,24 +269,39 @@ def _config_dict(cfg: GenerateConfig) -> dict:
     return d
 
 
-def _run_job(cfg: GenerateConfig, job: MapJob) -> dict:
-    if job.path.exists():
+def _reusable(cfg: GenerateConfig, job: MapJob) -> list[MapRecord] | None:
+    """The job's existing files when all are valid and match its seed and generator version."""
+    recs = []
+    for path in job.paths():
+        if not path.exists():
+            return None
         try:
-            rec = load_map(job.path)
-            if rec.metadata.get("seed") == job.seed:
-                return _summary(rec, job, seconds=0.0, reused=True)
+            rec = load_map(path)
         except DatasetFormatError:
-            pass  # corrupt or stale: regenerate
+            return None  # corrupt or stale: regenerate
+        meta = rec.metadata
+        if meta.get("seed") != job.seed or meta.get("generator_version") != GENERATOR_VERSION:
+            return None
+        recs.append(rec)
+    return recs
+
+
+def _run_job(cfg: GenerateConfig, job: MapJob) -> list[dict]:
+    recs = _reusable(cfg, job)
+    if recs is not None:
+        return [_summary(r, p, job, 0.0, True) for r, p in zip(recs, job.paths(), strict=True)]
     t0 = time.perf_counter()
-    rec = generate_map(cfg, job)
-    save_map(rec, job.path)
-    return _summary(rec, job, seconds=time.perf_counter() - t0, reused=False)
+    recs = generate_map(cfg, job)
+    for rec, path in zip(recs, job.paths(), strict=True):
+        save_map(rec, path)
+    sec = (time.perf_counter() - t0) / len(recs)
+    return [_summary(r, p, job, sec, False) for r, p in zip(recs, job.paths(), strict=True)]
 
 
-def _summary(rec: MapRecord, job: MapJob, seconds: float, reused: bool) -> dict:
+def _summary(rec: MapRecord, path: Path, job: MapJob, seconds: float, reused: bool) -> dict:
     demand = float(rec.demand.sum())
     return {
-        "file": job.path.name,
+        "file": path.name,
         "scenario": job.spec.name,
         "split": job.split,
         "seed": job.seed,
@@ -240,6 +312,7 @@ def _summary(rec: MapRecord, job: MapJob, seconds: float, reused: bool) -> dict:
         "handovers": int(rec.metadata.get("handovers", 0)),
         "seconds": round(seconds, 2),
         "reused": reused,
+        "branch_of": rec.metadata.get("branch_of"),
     }
 
 
@@ -256,17 +329,17 @@ def generate(cfg: GenerateConfig, out: str | Path, workers: int = 1, progress: b
     out.mkdir(parents=True, exist_ok=True)
     jobs = plan_jobs(cfg, out)
     t0 = time.perf_counter()
-    bar = tqdm(total=len(jobs), desc="maps", unit="map", disable=not progress)
+    bar = tqdm(total=len(jobs), desc="maps (+branches)", unit="map", disable=not progress)
     rows = []
     if workers > 1:
         with ProcessPoolExecutor(max_workers=workers) as pool:
             futures = [pool.submit(_run_job, cfg, j) for j in jobs]
             for fut in futures:
-                rows.append(fut.result())
+                rows.extend(fut.result())
                 bar.update()
     else:
         for job in jobs:
-            rows.append(_run_job(cfg, job))
+            rows.extend(_run_job(cfg, job))
             bar.update()
     bar.close()
     manifest = {
@@ -303,6 +376,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=None, help="override the preset seed")
     p.add_argument("--slots", type=int, default=None, help="override slots per map")
     p.add_argument("--workers", type=int, default=1, help="parallel processes")
+    p.add_argument(
+        "--branches", type=int, default=None, help="override counterfactual branches per map"
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
@@ -314,6 +390,8 @@ def main(argv: list[str] | None = None) -> int:
         cfg = replace(cfg, seed=args.seed)
     if args.slots is not None:
         cfg = replace(cfg, n_slots=args.slots)
+    if args.branches is not None:
+        cfg = replace(cfg, branches=args.branches)
     manifest = generate(cfg, args.out, workers=args.workers, progress=not args.quiet)
     print_summary(manifest)
     return 0

@@ -6,6 +6,12 @@ of cells change parameters at random times — mostly moderate steps an engineer
 sometimes large excursions anywhere inside the bounds. Topo: cells are switched off (some come
 back later) and dormant cells are inserted (switched on) at random times; a share of the maps
 also carry Para changes.
+
+Branches (counterfactual siblings): ``branch_schedule`` copies a map's schedule and overlays
+short *trials* — a random share of cells moved by bounded offsets, or a whole site switched
+off — each held for a few hours and then undone. The generator runs the base map and its
+branches side by side in one twin with common random numbers (same demand, same fading), so
+the traffic difference between a map and its branch is caused by the actions alone.
 """
 
 from __future__ import annotations
@@ -165,3 +171,82 @@ def topo_schedule(
         "param_changed": changed.tolist(),
     }
     return actions, active, summary
+
+
+@dataclass(frozen=True)
+class BranchConfig:
+    """Trials that a counterfactual branch overlays on its base schedule."""
+
+    min_slots: int = 4  # shortest trial (1 h)
+    max_slots: int = 32  # longest trial (8 h)
+    max_gap_slots: int = 16  # pause between two trials is uniform in [0, max_gap_slots]
+    cell_fraction: tuple[float, float] = (0.1, 0.4)  # share of active cells a trial moves
+    param_prob: float = 0.6  # chance that each parameter of a moved cell changes
+    max_offset: tuple[float, float, float, float] = (4.0, 40.0, 4.0, 4.0)  # dB, °, °, °
+    site_off_prob: float = 0.15  # share of trials that switch one whole site off instead
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.min_slots <= self.max_slots:
+            raise ValueError(
+                f"BranchConfig needs 1 <= min_slots <= max_slots, got {self.min_slots}, "
+                f"{self.max_slots}"
+            )
+        if self.max_gap_slots < 0:
+            raise ValueError(f"BranchConfig.max_gap_slots={self.max_gap_slots} must be >= 0")
+        lo, hi = self.cell_fraction
+        if not 0.0 < lo <= hi <= 1.0:
+            raise ValueError(f"BranchConfig.cell_fraction={self.cell_fraction} must be in (0, 1]")
+        for name in ("param_prob", "site_off_prob"):
+            v = getattr(self, name)
+            if not 0.0 <= v <= 1.0:
+                raise ValueError(f"BranchConfig.{name}={v} must lie in [0, 1]")
+
+
+def branch_schedule(
+    actions: np.ndarray,
+    active: np.ndarray,
+    cell_site: np.ndarray,
+    bounds: ParamBounds,
+    rng: np.random.Generator,
+    cfg: BranchConfig | None = None,
+) -> tuple[np.ndarray, np.ndarray, list[dict]]:
+    """A counterfactual branch of the schedule ``actions [T, N, 4]``, ``active [T, N]``.
+
+    Trials follow one another over the whole map: each starts at slot ``s`` (never 0), lasts
+    ``[min_slots, max_slots]`` slots and either adds a per-cell offset (uniform in
+    ``±max_offset``, each parameter with probability ``param_prob``) to the base parameters of a
+    random share of the cells active at ``s`` (clipped into ``bounds``; azimuth wraps), or
+    switches off every cell of one site. After a trial the cells follow the base again.
+    Returns ``(actions, active, trials)``; ``trials`` lists ``{start, stop, kind, cells}``.
+    """
+    cfg = cfg or BranchConfig()
+    t_len, n = active.shape
+    out_a = np.array(actions, dtype=np.float32, copy=True)
+    out_on = np.array(active, dtype=bool, copy=True)
+    step = np.asarray(cfg.max_offset, dtype=np.float64)
+    sites = np.asarray(cell_site)
+    trials: list[dict] = []
+    s = 1 + int(rng.integers(0, cfg.max_gap_slots + 1))
+    while s < t_len:
+        stop = min(t_len, s + int(rng.integers(cfg.min_slots, cfg.max_slots + 1)))
+        on = np.flatnonzero(active[s])
+        if len(on) == 0:
+            s = stop
+            continue
+        if rng.random() < cfg.site_off_prob:
+            site = int(rng.choice(np.unique(sites[on])))
+            cells = np.flatnonzero(sites == site)
+            out_on[s:stop, cells] = False
+            kind = "site_off"
+        else:
+            k = max(1, int(round(rng.uniform(*cfg.cell_fraction) * len(on))))
+            cells = np.sort(rng.choice(on, size=min(k, len(on)), replace=False))
+            which = rng.random((len(cells), 4)) < cfg.param_prob
+            which[np.arange(len(cells)), rng.integers(0, 4, len(cells))] = True
+            offset = np.where(which, rng.uniform(-1.0, 1.0, (len(cells), 4)) * step, 0.0)
+            moved = out_a[s:stop, cells].astype(np.float64) + offset[None]
+            out_a[s:stop, cells] = bounds.clip(moved).astype(np.float32)
+            kind = "params"
+        trials.append({"start": s, "stop": stop, "kind": kind, "cells": cells.tolist()})
+        s = stop + int(rng.integers(0, cfg.max_gap_slots + 1))
+    return out_a, out_on, trials

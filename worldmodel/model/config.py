@@ -122,6 +122,14 @@ class ModelConfig:
     """POI condition."""
     use_actions: bool = True
     """Action condition. False is Static-MobiWM: actions cannot change the prediction."""
+    antenna_bias: bool = True
+    """Action-aware TRN (``layers.AntennaBias``): an extra attention bias per cell pair from
+    where the two antennas point and their power / tilt difference (needs ``use_trn`` and
+    ``use_actions``; Static-MobiWM never sees parameters)."""
+    action_deltas: bool = True
+    """Action tokens also carry each slot's features minus those of the last history slot
+    (Eq. 8 extended): the planned *change* enters directly instead of having to be recovered
+    by temporal attention."""
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):

@@ -156,6 +156,65 @@ class TopologyBias(nn.Module):
         return (feat * e_mask).permute(0, 3, 1, 2)
 
 
+class AntennaBias(nn.Module):
+    """Action-aware extension of the TRN: an extra per-pair, per-head bias from where the two
+    antennas point and how strong they are.
+
+    For the pair ``(i, j)`` with unit vector ``u_ij`` from cell ``i`` to cell ``j`` and boresight
+    vectors ``b = (sin az, cos az)`` (azimuth clockwise from north, x east, y north)::
+
+        x_ij = [b_i·u_ij, b_i×u_ij, b_j·u_ji, b_j×u_ji,
+                (p_j − p_i)_norm, (mt_j + et_j − mt_i − et_i)_norm, on_i·on_j]
+        bias_ij = FFN_ant(x_ij) ∈ R^{n_h}
+
+    i.e. whether ``i`` faces ``j``, whether ``j`` faces ``i``, and their power and tilt
+    differences: what decides where the border between two cells lies. The geometric TRN bias
+    (distance, bearing) cannot express this because it never sees the parameters. The last
+    layer starts near zero, so an untrained ``AntennaBias`` adds almost nothing. Features come from
+    ``normalize_actions`` (switched-off cells have all-zero features).
+    """
+
+    def __init__(self, n_heads: int, hidden: int) -> None:
+        super().__init__()
+        self.ffn = MLP(7, hidden, n_heads)
+        last = [m for m in self.ffn.modules() if isinstance(m, nn.Linear)][-1]
+        nn.init.normal_(last.weight, std=1e-3)
+        nn.init.zeros_(last.bias)
+
+    def forward(self, cell_xy_m: torch.Tensor, act_feat: torch.Tensor) -> torch.Tensor:
+        """``cell_xy_m [B, N, 2]`` metres, ``act_feat [B, N, 6]`` (one slot) → ``[B, n_h, N, N]``."""
+        return self.ffn(self.pair_features(cell_xy_m, act_feat)).permute(0, 3, 1, 2)
+
+    @staticmethod
+    def pair_features(cell_xy_m: torch.Tensor, act_feat: torch.Tensor) -> torch.Tensor:
+        """The pair features ``x_ij`` (class doc), ``[B, N, N, 7]``."""
+        delta = cell_xy_m[:, None, :, :] - cell_xy_m[:, :, None, :]  # [B, i, j, 2]: j - i
+        dist = torch.sqrt((delta**2).sum(-1, keepdim=True) + 1e-12)
+        unit = torch.where(dist > 1e-3, delta / dist, torch.zeros((), dtype=delta.dtype))
+        bx, by = act_feat[..., 1], act_feat[..., 2]  # sin az, cos az: boresight (east, north)
+        ux, uy = unit[..., 0], unit[..., 1]
+        dot_i = bx[:, :, None] * ux + by[:, :, None] * uy  # i's boresight towards j
+        crs_i = bx[:, :, None] * uy - by[:, :, None] * ux
+        dot_j = -(
+            bx[:, None, :] * ux + by[:, None, :] * uy
+        )  # j's boresight towards i (u_ji = -u_ij)
+        crs_j = -(bx[:, None, :] * uy - by[:, None, :] * ux)
+        power, tilt = act_feat[..., 0], act_feat[..., 3] + act_feat[..., 4]
+        on = act_feat[..., 5]
+        return torch.stack(
+            [
+                dot_i,
+                crs_i,
+                dot_j,
+                crs_j,
+                power[:, None, :] - power[:, :, None],
+                tilt[:, None, :] - tilt[:, :, None],
+                on[:, :, None] * on[:, None, :],
+            ],
+            dim=-1,
+        )
+
+
 def attention_mask(
     bias: torch.Tensor | None, cell_mask: torch.Tensor, n_heads: int
 ) -> torch.Tensor:

@@ -12,6 +12,8 @@ Decisions where the paper is silent (see also the module docs of ``layers`` and 
 * Decoder queries: ``P`` future tokens (one learned vector + time encoding of the future slot +
   the cell's ``p_spat``) are appended to the ``H`` encoded tokens; the decoder runs over all
   ``H + P`` slots and the last ``P`` are read out (Eq. 7).
+* Action tokens (``action_deltas``): each slot's action features concatenated with their
+  difference from the last history slot, so the decoder sees the planned change directly.
 * Conditions (Eq. 19) are added once, to the decoder input, for all ``H + P`` tokens. The
   action condition is time-aligned: history actions on history tokens, future actions on
   future tokens (Eq. 8). The state encoder sees traffic only (Eq. 6). POI and facility
@@ -19,7 +21,8 @@ Decisions where the paper is silent (see also the module docs of ``layers`` and 
   condition is per cell and slot (window vector ``h_O`` + the slot's token + the slot's OD
   features at the cell). The window's OD includes its future slots: OD is exogenous context.
 * Topology bias: computed once per forward and shared by all blocks; the encoder uses the
-  active flags of the last history slot, the decoder those of the last future slot.
+  active flags (and, with ``antenna_bias``, the parameters) of the last history slot, the
+  decoder those of the last future slot.
 * Output: the change from the last history value in normalised space (``predict_residual``);
   cells that are inactive in a future slot, and padded cells, get the normalised value of zero
   traffic (``predict`` / ``rollout`` return exactly 0 MB for them).
@@ -50,6 +53,7 @@ from worldmodel.model.context import (
 )
 from worldmodel.model.layers import (
     MLP,
+    AntennaBias,
     FourierPositionalEncoding,
     FSTBlock,
     Gate,
@@ -86,6 +90,8 @@ class MobiWM(nn.Module):
             else None
         )
         self.trn = TopologyBias(nh, cfg.topo_hidden, cfg.distance_scale_m) if cfg.use_trn else None
+        use_ant = cfg.antenna_bias and cfg.use_trn and cfg.use_actions
+        self.ant_bias = AntennaBias(nh, cfg.topo_hidden) if use_ant else None
 
         def blocks(n: int) -> nn.ModuleList:
             return nn.ModuleList(FSTBlock(d, nh, cfg.ffn_mult, cfg.dropout) for _ in range(n))
@@ -103,7 +109,8 @@ class MobiWM(nn.Module):
         def gate() -> Gate:
             return Gate(d, d, cfg.use_gates, cfg.gate_init)
 
-        self.action_enc = MLP(ACTION_FEATURES, d, d) if cfg.use_actions else None
+        n_act = ACTION_FEATURES * (2 if cfg.action_deltas else 1)
+        self.action_enc = MLP(n_act, d, d) if cfg.use_actions else None
         self.gate_action = gate() if cfg.use_actions else None
         self.poi_enc = POIEncoder(cfg) if cfg.use_poi else None
         self.gate_poi = gate() if cfg.use_poi else None
@@ -254,7 +261,7 @@ class MobiWM(nn.Module):
         # state encoder (Eq. 6)
         x = self.state_embed(z_hist.unsqueeze(-1)) + p_temp[:, :h, None] + cell_pe
         x = zero_padded(x, mask)
-        enc_mask = self._spatial_mask(ctx, active[:, h - 1])
+        enc_mask = self._spatial_mask(ctx, active[:, h - 1], act_feat[:, h - 1])
         enc_mask_t = expand_over_time(enc_mask, h)
         for blk in self.encoder:
             x = blk(x, enc_mask_t, mask)
@@ -265,7 +272,10 @@ class MobiWM(nn.Module):
         y = torch.cat([z_h, fut.expand(b, t - h, n, -1)], dim=1)  # [B, T, N, d]
         cond: torch.Tensor | float = 0.0
         if self.action_enc is not None:
-            h_a = self.action_enc(act_feat) + p_temp[:, :, None]  # Eq. 8
+            a_in = act_feat
+            if cfg.action_deltas:
+                a_in = torch.cat([act_feat, act_feat - act_feat[:, h - 1 : h]], dim=-1)
+            h_a = self.action_enc(a_in) + p_temp[:, :, None]  # Eq. 8
             cond = cond + self.gate_action(h_a)
         if self.gate_poi is not None:
             cond = cond + self.gate_poi(ctx.poi_cond)[:, None]
@@ -280,7 +290,7 @@ class MobiWM(nn.Module):
         y = zero_padded(y + cond, mask)
 
         # state decoder (Eq. 7) and head (Eq. 20)
-        dec_mask_t = expand_over_time(self._spatial_mask(ctx, active[:, -1]), t)
+        dec_mask_t = expand_over_time(self._spatial_mask(ctx, active[:, -1], act_feat[:, -1]), t)
         for blk in self.decoder:
             y = blk(y, dec_mask_t, mask)
         out = self.head(self.dec_norm(y[:, h:])).squeeze(-1)  # [B, P, N]
@@ -289,12 +299,18 @@ class MobiWM(nn.Module):
         valid = active[:, h:] & mask[:, None, :]
         return torch.where(valid, out, self.normalizer.zero_level().to(out.dtype))
 
-    def _spatial_mask(self, ctx: ContextCache, active: torch.Tensor) -> torch.Tensor:
+    def _spatial_mask(
+        self, ctx: ContextCache, active: torch.Tensor, act_feat: torch.Tensor
+    ) -> torch.Tensor:
+        """Additive spatial-attention mask from the TRN bias (plus the antenna bias from the
+        action features ``[B, N, 6]`` of the same slot) and the padding mask."""
         bias = (
             self.trn(ctx.topo_feat, ctx.cell_mask, active)
             if self.trn is not None and ctx.topo_feat is not None
             else None
         )
+        if bias is not None and self.ant_bias is not None:
+            bias = bias + self.ant_bias(ctx.cell_xy_m, act_feat)
         return attention_mask(bias, ctx.cell_mask, self.cfg.n_heads)
 
     # ------------------------------------------------------------------ training API

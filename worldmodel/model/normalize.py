@@ -169,3 +169,30 @@ def masked_traffic_loss(
             "n_targets": float(valid.sum()),
         }
     return value, metrics
+
+
+def paired_delta_loss(
+    normalizer: TrafficNormalizer,
+    batch: dict[str, torch.Tensor] | object,
+    pred: torch.Tensor,
+    pairs: torch.Tensor,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """Counterfactual pair loss: squared error of the predicted *difference* between two
+    batch rows against the true difference, in normalised space.
+
+    ``pairs [M, 2]`` holds row indices ``(a, b)`` of windows that share demand and fading but
+    not actions (a map and its branch, same slots), so ``z_a − z_b`` is the effect of the
+    actions alone. Averaged over cells that are real and active in both rows' target slots.
+    Returns ``(loss, {"pair_mse": ...})``.
+    """
+    h = batch["traffic"].shape[1] - pred.shape[1]
+    target = normalizer.normalize(torch.nan_to_num(batch["traffic"][:, h:].to(pred.device)))
+    valid = (
+        batch["active"][:, h:].to(torch.bool) & batch["cell_mask"][:, None, :].to(torch.bool)
+    ).to(pred.device)
+    a, b = pairs[:, 0].to(pred.device), pairs[:, 1].to(pred.device)
+    both = valid[a] & valid[b]
+    err = (pred[a] - pred[b]) - (target[a] - target[b])
+    value = torch.where(both, err, torch.zeros((), dtype=pred.dtype)).pow(2).sum()
+    value = value / both.sum().clamp_min(1)
+    return value, {"pair_mse": float(value.detach())}

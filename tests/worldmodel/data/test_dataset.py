@@ -321,7 +321,8 @@ def test_smoke_preset_end_to_end(smoke_root) -> None:
     train = load_split(root, "train")
     assert {r.metadata["scenario"] for r in train} == {"urban-para", "suburb-topo"}
     val = load_split(root, "val", scenarios=["urban-para"])
-    assert len(val) == 1 and val[0].metadata["split"] == "val"
+    assert len(val) == 2 and {r.metadata["split"] for r in val} == {"val"}
+    assert val[1].metadata["branch_of"] == val[0].name  # the smoke preset has one branch
     assert load_split(root, "val", scenarios=["suburb-topo"]) == []
     loader = make_loader(train, history=8, horizon=4, n_chunks=2, batch_size=2, seed=0)
     n_batches = 0
@@ -341,4 +342,13 @@ def test_smoke_preset_end_to_end(smoke_root) -> None:
     assert n_batches == len(loader) > 0
     summary = dataset_summary(train)
     json.dumps(summary)
-    assert summary["n_maps"] == 2 and summary["traffic"]["mean"] > 0
+    assert summary["n_maps"] == 4 and summary["traffic"]["mean"] > 0
+    ds = WindowDataset(train, history=8, horizon=4, n_chunks=2)
+    assert ds.has_branches
+    for i in range(len(ds)):
+        (j,) = ds.siblings(i)
+        (mi, si), (mj, sj) = ds.index(i), ds.index(j)
+        assert si == sj and mi != mj
+        assert train[mi].metadata.get("branch_of", train[mi].name) == train[mj].metadata.get(
+            "branch_of", train[mj].name
+        )

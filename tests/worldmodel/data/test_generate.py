@@ -20,7 +20,13 @@ from worldmodel.data.generate import (
     plan_jobs,
     scenario_of,
 )
-from worldmodel.data.schedules import ScheduleConfig, para_schedule, topo_schedule
+from worldmodel.data.schedules import (
+    BranchConfig,
+    ScheduleConfig,
+    branch_schedule,
+    para_schedule,
+    topo_schedule,
+)
 from worldmodel.twin.scenario import ParamBounds
 
 TINY = GenerateConfig(
@@ -91,11 +97,66 @@ def test_map_seeds_differ_across_splits_and_indices():
 
 def test_same_seed_identical_map_different_seed_differs(tmp_path):
     job = plan_jobs(TINY, tmp_path)[0]
-    a, b = generate_map(TINY, job), generate_map(TINY, job)
+    (a,), (b,) = generate_map(TINY, job), generate_map(TINY, job)
     for key, arr in a.arrays().items():
         np.testing.assert_array_equal(arr, getattr(b, key), err_msg=key)
-    other = generate_map(TINY, MapJob(job.spec, job.split, job.index, job.seed + 1, job.path))
+    (other,) = generate_map(TINY, MapJob(job.spec, job.split, job.index, job.seed + 1, job.path))
     assert not np.array_equal(a.traffic, other.traffic)
+
+
+def test_branch_schedule_overlays_bounded_trials_that_are_undone():
+    params, active = _init(30)
+    bounds = ParamBounds()
+    acts, act, _ = para_schedule(params, active, 400, bounds, np.random.default_rng(3))
+    sites = np.arange(30) // 3
+    cfg = BranchConfig(site_off_prob=0.3)
+    b_acts, b_act, trials = branch_schedule(acts, act, sites, bounds, np.random.default_rng(4), cfg)
+    assert len(trials) >= 400 // (cfg.max_slots + cfg.max_gap_slots)
+    assert {t["kind"] for t in trials} == {"params", "site_off"}
+    inside = np.zeros(400, dtype=bool)
+    for t in trials:
+        assert cfg.min_slots <= t["stop"] - t["start"] <= cfg.max_slots or t["stop"] == 400
+        inside[t["start"] : t["stop"]] = True
+        cells = t["cells"]
+        seg = slice(t["start"], t["stop"])
+        if t["kind"] == "site_off":
+            assert len(set(sites[cells])) == 1 and not b_act[seg, cells].any()
+        else:
+            diff = np.abs(b_acts[seg, cells] - acts[seg, cells])
+            diff[..., 1] = np.minimum(diff[..., 1], 360.0 - diff[..., 1])
+            assert (diff.max(axis=(0, 2)) > 0).any()
+            assert (diff <= np.asarray(cfg.max_offset) + 1e-3).all()
+    # outside the trials the branch follows the base exactly
+    np.testing.assert_array_equal(b_acts[~inside], acts[~inside])
+    np.testing.assert_array_equal(b_act[~inside], act[~inside])
+    low, high = bounds.low_high()
+    assert (b_acts[..., 0] >= low[0] - 1e-4).all() and (b_acts[..., 0] <= high[0] + 1e-4).all()
+    with pytest.raises(ValueError, match="min_slots"):
+        BranchConfig(min_slots=5, max_slots=4)
+
+
+def test_branches_share_demand_and_base_map_is_unchanged(tmp_path):
+    cfg = replace(TINY, branches=2)
+    job = plan_jobs(cfg, tmp_path)[0]
+    assert job.branches == 2 and [p.name for p in job.paths()][1:] == [
+        "urban-para-train-000-b1.npz",
+        "urban-para-train-000-b2.npz",
+    ]
+    recs = generate_map(cfg, job)
+    (alone,) = generate_map(TINY, plan_jobs(TINY, tmp_path)[0])
+    for key, arr in alone.arrays().items():  # branches never perturb the base map
+        np.testing.assert_array_equal(arr, getattr(recs[0], key), err_msg=key)
+    for v, rec in enumerate(recs[1:], start=1):
+        assert rec.metadata["branch_of"] == "urban-para-train-000" and rec.metadata["branch"] == v
+        np.testing.assert_array_equal(rec.demand, recs[0].demand)
+        np.testing.assert_array_equal(rec.od, recs[0].od)
+        assert not np.array_equal(rec.actions, recs[0].actions)
+        assert not np.allclose(rec.traffic, recs[0].traffic)
+    # before the first trial the branch's traffic equals the base (common random numbers)
+    first = min(t["start"] for t in recs[1].metadata["schedule"]["trials"])
+    np.testing.assert_allclose(recs[1].traffic[:first], recs[0].traffic[:first], rtol=1e-5)
+    # test maps get no branches
+    assert all(j.branches == 0 for j in plan_jobs(cfg, tmp_path) if j.split == "test")
 
 
 def test_generate_writes_valid_maps_manifest_and_resumes(tmp_path):
@@ -136,3 +197,5 @@ def test_presets_are_consistent():
     assert 31_000 <= cells <= 33_000
     with pytest.raises(ValueError, match="n_slots"):
         replace(TINY, n_slots=0)
+    with pytest.raises(ValueError, match="branch_splits"):
+        replace(TINY, branch_splits=("training",))

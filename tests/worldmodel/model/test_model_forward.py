@@ -172,3 +172,29 @@ def test_huber_loss_option() -> None:
     huber, m_huber = make_model(loss="huber", huber_delta=0.5).loss(batch)
     assert torch.isfinite(huber) and float(huber.detach()) <= float(mse.detach())
     assert m_huber["mse"] == pytest.approx(m_mse["mse"])
+
+
+def test_antenna_bias_pair_features_follow_the_geometry() -> None:
+    from worldmodel.model.layers import AntennaBias
+    from worldmodel.model.normalize import normalize_actions
+
+    xy = torch.tensor([[[0.0, 0.0], [100.0, 0.0], [0.0, 100.0]]])  # j east of i, k north of i
+    params = torch.tensor(
+        [[[40.0, 90.0, 2.0, 4.0], [38.0, 270.0, 4.0, 4.0], [46.0, 0.0, 2.0, 4.0]]]
+    )
+    feats = normalize_actions(params, torch.tensor([[True, True, False]]))
+    x = AntennaBias.pair_features(xy, feats)[0]
+    # cell 0 faces east, towards cell 1; cell 1 faces west, back towards cell 0
+    torch.testing.assert_close(x[0, 1, :4], torch.tensor([1.0, 0.0, 1.0, 0.0]), atol=1e-6, rtol=0)
+    # cell 0 → cell 2 (north): boresight east is 90° clockwise of the direction to cell 2
+    assert abs(float(x[0, 2, 0])) < 1e-6 and abs(float(x[0, 2, 1])) == pytest.approx(1.0)
+    assert float(x[0, 1, 4]) == pytest.approx((38.0 - 40.0) / 8.0)  # power of j minus i
+    assert float(x[0, 1, 5]) == pytest.approx(2.0 / 7.5)  # mech tilt of j minus i
+    assert float(x[0, 1, 6]) == 1.0 and float(x[0, 2, 6]) == 0.0  # cell 2 is switched off
+
+
+def test_antenna_bias_only_with_actions_and_trn() -> None:
+    assert make_model().ant_bias is not None
+    assert make_model(use_actions=False).ant_bias is None  # Static-MobiWM never sees parameters
+    assert make_model(use_trn=False).ant_bias is None
+    assert make_model(antenna_bias=False).ant_bias is None

@@ -6,7 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from worldmodel.model.normalize import TrafficNormalizer, normalize_actions, normalize_counts
+from worldmodel.model.normalize import (
+    TrafficNormalizer,
+    normalize_actions,
+    normalize_counts,
+    paired_delta_loss,
+)
 
 
 def test_fit_and_round_trip() -> None:
@@ -57,3 +62,24 @@ def test_action_features() -> None:
 def test_counts() -> None:
     c = normalize_counts(torch.tensor([0.0, float(np.e) - 1.0, -3.0, float("nan")]), 2.0)
     torch.testing.assert_close(c, torch.tensor([0.0, 0.5, 0.0, 0.0]))
+
+
+def test_paired_delta_loss_scores_the_difference_only() -> None:
+    norm = TrafficNormalizer()
+    norm.set_stats(scale=1.0, mean=0.0, std=1.0)
+    traffic = torch.tensor([[[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]], [[1.0, 2.0, 3.0], [5.0, 5.0, 9.0]]])
+    batch = {  # B=2 windows (a map and its branch), H=1, P=1, N=3; cell 2 off in row 1
+        "traffic": traffic,
+        "active": torch.tensor([[[True] * 3] * 2, [[True, True, True], [True, True, False]]]),
+        "cell_mask": torch.ones(2, 3, dtype=torch.bool),
+    }
+    target = norm.normalize(traffic[:, 1:])
+    pairs = torch.tensor([[0, 1]])
+    # a common error in both rows leaves the difference exact: zero pair loss
+    loss, m = paired_delta_loss(norm, batch, target + 0.7, pairs)
+    assert float(loss) == pytest.approx(0.0, abs=1e-6) and m["pair_mse"] == float(loss)
+    # predicting "no action effect" costs the squared true effect, averaged over valid cells
+    same = target[:1].expand(2, 1, 3)
+    loss, _ = paired_delta_loss(norm, batch, same, pairs)
+    effect = (target[0] - target[1])[0, :2]  # cell 2 is inactive in row 1: excluded
+    assert float(loss) == pytest.approx(float((effect**2).mean()), rel=1e-6)
