@@ -1,4 +1,4 @@
-"""Fixtures of the agent tests: headless pygame, one torch thread, tiny world-model checkpoints
+"""Fixtures of the agent tests: headless pygame, tiny world-model checkpoints
 (untrained MobiWM ``debug`` preset and a small GRU world model); never the shipped one."""
 
 from __future__ import annotations
@@ -37,12 +37,3 @@ def gru_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     model = GRUWorldModel(hidden=8)
     model.normalizer.set_stats(1500.0, 0.7, 0.8)
     return save_world_model(model, tmp_path_factory.mktemp("ckpt") / "gru-debug")
-
-
-@pytest.fixture(autouse=True)
-def _single_torch_thread():
-    """One torch thread per test (a shared 2-core box), restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)

@@ -42,17 +42,3 @@ def env_spec(request: pytest.FixtureRequest) -> tuple[str, dict]:
         return TWIN_ID, {}
     ckpt = request.getfixturevalue("debug_checkpoint")
     return WM_ID, {"checkpoint": str(ckpt)}
-
-
-@pytest.fixture(autouse=True)
-def _single_torch_thread():
-    """One torch thread during each env test (a 2-core box: threads only contend), restored."""
-    try:
-        import torch
-    except ImportError:  # pragma: no cover
-        yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)

@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 
 from mobiwm_env.config import DEFAULT_CHECKPOINT
 from worldmodel.model.checkpoint import load_checkpoint
@@ -35,7 +34,6 @@ def test_shipped_checkpoint_loads_and_is_small():
 
 
 def test_shipped_checkpoint_reproduces_reference_rollout():
-    torch.set_num_threads(1)
     recorded = json.loads((DEFAULT_CHECKPOINT / "config.json").read_text())["extra"][
         "reference_check"
     ]

@@ -28,15 +28,6 @@ from worldmodel.baselines import (
 from worldmodel.twin.scenario import POI_CATEGORIES
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run ~50x slower with 2 intra-op threads on a busy 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def make_batch(
     n_cells: Sequence[int] = (4, 6),
     t: int = 12,

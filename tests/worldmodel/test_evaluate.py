@@ -18,14 +18,6 @@ from worldmodel.model import MobiWM, preset, save_checkpoint
 from worldmodel.twin.scenario import POWER
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("smoke")

@@ -95,7 +95,8 @@ def load_split(root: str | Path, split: str, scenarios: list[str] | None = None)
 
     ``scenarios`` optionally keeps only those scenario families (e.g. ``["urban-para"]``); a
     name that the manifest never mentions raises ``ValueError``. Maps come in manifest order.
-    An existing scenario without maps in ``split`` simply contributes none.
+    An existing scenario without maps in ``split`` simply contributes none. A counterfactual
+    branch shares the context arrays of its base map (one copy in memory).
     """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
@@ -109,7 +110,8 @@ def load_split(root: str | Path, split: str, scenarios: list[str] | None = None)
             raise ValueError(
                 f"{root / 'manifest.json'}: unknown scenario(s) {unknown}; available: {known}"
             )
-    records = []
+    records: list[MapRecord] = []
+    by_name: dict[str, MapRecord] = {}
     for row in rows:
         if row["split"] != split or (scenarios is not None and row["scenario"] not in scenarios):
             continue
@@ -124,8 +126,26 @@ def load_split(root: str | Path, split: str, scenarios: list[str] | None = None)
                 f"{path}: field 'metadata_json': split {rec.metadata['split']!r} "
                 f"but the manifest lists it under {split!r}"
             )
+        base = by_name.get(str(rec.metadata.get("branch_of")))
+        if base is not None:
+            _share_context(rec, base)
+        by_name[rec.name] = rec
         records.append(rec)
     return records
+
+
+_SHARED_WITH_BRANCHES = ("demand", "slot", "slot_of_day", "day_of_week", "cell_xy",
+                         "cell_capacity", "poi", "od", "facility")  # fmt: skip
+"""Arrays a branch map has in common with its base map (same scenario, slots and demand)."""
+
+
+def _share_context(rec: MapRecord, base: MapRecord) -> None:
+    """Point ``rec``'s context arrays at ``base``'s identical ones, so a map and its branches
+    hold one copy of the OD flows (``[T, 2, S, S]``, the largest array) in memory."""
+    for key in _SHARED_WITH_BRANCHES:
+        mine, theirs = getattr(rec, key), getattr(base, key)
+        if mine.shape == theirs.shape and np.array_equal(mine, theirs):
+            setattr(rec, key, theirs)
 
 
 def _as_tensor(arr: np.ndarray) -> torch.Tensor:

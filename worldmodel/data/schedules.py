@@ -99,6 +99,15 @@ def _new_params(
     raise RuntimeError("could not draw a parameter change inside the bounds")  # pragma: no cover
 
 
+def _constant_schedule(
+    init_params: np.ndarray, init_active: np.ndarray, n_slots: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The initial parameters and active flags held for ``n_slots``: ``[T, N, 4]``, ``[T, N]``."""
+    n = init_params.shape[0]
+    actions = np.broadcast_to(init_params, (n_slots, n, 4)).astype(np.float32)
+    return actions, np.broadcast_to(init_active, (n_slots, n)).copy()
+
+
 def para_schedule(
     init_params: np.ndarray,
     init_active: np.ndarray,
@@ -109,9 +118,7 @@ def para_schedule(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Para schedule; returns ``actions [T, N, 4]``, ``active [T, N]``, changed-cell ids."""
     cfg = cfg or ScheduleConfig()
-    n = init_params.shape[0]
-    actions = np.broadcast_to(init_params, (n_slots, n, 4)).astype(np.float32)
-    active = np.broadcast_to(init_active, (n_slots, n)).copy()
+    actions, active = _constant_schedule(init_params, init_active, n_slots)
     candidates = np.flatnonzero(init_active)
     n_change = int(round(cfg.change_fraction * len(candidates)))
     chosen = np.sort(rng.choice(candidates, size=n_change, replace=False))
@@ -146,9 +153,7 @@ def topo_schedule(
             init_params, init_active, n_slots, bounds, rng, cfg
         )
     else:
-        n = init_params.shape[0]
-        actions = np.broadcast_to(init_params, (n_slots, n, 4)).astype(np.float32)
-        active = np.broadcast_to(init_active, (n_slots, n)).copy()
+        actions, active = _constant_schedule(init_params, init_active, n_slots)
         changed = np.zeros(0, dtype=np.int64)
     live = np.flatnonzero(init_active)
     dormant = np.flatnonzero(~init_active)

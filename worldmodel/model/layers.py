@@ -106,6 +106,16 @@ class Gate(nn.Module):
         return out if self.gate is None else torch.sigmoid(self.gate) * out
 
 
+def pair_geometry(cell_xy_m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Distance ``[B, N, N]`` (metres) and unit vector ``[B, N, N, 2]`` from cell ``i`` to cell
+    ``j`` for ``cell_xy_m [B, N, 2]``; coincident cells (sectors of one site) get ``(0, 0)``."""
+    delta = cell_xy_m[:, None, :, :] - cell_xy_m[:, :, None, :]  # [B, i, j, 2]: j - i
+    dist = torch.sqrt((delta**2).sum(-1) + 1e-12)
+    far = (dist > 1e-3).unsqueeze(-1)
+    unit = torch.where(far, delta / dist.unsqueeze(-1), torch.zeros((), dtype=delta.dtype))
+    return dist, unit
+
+
 class TopologyBias(nn.Module):
     """Topology Representation Network (TRN, §4.2.2): per-pair, per-head attention bias.
 
@@ -136,10 +146,7 @@ class TopologyBias(nn.Module):
 
         Depends only on the geometry, so it is computed once per map (``ContextCache``).
         """
-        delta = cell_xy_m[:, None, :, :] - cell_xy_m[:, :, None, :]  # [B, i, j, 2]: j - i
-        dist = torch.sqrt((delta**2).sum(-1) + 1e-12)  # [B, N, N]
-        far = (dist > 1e-3).unsqueeze(-1)
-        unit = torch.where(far, delta / dist.unsqueeze(-1), torch.zeros((), dtype=delta.dtype))
+        dist, unit = pair_geometry(cell_xy_m)
         bearing = torch.stack([unit[..., 1], unit[..., 0]], dim=-1)  # (sin α, cos α), α from east
         d_feat = torch.log1p(dist / self.distance_scale_m).unsqueeze(-1)
         return self.dist(d_feat) + self.bearing(bearing)
@@ -188,9 +195,7 @@ class AntennaBias(nn.Module):
     @staticmethod
     def pair_features(cell_xy_m: torch.Tensor, act_feat: torch.Tensor) -> torch.Tensor:
         """The pair features ``x_ij`` (class doc), ``[B, N, N, 7]``."""
-        delta = cell_xy_m[:, None, :, :] - cell_xy_m[:, :, None, :]  # [B, i, j, 2]: j - i
-        dist = torch.sqrt((delta**2).sum(-1, keepdim=True) + 1e-12)
-        unit = torch.where(dist > 1e-3, delta / dist, torch.zeros((), dtype=delta.dtype))
+        _, unit = pair_geometry(cell_xy_m)
         bx, by = act_feat[..., 1], act_feat[..., 2]  # sin az, cos az: boresight (east, north)
         ux, uy = unit[..., 0], unit[..., 1]
         dot_i = bx[:, :, None] * ux + by[:, :, None] * uy  # i's boresight towards j

@@ -323,6 +323,8 @@ def test_smoke_preset_end_to_end(smoke_root) -> None:
     val = load_split(root, "val", scenarios=["urban-para"])
     assert len(val) == 2 and {r.metadata["split"] for r in val} == {"val"}
     assert val[1].metadata["branch_of"] == val[0].name  # the smoke preset has one branch
+    assert val[1].od is val[0].od and val[1].facility is val[0].facility  # one copy in memory
+    assert val[1].traffic is not val[0].traffic
     assert load_split(root, "val", scenarios=["suburb-topo"]) == []
     loader = make_loader(train, history=8, horizon=4, n_chunks=2, batch_size=2, seed=0)
     n_batches = 0

@@ -87,13 +87,3 @@ def batch_factory() -> BatchFactory:
 @pytest.fixture
 def model_factory() -> Callable[..., MobiWM]:
     return make_model
-
-
-@pytest.fixture(autouse=True)
-def _single_thread() -> object:
-    """Run each model test on one intra-op thread: these tensors are tiny, and on a small shared
-    CPU extra OpenMP threads only spin against each other (10× slower). Restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
