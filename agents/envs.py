@@ -30,9 +30,10 @@ from gymnasium.vector import AutoresetMode
 import mobiwm_env
 from mobiwm_env.config import DEFAULT_CHECKPOINT, EnvConfig
 from mobiwm_env.core import LoadBalanceCore
-from mobiwm_env.dynamics import DynamicsStep
+from mobiwm_env.dynamics import DynamicsStep, TwinDynamics
 from mobiwm_env.sb3 import SB3VecEnv
 from mobiwm_env.spaces import PARAM_FEATURES, TIME_FEATURES
+from worldmodel.twin.network import ASSOCIATION_FIELDS, TwinState
 from worldmodel.twin.scenario import DAYS_PER_WEEK, SLOTS_PER_DAY, Scenario
 
 BACKENDS = {"world_model": mobiwm_env.WORLD_MODEL_ID, "twin": mobiwm_env.TWIN_ID}
@@ -239,12 +240,18 @@ def find_core(env: Any) -> LoadBalanceCore:
 # ============================================================================ snapshots
 @dataclass(frozen=True)
 class EnvState:
-    """Everything needed to simulate ``E`` envs forward (physical units)."""
+    """Everything needed to simulate ``E`` envs forward (physical units).
+
+    ``association``: the twin's A3 association state (``ASSOCIATION_FIELDS`` → ``[E, pixels]``)
+    when the snapshot comes from a twin-backed env; ``None`` otherwise. A twin-backed core can
+    only be loaded from a state that has it (a world-model core ignores it).
+    """
 
     params: np.ndarray  # [E, N, 4] parameters now
     slot: np.ndarray  # [E] next slot to simulate (absolute)
     hist_traffic: np.ndarray  # [E, W, N] MB per slot, oldest first
     hist_params: np.ndarray  # [E, W, N, 4] parameters of those slots
+    association: dict[str, np.ndarray] | None = None
 
     @property
     def n_envs(self) -> int:
@@ -254,8 +261,16 @@ class EnvState:
     def from_env(cls, env: Any) -> EnvState:
         """Exact snapshot of every sub-env of ``env``."""
         core = find_core(env)
+        association = None
+        if isinstance(core.dynamics, TwinDynamics):
+            twin = core.dynamics.twin.get_state()
+            association = {name: np.array(getattr(twin, name)) for name in ASSOCIATION_FIELDS}
         return cls(
-            core.params.copy(), core.slot.copy(), core.hist_traffic.copy(), core.hist_params.copy()
+            core.params.copy(),
+            core.slot.copy(),
+            core.hist_traffic.copy(),
+            core.hist_params.copy(),
+            association,
         )
 
     @classmethod
@@ -279,20 +294,41 @@ class EnvState:
 
     def repeat(self, k: int) -> EnvState:
         """Each env repeated ``k`` times (env-major: rows ``i*k .. i*k+k-1`` are env ``i``)."""
+        assoc = self.association
         return EnvState(
             *(
                 np.repeat(a, k, axis=0)
                 for a in (self.params, self.slot, self.hist_traffic, self.hist_params)
-            )
+            ),
+            None if assoc is None else {n: np.repeat(a, k, axis=0) for n, a in assoc.items()},
         )
 
     def load_into(self, core: LoadBalanceCore) -> None:
-        """Put ``core`` (``n_envs == E``) into this state; its episodes restart at step 0."""
+        """Put ``core`` (``n_envs == E``) into this state; its episodes restart at step 0.
+
+        A twin-backed core also gets the twin's slot, parameters and A3 association state (its
+        fast-fading generator is left as it is), so it continues like the snapshotted env.
+        """
         if core.n_envs != self.n_envs:
             raise ValueError(f"core has {core.n_envs} envs, the state {self.n_envs}")
         w = core.hist_traffic.shape[1]
         if self.hist_traffic.shape[1] < w:
             raise ValueError(f"state holds {self.hist_traffic.shape[1]} history slots, need {w}")
+        if isinstance(core.dynamics, TwinDynamics):
+            if self.association is None:
+                raise ValueError(
+                    "the core runs the twin but the state has no twin association state "
+                    "(take it with EnvState.from_env on a twin-backed env)"
+                )
+            core.dynamics.twin.set_state(
+                TwinState(
+                    **self.association,
+                    slot=self.slot.astype(np.int64),
+                    params=self.params.astype(np.float64),
+                    active=np.broadcast_to(core.active, (self.n_envs, core.n_cells)).copy(),
+                ),
+                rng=False,
+            )
         core.params = self.params.astype(np.float64).copy()
         core.slot = self.slot.astype(np.int64).copy()
         core.hist_traffic = self.hist_traffic[:, -w:].astype(np.float32).copy()

@@ -10,7 +10,8 @@ parameters, twin warm-up). Per episode:
 * **steady-state RMSE to target** (MB per slot): RMSE between per-cell traffic and its target
   over the active cells and the slots of the *last half* of the episode (steps
   ``episode_steps // 2 ..``), i.e. after the controller had half a day to act;
-* **return**: the sum of the Eq. 21 rewards of the episode;
+* **return**: the sum of the env's rewards over the episode (Eq. 21, plus the shortfall term
+  when ``lambda_unserved > 0``);
 * mean ``|Δa|`` and mean unserved traffic (MB per slot, twin only).
 
 Reported as mean ± 95% confidence half-width (Student t, ``runs − 1`` degrees of freedom) as in
@@ -250,7 +251,8 @@ def evaluate_policies(
         "metric_notes": {
             "rmse_mb": "steady-state RMSE between per-cell traffic and target over active cells "
             "and the slots of the last half of each episode, MB per slot",
-            "return": "sum of Eq. 21 rewards of the episode",
+            "return": "sum of the env's rewards of the episode: Eq. 21, plus the shortfall "
+            "term when env_kwargs.lambda_unserved > 0",
             "ci95": "half-width of the 95% confidence interval (Student t, runs-1 dof)",
         },
         "rows": rows,
@@ -274,11 +276,13 @@ def add_relative(result: dict[str, Any]) -> None:
 def markdown_table(result: dict[str, Any], title: str = "") -> str:
     """The results as a Markdown table (one line per policy and backend)."""
     lines = [f"### {title}", ""] if title else []
+    lam_u = float(result.get("env_kwargs", {}).get("lambda_unserved", 0.0) or 0.0)
+    ret = "Eq. 21 return" if lam_u == 0 else f"return (Eq. 21 + {lam_u:g}·shortfall)"
     lines += [
         f"{result['runs']} episodes per policy from identical seeded starts (seeds "
         f"{result['seed']}..{result['seed'] + result['runs'] - 1}); mean ± 95% CI (t).",
         "",
-        "| policy | judged on | steady-state RMSE (MB/slot) | vs no-op | Eq. 21 return | "
+        f"| policy | judged on | steady-state RMSE (MB/slot) | vs no-op | {ret} | "
         "mean \\|Δa\\| | unserved (MB/slot) |",
         "|---|---|---|---|---|---|---|",
     ]
@@ -328,6 +332,7 @@ class EvalConfig:
     checkpoint: str = arg("", "world-model checkpoint (world-model backend and MPC); '' = shipped")
     scenario: str = arg("hex57", "scenario name (must match the policies')")
     lambda_delta: float = arg(1.0, "λ_Δ of Eq. 21")
+    lambda_unserved: float = arg(0.0, "λ_U of the shortfall term (0 = Eq. 21 exactly)")
     episode_steps: int = arg(24, "env steps (hours) per episode")
     mpc_horizon: int = arg(2, "MPC: planning horizon in env steps")
     mpc_candidates: int = arg(16, "MPC: CEM candidates per env")
@@ -356,6 +361,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         {
             "scenario": cfg.scenario,
             "lambda_delta": cfg.lambda_delta,
+            "lambda_unserved": cfg.lambda_unserved,
             "episode_steps": cfg.episode_steps,
         },
         {

@@ -75,6 +75,9 @@ class Table2Config:
     seed: int = arg(0, "PPO seed (same for every agent)")
     scenario: str = arg("hex57", "scenario")
     lambda_delta: float = arg(1.0, "λ_Δ of Eq. 21")
+    lambda_unserved: float = arg(
+        0.0, "λ_U of the shortfall term, for training and judging (0 = Eq. 21 exactly)"
+    )
     runs: int = arg(18, "evaluation episodes per policy on the twin")
     eval_seed: int = arg(EVAL_SEED, "first evaluation seed")
     baselines: tuple[str, ...] = arg(
@@ -199,6 +202,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         seed=cfg.seed,
         policy=cfg.policy,
         lambda_delta=cfg.lambda_delta,
+        lambda_unserved=cfg.lambda_unserved,
         eval_runs=0,
         threads=cfg.threads,
         progress=cfg.progress and cfg.jobs == 1,
@@ -229,7 +233,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         cfg.runs,
         cfg.eval_seed,
         cfg.mobiwm or None,
-        {"scenario": cfg.scenario, "lambda_delta": cfg.lambda_delta},
+        {
+            "scenario": cfg.scenario,
+            "lambda_delta": cfg.lambda_delta,
+            "lambda_unserved": cfg.lambda_unserved,
+        },
         {
             "horizon_steps": cfg.mpc_horizon,
             "n_candidates": cfg.mpc_candidates,

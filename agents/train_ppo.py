@@ -66,6 +66,9 @@ class PPOConfig:
     seed: int = arg(0, "seed of the policy, PPO and the training episodes")
     policy: str = arg("shared", "shared (per-cell shared policy, attention) | mlp (MlpPolicy)")
     lambda_delta: float = arg(1.0, "λ_Δ of Eq. 21 (weight of the parameter-change penalty)")
+    lambda_unserved: float = arg(
+        0.0, "λ_U: weight of the unserved-demand (shortfall) term; 0 = Eq. 21 exactly"
+    )
     episode_steps: int = arg(24, "env steps (hours) per episode, training and evaluation")
     learning_rate: float = arg(1e-3, "Adam learning rate")
     n_steps: int = arg(48, "steps per sub-env per PPO rollout (48 = two episodes)")
@@ -120,6 +123,7 @@ class PPOConfig:
         return {
             "scenario": self.scenario,
             "lambda_delta": self.lambda_delta,
+            "lambda_unserved": self.lambda_unserved,
             "episode_steps": self.episode_steps,
         }
 
@@ -186,6 +190,9 @@ class EnvMetricsCallback(BaseCallback):
             uns = [float(np.mean(i["unserved"])) for i in infos if "unserved" in i]
             if uns and np.isfinite(uns).all():
                 self.logger.record_mean("charts/unserved_mb", float(np.mean(uns)))
+            short = [float(np.mean(i["shortfall"])) for i in infos if "shortfall" in i]
+            if short:
+                self.logger.record_mean("charts/shortfall_mb", float(np.mean(short)))
         return True
 
     def _on_rollout_end(self) -> None:

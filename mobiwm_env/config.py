@@ -57,6 +57,10 @@ class EnvConfig:
     """``λ_Δ`` of Eq. 21: weight of the mean normalised parameter change ``|Δa| ∈ [0, 1]``.
     The L1 term is of order ``P · N · (relative error)`` (≈ 50-150 per step on hex57), so the
     default makes moving every parameter by its full limit cost about a tenth of it."""
+    lambda_unserved: float = 0.0
+    """``λ_U``: weight of the shortfall term (offered demand − carried traffic, MB, normalised
+    like the L1 term); 0 = Eq. 21 exactly; ≥ 2 makes "balancing" by leaving users unserved
+    never pay under the balanced target; see ``objective``."""
     target: Any = None
     """``None``/``"balanced"`` (capacity-weighted share of each slot's total traffic) or an
     array ``[N]`` / ``[T, N]`` of MB per slot (row ``slot mod T``); see ``objective``."""
@@ -105,7 +109,7 @@ class EnvConfig:
             f"max_cells must be None or an int >= 1, got {self.max_cells!r}",
         )
         object.__setattr__(self, "max_step", _parse_max_step(self.max_step))
-        for name in ("lambda_delta", "init_noise_steps"):
+        for name in ("lambda_delta", "lambda_unserved", "init_noise_steps"):
             value = getattr(self, name)
             need(
                 isinstance(value, int | float) and np.isfinite(value) and value >= 0,

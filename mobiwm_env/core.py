@@ -17,7 +17,8 @@ Episode start (``reset``), for each reset env, everything drawn from that env's 
    takes over just after a random reconfiguration. ``options["randomize_params"]`` overrides.
 
 Then every ``step`` applies the action (``spaces`` module doc), advances ``slots_per_step``
-slots with the backend, and scores them with Eq. 21 (``objective``).
+slots with the backend, and scores them with Eq. 21 (``objective``; plus the optional shortfall
+term, with the map's offered demand from ``dynamics.DemandTotals``).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import numpy as np
 from mobiwm_env import objective
 from mobiwm_env.config import DEFAULT_CHECKPOINT, EnvConfig
 from mobiwm_env.dynamics import (
+    DemandTotals,
     Dynamics,
     TwinDynamics,
     WorldModelDynamics,
@@ -53,6 +55,7 @@ INFO_KEYS = (
     "params",
     "imbalance",
     "unserved",
+    "shortfall",
     "action_change",
     "slot",
     "step",
@@ -84,6 +87,7 @@ class LoadBalanceCore:
         )
         self.target = objective.Target.make(cfg.target, sc.cell_capacity, self.active)
         self.source = history_source(sc, cfg.warmup_slots)
+        self.demand_totals = DemandTotals(self.source.twin.demand)
         if cfg.dynamics == "twin":
             self.dynamics: Dynamics = TwinDynamics(sc, e, self.source)
         else:
@@ -185,6 +189,7 @@ class LoadBalanceCore:
         slots = starts[:, None] - p + np.arange(p)[None, :]
         target = self.target(traffic, slots)
         _, imb = objective.reward(traffic, target, self.active, np.zeros(len(idx)), 0.0)
+        short = objective.shortfall(traffic, self.demand_totals(slots))
         unserved = np.stack([w.unserved[-p:] for w in warmups]).astype(np.float64)
         if unserved.shape[1] < p:
             unserved = np.concatenate([np.zeros((len(idx), p - unserved.shape[1])), unserved], 1)
@@ -194,6 +199,7 @@ class LoadBalanceCore:
             "params": params.copy(),
             "imbalance": imb,
             "unserved": unserved,
+            "shortfall": short,
             "action_change": np.zeros(len(idx)),
             "slot": starts.copy(),
             "step": np.zeros(len(idx), dtype=np.int64),
@@ -212,7 +218,9 @@ class LoadBalanceCore:
         ``traffic [E, P, N]`` MB of the slots just simulated, ``target [E, P, N]`` MB,
         ``params [E, N, 4]`` physical parameters now, ``imbalance [E]`` MB (the L1 term),
         ``unserved [E, P]`` MB (twin backend only: the world model does not model coverage,
-        so the key is absent), ``action_change [E]`` (|Δa|), ``slot [E]`` (next slot to
+        so the key is absent), ``shortfall [E, P]`` MB (offered demand − carried traffic: the
+        unserved traffic on the twin, the model's estimate of it on a world model),
+        ``action_change [E]`` (|Δa|), ``slot [E]`` (next slot to
         simulate), ``step [E]`` (steps done in the episode).
         """
         if not self._was_reset.all():
@@ -227,8 +235,15 @@ class LoadBalanceCore:
         traffic = out.traffic
         slots = self.slot[:, None] + np.arange(p)[None, :]
         target = self.target(traffic, slots)
+        short = objective.shortfall(traffic, self.demand_totals(slots))
         reward, imb = objective.reward(
-            traffic, target, self.active, delta, self.config.lambda_delta
+            traffic,
+            target,
+            self.active,
+            delta,
+            self.config.lambda_delta,
+            short,
+            self.config.lambda_unserved,
         )
         w = self.hist_traffic.shape[1]
         newp = np.broadcast_to(new.astype(np.float32)[:, None], (e, p, n, 4))
@@ -247,6 +262,7 @@ class LoadBalanceCore:
             "params": new.copy(),
             "imbalance": imb,
             "unserved": out.unserved,
+            "shortfall": short,
             "action_change": delta,
             "slot": self.slot.copy(),
             "step": self.steps.copy(),

@@ -68,6 +68,37 @@ def load_scenario(scenario: str | Scenario) -> Scenario:
     return _named_scenario(scenario)
 
 
+# ============================================================================ demand
+class DemandTotals:
+    """The map's total offered demand per slot (MB), from the twin's demand model.
+
+    Demand is exogenous: it does not depend on the antenna parameters, so both backends know it
+    (the world model predicts how it is *served*). On the twin ``demand − Σ_cells traffic`` is
+    exactly the unserved traffic (demand of pixels below Qrxlevmin everywhere). Totals are
+    cached per slot (LRU, ``cache_size`` slots).
+    """
+
+    def __init__(self, demand: Any, cache_size: int = 8192) -> None:
+        self.demand = demand
+        self.cache_size = int(cache_size)
+        self._cache: OrderedDict[int, float] = OrderedDict()
+
+    def __call__(self, slots: np.ndarray) -> np.ndarray:
+        """``[...]`` float64 MB per slot for integer absolute ``slots [...]``."""
+        s = np.asarray(slots, dtype=np.int64)
+        uniq = np.unique(s)
+        missing = np.array([u for u in uniq.tolist() if u not in self._cache], dtype=np.int64)
+        if missing.size:
+            totals = self.demand.density_many(missing).astype(np.float64).sum(axis=1)
+            self._cache.update(zip(missing.tolist(), totals.tolist(), strict=True))
+        for u in uniq.tolist():
+            self._cache.move_to_end(u)
+        lookup = np.array([self._cache[u] for u in uniq.tolist()])
+        while len(self._cache) > max(self.cache_size, uniq.size):
+            self._cache.popitem(last=False)
+        return lookup[np.searchsorted(uniq, s)]
+
+
 # ============================================================================ warm-up
 @dataclass(frozen=True)
 class Warmup:

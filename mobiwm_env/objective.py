@@ -2,7 +2,7 @@
 
 Per env step (``P`` simulated slots, ``N`` cells, batched over ``E`` envs)::
 
-    r = -(1 / mean(s*)) * Σ_t ||ŝ_t − s*_t||_1  −  λ_Δ · |Δa|
+    r = -(1 / mean(s*)) * Σ_t ||ŝ_t − s*_t||_1  −  λ_Δ · |Δa|  [ − (λ_U / mean(s*)) · Σ_t u_t ]
 
 * ``ŝ_t [N]``: traffic of slot ``t`` (MB per slot), ``s*_t [N]``: the target of that slot.
 * The L1 norm and ``mean(s*)`` run over the *active* cells only (padded and switched-off cells
@@ -13,6 +13,17 @@ Per env step (``P`` simulated slots, ``N`` cells, batched over ``E`` envs)::
   to ``(−180°, 180°]``), so ``|Δa| ∈ [0, 1]``: 0 = nothing moved, 1 = every parameter of every
   active cell moved by its full per-step limit. Clipping at the scenario bounds counts as not
   moving. Reported in ``info["action_change"]``.
+
+The bracketed term is our extension, off by default (``λ_U = 0`` is Eq. 21 exactly):
+``u_t = D_t − Σ_i ŝ_t,i`` is the *shortfall* of slot ``t``, the map's offered demand ``D_t``
+(exogenous, from the twin's demand model, known to both backends) minus the traffic the cells
+carry. On the twin it equals the unserved traffic; on a world model it is the model's estimate
+(it can be slightly negative where the model over-predicts). It closes a loophole of Eq. 21: the
+balanced target shares only the traffic that is *served*, so a policy can "balance" by shrinking
+the coverage of busy cells and leaving their users unserved. Under the balanced target, shedding
+``x`` MB lowers the L1 term by at most ``2x`` (``x`` at the cell, at most ``x`` more through the
+shrunken targets of the others; triangle inequality), so ``λ_U ≥ 2`` makes shedding never pay
+(to first order: ``mean(s*)`` shrinks too). Reported in ``info["shortfall"]`` (MB per slot).
 
 Targets (physical units, MB per slot):
 
@@ -128,18 +139,31 @@ def action_change(
     return np.where(act[..., None], norm, 0.0).sum(axis=(1, 2)) / count
 
 
+def shortfall(traffic: np.ndarray, demand: np.ndarray) -> np.ndarray:
+    """``u_t = D_t − Σ_i ŝ_t,i``: ``[E, P]`` MB from ``traffic [E, P, N]`` and ``demand [E, P]``."""
+    return np.asarray(demand, dtype=np.float64) - np.asarray(traffic, dtype=np.float64).sum(-1)
+
+
 def reward(
     traffic: np.ndarray,
     target: np.ndarray,
     active: np.ndarray,
     delta: np.ndarray,
     lambda_delta: float,
+    short: np.ndarray | None = None,
+    lambda_unserved: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Eq. 21 per env: returns ``(reward [E], imbalance [E])``.
+    """Eq. 21 per env (plus the optional shortfall term): returns ``(reward [E], imbalance [E])``.
 
     ``traffic``/``target`` ``[E, P, N]`` MB, ``active [N]`` or ``[E, N]``, ``delta [E]`` the
-    ``|Δa|`` of ``action_change``.
+    ``|Δa|`` of ``action_change``, ``short [E, P]`` the shortfall ``u_t`` (MB; needed only when
+    ``lambda_unserved > 0``).
     """
     imb = imbalance(traffic, target, active)
-    r = -imb / target_mean(target, active) - float(lambda_delta) * np.asarray(delta)
+    norm = target_mean(target, active)
+    r = -imb / norm - float(lambda_delta) * np.asarray(delta)
+    if lambda_unserved:
+        if short is None:
+            raise ValueError("reward: lambda_unserved > 0 needs the shortfall [E, P]")
+        r = r - float(lambda_unserved) * np.asarray(short, dtype=np.float64).sum(-1) / norm
     return r, imb

@@ -882,6 +882,7 @@ def to_markdown(results: dict[str, Any]) -> str:
         ),
     ]
     names = list(results["models"])
+    md += _summary(results, names)
     ro = results.get("rollout")
     if ro:
         scen = list(ro["metrics"])
@@ -1018,6 +1019,41 @@ def to_markdown(results: dict[str, Any]) -> str:
     if secs:
         md += ["", "Wall time: " + ", ".join(f"{k} {v:.1f} s" for k, v in secs.items()) + "."]
     return "\n".join(md) + "\n"
+
+
+def _summary(results: dict[str, Any], names: list[str]) -> list[str]:
+    """One line per model (ablation / size tables): parameters, pooled rollout JSD and MAE,
+    counterfactual R² of the random, overpower and site-off-neighbour plans."""
+    ro, cf = results.get("rollout") or {}, results.get("counterfactual") or {}
+    overall = ro.get("overall") or {}
+    if not overall and not cf:
+        return []
+
+    def r2(n: str, kind: str, sel: str) -> float | None:
+        block = (cf.get("metrics") or {}).get(n, {}).get(kind)
+        return None if not block or not block.get(sel) else block[sel]["r2"]
+
+    cols = [
+        [f"{results['models'][n]['n_parameters']:,}" for n in names],
+        _ranked([(overall.get(n) or {}).get("jsd") for n in names]),
+        _ranked([(overall.get(n) or {}).get("mae") for n in names]),
+        _ranked([r2(n, "random", "all") for n in names], lower_better=False),
+        _ranked([r2(n, "overpower", "all") for n in names], lower_better=False),
+        _ranked([r2(n, "site_off", "on") for n in names], lower_better=False),
+    ]
+    header = ["Model", "parameters", "pooled JSD", "pooled MAE", "random R²", "overpower R²"]
+    return [
+        "",
+        "## Summary",
+        "",
+        "Rollout metrics pooled over all scenarios (section 1); counterfactual R² of the "
+        "per-cell deltas (section 2; site-off: the neighbours of the switched-off site).",
+        "",
+        _table(
+            header + ["site-off R² (on)"],
+            [[n] + [c[i] for c in cols] for i, n in enumerate(names)],
+        ),
+    ]
 
 
 def _clean(obj: Any) -> Any:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -84,3 +86,31 @@ def test_mpc_exact_state_matches_env(debug_checkpoint):
 def test_checkpoint_labels(debug_checkpoint, gru_checkpoint):
     assert checkpoint_label(debug_checkpoint) == "MobiWM"
     assert checkpoint_label(gru_checkpoint) == "GRU-WM"
+
+
+def test_env_state_loads_into_a_twin_core():
+    """A snapshot of a twin env continues bit-identically in another twin core (same fading)."""
+    import copy
+
+    from agents.envs import find_core
+
+    src = make_vector_env("twin", 2, episode_steps=6)
+    src.reset(seed=3)
+    rng = np.random.default_rng(0)
+    src.step(rng.uniform(-1, 1, src.action_space.shape).astype(np.float32))
+    state = EnvState.from_env(src)
+    assert state.association is not None
+    dst = make_vector_env("twin", 2, episode_steps=6)
+    dst.reset(seed=99)  # a different start
+    core_src, core_dst = find_core(src), find_core(dst)
+    state.load_into(core_dst)
+    core_dst.dynamics.twin.rng = copy.deepcopy(core_src.dynamics.twin.rng)
+    action = rng.uniform(-1, 1, src.action_space.shape).astype(np.float32)
+    obs_a, rew_a, _, _, info_a = src.step(action)
+    obs_b, rew_b, _, _, info_b = dst.step(action)
+    np.testing.assert_array_equal(info_a["traffic"], info_b["traffic"])
+    np.testing.assert_array_equal(obs_a, obs_b)
+    np.testing.assert_array_equal(rew_a, rew_b)
+    bare = dataclasses.replace(state, association=None)
+    with pytest.raises(ValueError, match="no twin association state"):
+        bare.load_into(core_dst)

@@ -22,7 +22,9 @@ TINY = ["--num-envs", "2", "--total-timesteps", "256", "--n-steps", "32", "--bat
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory, debug_checkpoint):
     out = tmp_path_factory.mktemp("runs") / "ppo-tiny"
-    run_dir = train_ppo.main([*TINY, "--checkpoint", str(debug_checkpoint), "--out", str(out)])
+    run_dir = train_ppo.main(
+        [*TINY, "--lambda-unserved", "2", "--checkpoint", str(debug_checkpoint), "--out", str(out)]
+    )
     return run_dir
 
 
@@ -47,6 +49,8 @@ def test_train_end_to_end(tiny_run):
     assert record["label"] == "PPO (MobiWM)"
     assert record["config"]["total_timesteps"] == 256 and record["timesteps"] >= 256
     result = json.loads((d / "eval.json").read_text())
+    assert result["env_kwargs"]["lambda_unserved"] == 2.0  # judged with the training objective
+    assert "return (Eq. 21 + 2·shortfall)" in (d / "eval.md").read_text()
     labels = [r["label"] for r in result["rows"]]
     assert labels == ["No-op", "Heuristic", "PPO (MobiWM)"]
     for row in result["rows"]:
@@ -67,7 +71,8 @@ def test_tensorboard_scalars(tiny_run):
         acc.Reload()
         tags |= set(acc.Tags()["scalars"])
     for tag in ("charts/imbalance_mb", "charts/l1_to_target", "charts/action_change",
-                "charts/steps_per_second", "rollout/ep_rew_mean", "eval/rmse_mb"):  # fmt: skip
+                "charts/steps_per_second", "charts/shortfall_mb", "rollout/ep_rew_mean",
+                "eval/rmse_mb"):  # fmt: skip
         assert tag in tags, tag
 
 

@@ -197,3 +197,27 @@ def test_padding_shares_one_space_across_maps():
         gym.make(TWIN_ID, scenario="urban", max_cells=10)
     urban.close()
     suburb.close()
+
+
+def test_shortfall_is_the_twins_unserved_traffic_and_enters_the_reward(env_spec):
+    env_id, kwargs = env_spec
+    lam_u = 1.5
+    env = gym.make(env_id, lambda_delta=0.0, lambda_unserved=lam_u, **kwargs)
+    core = env.unwrapped.core
+    _, info = env.reset(seed=5)
+    assert info["shortfall"].shape == (4,)
+    rng = np.random.default_rng(1)
+    for _ in range(2):
+        action = rng.uniform(-1.0, 1.0, env.action_space.shape).astype(np.float32)
+        _, reward, _, _, info = env.step(action)
+        slots = info["slot"] - 4 + np.arange(4)
+        demand = core.source.twin.demand.density_many(slots).astype(np.float64).sum(1)
+        np.testing.assert_allclose(info["shortfall"], demand - info["traffic"].sum(1), rtol=1e-9)
+        if env_id == TWIN_ID:  # exact on the twin: offered = carried + unserved
+            np.testing.assert_allclose(info["shortfall"], info["unserved"], rtol=1e-4, atol=1e-2)
+        target = info["target"]
+        expected = -(np.abs(info["traffic"] - target).sum() + lam_u * info["shortfall"].sum())
+        assert reward == pytest.approx(expected / target.mean(), rel=1e-9)
+    with pytest.raises(ValueError, match="lambda_unserved"):
+        gym.make(env_id, lambda_unserved=-1.0, **kwargs)
+    env.close()

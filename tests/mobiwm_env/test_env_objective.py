@@ -44,3 +44,26 @@ def test_fixed_target_table_rows_by_slot():
         objective.Target.make(-table, np.ones(2), np.ones(2, bool))
     with pytest.raises(ValueError, match="unknown target"):
         objective.Target.make("greedy", np.ones(2), np.ones(2, bool))
+
+
+def test_shortfall_term_penalises_shedding_traffic():
+    """Shedding 10 MB from the overloaded cell 'balances' Eq. 21, but not with λ_U = 2."""
+    active = np.array([True, True])
+    weight = np.array([1.0, 1.0])
+    demand = np.array([[40.0]])  # [E=1, P=1] MB offered
+    served = np.array([[[30.0, 10.0]]])  # everything served, imbalanced
+    shed = np.array([[[20.0, 10.0]]])  # 10 MB of cell 0's users left unserved
+    scores = {}
+    for lam in (0.0, 2.0):
+        for name, traffic in (("served", served), ("shed", shed)):
+            short = objective.shortfall(traffic, demand)
+            target = objective.balanced_target(traffic, weight)
+            r, _ = objective.reward(traffic, target, active, np.zeros(1), 0.0, short, lam)
+            scores[name, lam] = r[0]
+    np.testing.assert_allclose(objective.shortfall(shed, demand), [[10.0]])
+    assert scores["shed", 0.0] > scores["served", 0.0]  # Eq. 21's loophole
+    assert scores["shed", 2.0] < scores["served", 2.0]  # closed by the shortfall term
+    # by hand: L1 = 10, mean(s*) = 15, shortfall 10 → −10/15 − 2·10/15
+    assert scores["shed", 2.0] == pytest.approx(-10 / 15 - 2 * 10 / 15)
+    with pytest.raises(ValueError, match="needs the shortfall"):
+        objective.reward(served, served, active, np.zeros(1), 0.0, None, 1.0)

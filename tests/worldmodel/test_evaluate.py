@@ -155,8 +155,17 @@ def test_cli_writes_results(smoke: Path, model: MobiWM, tmp_path: Path, capsys) 
     assert set(res["stability"]["metrics"]) == {"tiny"}
     assert res["counterfactual"]["metrics"]["seasonal"]["random"]["all"]["r2"] <= 0.0
     md = (out / "results.md").read_text()
-    for head in ("## 1. Long-horizon rollout", "## 2. Counterfactual", "## 3. Rollout stability"):
+    for head in (
+        "## Summary",
+        "## 1. Long-horizon rollout",
+        "## 2. Counterfactual",
+        "## 3. Rollout stability",
+    ):
         assert head in md
+    summary = md.split("## Summary")[1].split("## 1.")[0]
+    tiny_row = next(line for line in summary.splitlines() if line.startswith("| tiny |"))
+    jsd = res["rollout"]["overall"]["tiny"]["jsd"]
+    assert tiny_row.split("|")[3].strip("*<u>/ ") == ev._fmt(jsd)
     assert "urban-para JSD" in capsys.readouterr().out
     assert not list(out.glob(".*.tmp"))
 
