@@ -14,6 +14,9 @@
   ``E`` envs (context encoded once per map at construction). It reads the last ``H`` slots of
   the history kept by the core. ``unserved`` is not modelled: NaN.
 
+``DemandTotals`` gives the map's offered demand per slot (exogenous, from the twin's demand
+model) for the objective's shortfall term, on both backends.
+
 ``HistorySource`` produces the initial history of every episode with the twin (both
 backends): a twin copy is reset at ``start − W`` with the start parameters and run ``W``
 slots. Its fast fading is seeded by ``(scenario.seed, start)``, which makes the warm-up a pure
