@@ -264,7 +264,7 @@ class EnvState:
         association = None
         if isinstance(core.dynamics, TwinDynamics):
             twin = core.dynamics.twin.get_state()
-            association = {name: np.array(getattr(twin, name)) for name in ASSOCIATION_FIELDS}
+            association = {name: getattr(twin, name) for name in ASSOCIATION_FIELDS}  # copies
         return cls(
             core.params.copy(),
             core.slot.copy(),

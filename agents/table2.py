@@ -233,11 +233,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         cfg.runs,
         cfg.eval_seed,
         cfg.mobiwm or None,
-        {
-            "scenario": cfg.scenario,
-            "lambda_delta": cfg.lambda_delta,
-            "lambda_unserved": cfg.lambda_unserved,
-        },
+        base.env_kwargs(),  # the objective the agents were trained for
         {
             "horizon_steps": cfg.mpc_horizon,
             "n_candidates": cfg.mpc_candidates,

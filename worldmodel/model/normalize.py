@@ -132,6 +132,19 @@ def _to_numpy(x: np.ndarray | torch.Tensor) -> np.ndarray:
     return np.asarray(x)
 
 
+def _prediction_targets(
+    normalizer: TrafficNormalizer, batch: dict[str, torch.Tensor] | object, pred: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The last ``P`` slots of a batch for a prediction ``[B, P, N]``: ``(target_mb,
+    target (normalised), valid)``, ``valid`` = real cells active in the target slot."""
+    h = batch["traffic"].shape[1] - pred.shape[1]
+    target_mb = torch.nan_to_num(batch["traffic"][:, h:].to(pred.device))
+    valid = (
+        batch["active"][:, h:].to(torch.bool) & batch["cell_mask"][:, None, :].to(torch.bool)
+    ).to(pred.device)
+    return target_mb, normalizer.normalize(target_mb), valid
+
+
 def masked_traffic_loss(
     normalizer: TrafficNormalizer,
     batch: dict[str, torch.Tensor] | object,
@@ -146,12 +159,7 @@ def masked_traffic_loss(
     (normalised), ``mae_mb`` (MB per slot) and ``n_targets``. Shared by MobiWM, the baseline
     world models and the trainer's multi-chunk loss.
     """
-    h = batch["traffic"].shape[1] - pred.shape[1]
-    target_mb = torch.nan_to_num(batch["traffic"][:, h:].to(pred.device))
-    valid = (
-        batch["active"][:, h:].to(torch.bool) & batch["cell_mask"][:, None, :].to(torch.bool)
-    ).to(pred.device)
-    target = normalizer.normalize(target_mb)
+    target_mb, target, valid = _prediction_targets(normalizer, batch, pred)
     diff = torch.where(valid, pred - target, torch.zeros((), dtype=pred.dtype))
     count = valid.sum().clamp_min(1)
     if loss == "huber":
@@ -185,11 +193,7 @@ def paired_delta_loss(
     actions alone. Averaged over cells that are real and active in both rows' target slots.
     Returns ``(loss, {"pair_mse": ...})``.
     """
-    h = batch["traffic"].shape[1] - pred.shape[1]
-    target = normalizer.normalize(torch.nan_to_num(batch["traffic"][:, h:].to(pred.device)))
-    valid = (
-        batch["active"][:, h:].to(torch.bool) & batch["cell_mask"][:, None, :].to(torch.bool)
-    ).to(pred.device)
+    _, target, valid = _prediction_targets(normalizer, batch, pred)
     a, b = pairs[:, 0].to(pred.device), pairs[:, 1].to(pred.device)
     both = valid[a] & valid[b]
     err = (pred[a] - pred[b]) - (target[a] - target[b])
