@@ -42,7 +42,7 @@ from agents.envs import (  # noqa: E402
     find_core,
     make_vector_env,
 )
-from worldmodel.cli import arg, parse_config, write_json_atomic  # noqa: E402
+from worldmodel.cli import arg, parse_config, write_json_atomic, write_text_atomic  # noqa: E402
 
 EVAL_SEED = 10_000
 """Default first seed of the evaluation episodes (kept away from training seeds)."""
@@ -67,6 +67,7 @@ class EpisodeMetrics:
     episode_return: np.ndarray  # sum of Eq. 21 rewards
     action_change: np.ndarray  # mean |Δa| per step
     unserved_mb: np.ndarray  # mean unserved traffic per slot (NaN for the world model)
+    shortfall_mb: np.ndarray  # mean offered demand − carried traffic per slot (both backends)
     rel_l1: np.ndarray  # Σ|traffic − target| / Σ target over the whole episode
 
     def summary(self) -> dict[str, Any]:
@@ -82,6 +83,7 @@ class EpisodeMetrics:
         }
         if np.isfinite(self.unserved_mb).all():
             out["unserved_mb"] = mean_ci(self.unserved_mb)
+        out["shortfall_mb"] = mean_ci(self.shortfall_mb)
         return out
 
 
@@ -121,6 +123,7 @@ def run_episodes(
     abs_err = np.zeros(runs)
     tgt_sum = np.zeros(runs)
     unserved = np.zeros(runs)
+    shortfall = np.zeros(runs)
     needs_state = getattr(controller, "name", "") == "mpc"
     for t in range(steps):
         state = EnvState.from_env(venv) if needs_state else None
@@ -132,6 +135,7 @@ def run_episodes(
         abs_err += np.abs(diff).sum(axis=(1, 2))
         tgt_sum += np.where(active, info["target"], 0.0).sum(axis=(1, 2))
         unserved += info["unserved"].mean(axis=1) if "unserved" in info else np.nan
+        shortfall += info["shortfall"].mean(axis=1)
         if t >= steps // 2:
             sq_err += (diff**2).sum(axis=(1, 2))
             count += diff.shape[1] * int(active.sum())
@@ -148,6 +152,7 @@ def run_episodes(
         episode_return=rewards.sum(axis=1),
         action_change=change.mean(axis=1),
         unserved_mb=unserved / steps,
+        shortfall_mb=shortfall / steps,
         rel_l1=abs_err / np.maximum(tgt_sum, 1e-9),
     )
 
@@ -280,7 +285,9 @@ def markdown_table(result: dict[str, Any], title: str = "") -> str:
     ret = "Eq. 21 return" if lam_u == 0 else f"return (Eq. 21 + {lam_u:g}·shortfall)"
     lines += [
         f"{result['runs']} episodes per policy from identical seeded starts (seeds "
-        f"{result['seed']}..{result['seed'] + result['runs'] - 1}); mean ± 95% CI (t).",
+        f"{result['seed']}..{result['seed'] + result['runs'] - 1}); mean ± 95% CI (t). "
+        "Unserved on a world model (marked ≈) is the model's own estimate: offered demand − "
+        "predicted traffic.",
         "",
         f"| policy | judged on | steady-state RMSE (MB/slot) | vs no-op | {ret} | "
         "mean \\|Δa\\| | unserved (MB/slot) |",
@@ -293,26 +300,37 @@ def markdown_table(result: dict[str, Any], title: str = "") -> str:
                 continue
             rel = s.get("rmse_vs_noop")
             uns = s.get("unserved_mb")
+            short = s.get("shortfall_mb")
+            if uns is not None:
+                unserved = format(uns["mean"], ".1f")
+            elif short is not None:
+                unserved = "≈" + format(short["mean"], ".1f")
+            else:
+                unserved = "–"
             lines.append(
                 f"| {row['label']} | {backend.replace('_', ' ')} | "
                 f"{s['rmse_mb']['mean']:.1f} ± {s['rmse_mb']['ci95']:.1f} | "
                 f"{'' if rel is None else f'{100 * rel:+.1f}%'} | "
                 f"{s['return']['mean']:.1f} ± {s['return']['ci95']:.1f} | "
                 f"{s['action_change']['mean']:.3f} | "
-                f"{'–' if uns is None else format(uns['mean'], '.1f')} |"
+                f"{unserved} |"
             )
     return "\n".join(lines) + "\n"
 
 
 def write_results(
-    result: dict[str, Any], out: str | Path, stem: str = "results", title: str = ""
+    result: dict[str, Any],
+    out: str | Path,
+    stem: str = "results",
+    title: str = "",
+    footer: str = "",
 ) -> tuple[Path, Path]:
-    """Write ``<stem>.json`` and ``<stem>.md`` into ``out``."""
+    """Write ``<stem>.json`` and ``<stem>.md`` (the table, then ``footer``) atomically into
+    ``out``."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     js = write_json_atomic(out / f"{stem}.json", result)
-    md = out / f"{stem}.md"
-    md.write_text(markdown_table(result, title), encoding="utf-8")
+    md = write_text_atomic(out / f"{stem}.md", markdown_table(result, title) + footer)
     return js, md
 
 

@@ -4,6 +4,7 @@
     python agents/table2.py --static runs/static-mobiwm/best --gru runs/gru-wm/best
     python agents/table2.py --reuse --out runs/table2     # re-evaluate already trained agents
     python agents/table2.py --jobs 2                      # train / judge two at a time
+    python agents/table2.py --warm-start heuristic        # every agent starts from the rule
 
 PPO is trained (same config, seed and budget) in
 
@@ -51,7 +52,7 @@ from agents.evaluate import (  # noqa: E402
 )
 from agents.train_ppo import DEFAULT_TIMESTEPS, PPOConfig, train  # noqa: E402
 from mobiwm_env import TWIN_ID, WORLD_MODEL_ID  # noqa: E402
-from worldmodel.cli import arg, parse_config, write_json_atomic  # noqa: E402
+from worldmodel.cli import arg, parse_config  # noqa: E402
 
 TRAIN_COMMANDS = {
     "static": "python -m worldmodel.train --data data/default --out runs/static-mobiwm "
@@ -78,6 +79,10 @@ class Table2Config:
     lambda_unserved: float = arg(
         0.0, "λ_U of the shortfall term, for training and judging (0 = Eq. 21 exactly)"
     )
+    warm_start: str = arg(
+        "", "'' | heuristic: every agent clones this controller in its own env before PPO"
+    )
+    learning_rate: float = arg(1e-3, "PPO learning rate (1e-4 after a warm start: docs/RESULTS.md)")
     runs: int = arg(18, "evaluation episodes per policy on the twin")
     eval_seed: int = arg(EVAL_SEED, "first evaluation seed")
     baselines: tuple[str, ...] = arg(
@@ -188,13 +193,11 @@ def targets(result: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    cfg = parse_config(Table2Config, argv, description=__doc__)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    out = Path(cfg.out or f"runs/table2-{time.strftime('%Y%m%d-%H%M%S')}")
-    out.mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
+def plan(
+    cfg: Table2Config, out: Path
+) -> tuple[PPOConfig, list[tuple[str, str, str]], list[PPOConfig]]:
+    """The shared PPO config, ``(name, run folder, label)`` of every agent, and the PPO runs
+    still to train (all of them unless ``reuse`` finds a saved ``model.zip``)."""
     base = PPOConfig(
         scenario=cfg.scenario,
         num_envs=cfg.num_envs,
@@ -203,19 +206,34 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         policy=cfg.policy,
         lambda_delta=cfg.lambda_delta,
         lambda_unserved=cfg.lambda_unserved,
+        warm_start=cfg.warm_start,
+        learning_rate=cfg.learning_rate,
         eval_runs=0,
         threads=cfg.threads,
         progress=cfg.progress and cfg.jobs == 1,
     )
+    warm = f" (from {cfg.warm_start})" if cfg.warm_start else ""
     trained: list[tuple[str, str, str]] = []
     todo: list[PPOConfig] = []
     for name, env_id, ckpt in agents_of(cfg):
         run_dir = out / f"ppo-{name}"
-        label = f"PPO in {'twin (upper bound)' if name == 'twin' else checkpoint_label(ckpt)}"
+        where = "twin (upper bound)" if name == "twin" else checkpoint_label(ckpt)
+        label = f"PPO in {where}{warm}"
         if not (cfg.reuse and (run_dir / "model.zip").is_file()):
             ppo = replace(base, env_id=env_id, checkpoint=ckpt or "", out=str(run_dir), label=label)
             todo.append(ppo)
         trained.append((name, str(run_dir), label))
+    return base, trained, todo
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    cfg = parse_config(Table2Config, argv, description=__doc__)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    out = Path(cfg.out or f"runs/table2-{time.strftime('%Y%m%d-%H%M%S')}")
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    base, trained, todo = plan(cfg, out)
     t_train = time.perf_counter()
     if cfg.jobs > 1 and len(todo) > 1:
         # the slowest agent (in the twin) first, so the pool ends as early as possible
@@ -250,14 +268,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     result["config"] = cfg
     result["train_seconds"] = train_seconds
     result["total_seconds"] = time.perf_counter() - t0
-    js, md = write_results(result, out, "table2", "Table 2: PPO trained in world models vs twin")
     checks = ", ".join(
         f"{k} = {v:.3f}" if isinstance(v, float) else f"{k} = {v}"
         for k, v in result["targets"].items()
     )
-    with open(md, "a", encoding="utf-8") as f:
-        f.write(f"\nMeasured targets: {checks or 'n/a'}\n")
-    write_json_atomic(js, result)
+    js, md = write_results(
+        result, out, "table2", "Table 2: PPO trained in world models vs twin",
+        footer=f"\nMeasured targets: {checks or 'n/a'}\n",
+    )  # fmt: skip
     print(md.read_text(encoding="utf-8"))
     print(f"wrote {js} and {md} ({result['total_seconds'] / 60:.0f} min)")
     return result

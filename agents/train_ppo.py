@@ -5,6 +5,7 @@ on the twin against the baselines.
     python agents/train_ppo.py --policy shared --out runs/ppo-shared
     python agents/train_ppo.py --checkpoint runs/static-mobiwm/best --out runs/ppo-static
     python agents/train_ppo.py --env-id MobiWM-LoadBalance-Twin-v0 --out runs/ppo-twin
+    python agents/train_ppo.py --warm-start heuristic --out runs/ppo-bc   # clone the rule first
     python agents/train_ppo.py --help
 
 The env is the natively batched vector env behind the SB3 adapter (``agents.envs.make_sb3_env``:
@@ -19,7 +20,10 @@ any world-model checkpoint, MobiWM, Static-MobiWM or GRU), wrapped in ``VecMonit
   env steps per second, overall steps per second; ``eval/`` after the final evaluation);
 * ``eval.json`` / ``eval.md``: the trained policy and the baselines on the twin
   (``agents.evaluate``: steady-state RMSE to target and Eq. 21 return, 95% CIs);
-* ``episode.gif``: the heat map of the trained policy's first evaluation episode on the twin.
+* ``episode.gif``: the heat map of the trained policy's first evaluation episode on the twin;
+* with ``--warm-start heuristic`` (``agents.warmstart``: behaviour cloning of the heuristic in
+  the training env before PPO): ``warmstart/`` (the cloned policy before PPO, evaluated beside
+  the others), ``tb/warmstart`` and the clone's report in ``config.json``.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ from stable_baselines3.common.vec_env import VecMonitor, VecNormalize  # noqa: E
 from agents.envs import backend_of, checkpoint_label, make_sb3_env  # noqa: E402
 from agents.evaluate import EVAL_SEED, evaluate_policies, write_results  # noqa: E402
 from agents.policies import CellSharedPolicy, shared_policy_kwargs  # noqa: E402
+from agents.warmstart import WARM_START_CONTROLLERS, warm_start  # noqa: E402
 from worldmodel.cli import arg, parse_config, write_json_atomic  # noqa: E402
 
 DEFAULT_TIMESTEPS = 18_432
@@ -90,6 +95,11 @@ class PPOConfig:
     normalize_obs: bool = arg(
         True, "VecNormalize observations (MlpPolicy only: the shared policy reads raw features)"
     )
+    warm_start: str = arg(
+        "", "'' | heuristic: behaviour-clone this controller (in the training env) before PPO"
+    )
+    warm_start_steps: int = arg(3072, "warm start: env steps of demonstrations (extra to PPO's)")
+    warm_start_epochs: int = arg(20, "warm start: supervised epochs over the demonstrations")
     checkpoint_every: int = arg(12_288, "env steps between checkpoints (0 = none)")
     out: str = arg("", "run folder ('' = runs/ppo-<timestamp>)")
     eval_runs: int = arg(18, "evaluation episodes on the twin after training (0 = skip)")
@@ -109,6 +119,12 @@ class PPOConfig:
         for name in ("num_envs", "total_timesteps", "n_steps", "batch_size", "n_epochs"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.warm_start not in ("", *WARM_START_CONTROLLERS):
+            raise ValueError(
+                f"warm_start must be '' or one of {WARM_START_CONTROLLERS}, got {self.warm_start!r}"
+            )
+        if self.warm_start and min(self.warm_start_steps, self.warm_start_epochs) < 1:
+            raise ValueError("warm_start_steps and warm_start_epochs must be >= 1")
         if self.eval_runs == 1:
             raise ValueError("eval_runs must be 0 or >= 2 (confidence intervals)")
 
@@ -266,7 +282,8 @@ def train(cfg: PPOConfig, log: Any = print) -> tuple[Path, dict[str, Any]]:
         torch.set_num_threads(cfg.threads)
     run_dir = run_dir_of(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
-    label = cfg.label or f"PPO ({cfg.trained_in})"
+    warm = f", from {cfg.warm_start}" if cfg.warm_start else ""
+    label = cfg.label or f"PPO ({cfg.trained_in}{warm})"
     record: dict[str, Any] = {
         "config": asdict(cfg),
         "label": label,
@@ -312,6 +329,27 @@ def train(cfg: PPOConfig, log: Any = print) -> tuple[Path, dict[str, Any]]:
                 save_vecnormalize=True,
             )
         )
+    warm_dir = run_dir / "warmstart"
+    if cfg.warm_start:
+        report = warm_start(
+            model, venv, cfg.warm_start, cfg.warm_start_steps, cfg.warm_start_epochs, cfg.seed,
+            tb_dir=run_dir / "tb" / "warmstart",
+        )  # fmt: skip
+        warm_dir.mkdir(exist_ok=True)
+        model.save(warm_dir / "model.zip")
+        venv.save(str(warm_dir / "vecnormalize.pkl"))
+        write_json_atomic(
+            warm_dir / "config.json",
+            {"label": f"BC of {cfg.warm_start} (before PPO)", "warm_start": report.as_dict()},
+        )
+        record["warm_start"] = report.as_dict()
+        write_json_atomic(run_dir / "config.json", record)
+        log(
+            f"warm start: cloned {cfg.warm_start} from {report.env_steps:,} env steps "
+            f"({report.collect_seconds:.0f} s) in {report.epochs} epochs ({report.fit_seconds:.0f}"
+            f" s): action MSE {report.bc_mse_first:.4f} → {report.bc_mse_last:.4f}, "
+            f"value MSE {report.value_mse_last:.3f}"
+        )
     t0 = time.perf_counter()
     model.learn(cfg.total_timesteps, callback=callbacks, tb_log_name="ppo", progress_bar=False)
     train_s = time.perf_counter() - t0
@@ -331,7 +369,10 @@ def train(cfg: PPOConfig, log: Any = print) -> tuple[Path, dict[str, Any]]:
     if cfg.eval_runs:
         t1 = time.perf_counter()
         log(f"evaluating on the twin: {cfg.eval_runs} episodes per policy, seed {cfg.eval_seed}")
-        specs: list[Any] = [(b, None) for b in cfg.eval_baselines] + [(str(run_dir), label)]
+        specs: list[Any] = [(b, None) for b in cfg.eval_baselines]
+        if cfg.warm_start:
+            specs.append((str(warm_dir), f"BC of {cfg.warm_start} (before PPO)"))
+        specs.append((str(run_dir), label))  # last: its row goes to TensorBoard
         result = evaluate_policies(
             specs,
             ("twin",),

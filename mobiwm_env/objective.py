@@ -15,10 +15,12 @@ Per env step (``P`` simulated slots, ``N`` cells, batched over ``E`` envs)::
   moving. Reported in ``info["action_change"]``.
 
 The bracketed term is our extension, off by default (``λ_U = 0`` is Eq. 21 exactly):
-``u_t = D_t − Σ_i ŝ_t,i`` is the *shortfall* of slot ``t``, the map's offered demand ``D_t``
-(exogenous, from the twin's demand model, known to both backends) minus the traffic the cells
-carry. On the twin it equals the unserved traffic; on a world model it is the model's estimate
-(it can be slightly negative where the model over-predicts). It closes a loophole of Eq. 21: the
+``u_t = max(D_t − Σ_i ŝ_t,i, 0)`` is the *shortfall* of slot ``t``, the map's offered demand
+``D_t`` (exogenous, from the twin's demand model, known to both backends) minus the traffic the
+cells carry. On the twin it equals the unserved traffic (never negative); on a world model it is
+the model's estimate, floored at 0: traffic predicted above the offered demand is a model error,
+and without the floor it paid a *bonus* that PPO learned to farm (measured: a policy whose
+world-model shortfall was −179 MB/slot; ``docs/RESULTS.md``). It closes a loophole of Eq. 21: the
 balanced target shares only the traffic that is *served*, so a policy can "balance" by shrinking
 the coverage of busy cells and leaving their users unserved. Under the balanced target, shedding
 ``x`` MB lowers the L1 term by at most ``2x`` (``x`` at the cell, at most ``x`` more through the
@@ -140,8 +142,10 @@ def action_change(
 
 
 def shortfall(traffic: np.ndarray, demand: np.ndarray) -> np.ndarray:
-    """``u_t = D_t − Σ_i ŝ_t,i``: ``[E, P]`` MB from ``traffic [E, P, N]`` and ``demand [E, P]``."""
-    return np.asarray(demand, dtype=np.float64) - np.asarray(traffic, dtype=np.float64).sum(-1)
+    """``u_t = max(D_t − Σ_i ŝ_t,i, 0)``: ``[E, P]`` MB from ``traffic [E, P, N]`` and
+    ``demand [E, P]`` (floored: traffic above the offered demand earns nothing; module doc)."""
+    carried = np.asarray(traffic, dtype=np.float64).sum(-1)
+    return np.maximum(np.asarray(demand, dtype=np.float64) - carried, 0.0)
 
 
 def reward(

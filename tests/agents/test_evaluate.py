@@ -43,8 +43,15 @@ def test_cli_writes_tables(tmp_path, debug_checkpoint):
     assert data["rows"][0]["twin"]["rmse_vs_noop"] == 0.0
     assert "unserved_mb" in data["rows"][0]["twin"]
     assert "unserved_mb" not in data["rows"][0]["world_model"]
+    for row in data["rows"]:  # the shortfall on both; on the twin it is the unserved traffic
+        assert np.isfinite(row["world_model"]["shortfall_mb"]["mean"])
+        twin = row["twin"]
+        assert twin["shortfall_mb"]["mean"] == pytest.approx(twin["unserved_mb"]["mean"])
     md = (tmp_path / "results.md").read_text()
     assert "| Heuristic | world model |" in md
+    wm_line = next(line for line in md.splitlines() if "| Heuristic | world model |" in line)
+    assert wm_line.rstrip(" |").split("| ")[-1].startswith("≈")  # the model's own estimate
+    assert not list(tmp_path.glob(".*.tmp"))  # atomic writes leave no temp files
 
 
 def test_unknown_policy_is_clear(tmp_path):

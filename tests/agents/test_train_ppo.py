@@ -23,8 +23,9 @@ TINY = ["--num-envs", "2", "--total-timesteps", "256", "--n-steps", "32", "--bat
 def tiny_run(tmp_path_factory, debug_checkpoint):
     out = tmp_path_factory.mktemp("runs") / "ppo-tiny"
     run_dir = train_ppo.main(
-        [*TINY, "--lambda-unserved", "2", "--checkpoint", str(debug_checkpoint), "--out", str(out)]
-    )
+        [*TINY, "--lambda-unserved", "2", "--warm-start", "heuristic", "--warm-start-steps", "24",
+         "--warm-start-epochs", "2", "--checkpoint", str(debug_checkpoint), "--out", str(out)]
+    )  # fmt: skip
     return run_dir
 
 
@@ -46,16 +47,20 @@ def test_train_end_to_end(tiny_run):
     assert list((d / "tb").rglob("events.out.tfevents.*"))
     record = json.loads((d / "config.json").read_text())
     assert record["status"] == "evaluated"
-    assert record["label"] == "PPO (MobiWM)"
+    assert record["label"] == "PPO (MobiWM, from heuristic)"
+    ws = record["warm_start"]
+    assert ws["controller"] == "heuristic" and ws["env_steps"] == 24 and ws["epochs"] == 2
+    assert (d / "warmstart" / "model.zip").is_file()
     assert record["config"]["total_timesteps"] == 256 and record["timesteps"] >= 256
     result = json.loads((d / "eval.json").read_text())
     assert result["env_kwargs"]["lambda_unserved"] == 2.0  # judged with the training objective
     assert "return (Eq. 21 + 2·shortfall)" in (d / "eval.md").read_text()
     labels = [r["label"] for r in result["rows"]]
-    assert labels == ["No-op", "Heuristic", "PPO (MobiWM)"]
+    assert labels == ["No-op", "Heuristic", "BC of heuristic (before PPO)",
+                      "PPO (MobiWM, from heuristic)"]  # fmt: skip
     for row in result["rows"]:
         assert np.isfinite(row["twin"]["rmse_mb"]["mean"]) and row["twin"]["rmse_mb"]["n"] == 2
-    assert "| PPO (MobiWM) | twin |" in (d / "eval.md").read_text()
+    assert "| PPO (MobiWM, from heuristic) | twin |" in (d / "eval.md").read_text()
     from PIL import Image
 
     with Image.open(d / "episode.gif") as gif:
@@ -72,7 +77,7 @@ def test_tensorboard_scalars(tiny_run):
         tags |= set(acc.Tags()["scalars"])
     for tag in ("charts/imbalance_mb", "charts/l1_to_target", "charts/action_change",
                 "charts/steps_per_second", "charts/shortfall_mb", "rollout/ep_rew_mean",
-                "eval/rmse_mb"):  # fmt: skip
+                "eval/rmse_mb", "warmstart/bc_mse", "warmstart/value_mse"):  # fmt: skip
         assert tag in tags, tag
 
 

@@ -67,3 +67,17 @@ def test_shortfall_term_penalises_shedding_traffic():
     assert scores["shed", 2.0] == pytest.approx(-10 / 15 - 2 * 10 / 15)
     with pytest.raises(ValueError, match="needs the shortfall"):
         objective.reward(served, served, active, np.zeros(1), 0.0, None, 1.0)
+
+
+def test_shortfall_pays_no_bonus_for_traffic_above_demand():
+    """A world model predicting more traffic than is offered gets shortfall 0, not a reward."""
+    demand = np.array([[40.0, 40.0]])
+    over = np.array([[[30.0, 25.0], [20.0, 20.0]]])  # 55 MB predicted > 40 offered; exactly 40
+    np.testing.assert_array_equal(objective.shortfall(over, demand), [[0.0, 0.0]])
+    active = np.array([True, True])
+    target = objective.balanced_target(over, np.ones(2))
+    r0, _ = objective.reward(over, target, active, np.zeros(1), 0.0, None, 0.0)
+    r2, _ = objective.reward(
+        over, target, active, np.zeros(1), 0.0, objective.shortfall(over, demand), 2.0
+    )
+    np.testing.assert_allclose(r2, r0)  # the term is 0: no bonus

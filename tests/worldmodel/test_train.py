@@ -260,3 +260,20 @@ def test_cli_help_lists_every_field() -> None:
     assert proc.returncode == 0, proc.stderr
     for f in dataclasses.fields(TrainConfig):
         assert "--" + f.name.replace("_", "-") in proc.stdout, f.name
+
+
+def test_write_text_atomic_replaces_whole_file(tmp_path, monkeypatch):
+    """A failed write leaves the previous file intact and no temp file behind."""
+    from worldmodel import cli
+
+    path = cli.write_text_atomic(tmp_path / "sub" / "a.md", "old")
+    assert path.read_text() == "old"
+
+    def boom(src, dst):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(cli.os, "replace", boom)
+    with pytest.raises(OSError, match="disk full"):
+        cli.write_text_atomic(path, "new")
+    assert path.read_text() == "old"
+    assert [p.name for p in path.parent.iterdir()] == ["a.md"]
