@@ -310,6 +310,12 @@ def train(cfg: PPOConfig, log: Any = print) -> tuple[Path, dict[str, Any]]:
         f"(measured: world model, 2 shared CPU cores) ≈ "
         f"{cfg.total_timesteps / BUDGET_STEPS_PER_SECOND / 60:.0f} min of training"
         + (f", then {cfg.eval_runs}-episode evaluations on the twin" if cfg.eval_runs else "")
+        + (
+            f"; first the warm start ({cfg.warm_start_steps:,} env steps, "
+            f"{cfg.warm_start_epochs} epochs: ~4 min for the defaults)"
+            if cfg.warm_start
+            else ""
+        )
     )
     if cfg.progress and log is print:
         from tqdm.auto import tqdm
