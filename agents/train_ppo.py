@@ -336,6 +336,7 @@ def train(cfg: PPOConfig, log: Any = print) -> tuple[Path, dict[str, Any]]:
             )
         )
     warm_dir = run_dir / "warmstart"
+    warm_label = f"BC of {cfg.warm_start} (before PPO)"
     if cfg.warm_start:
         report = warm_start(
             model, venv, cfg.warm_start, cfg.warm_start_steps, cfg.warm_start_epochs, cfg.seed,
@@ -346,7 +347,7 @@ def train(cfg: PPOConfig, log: Any = print) -> tuple[Path, dict[str, Any]]:
         venv.save(str(warm_dir / "vecnormalize.pkl"))
         write_json_atomic(
             warm_dir / "config.json",
-            {"label": f"BC of {cfg.warm_start} (before PPO)", "warm_start": report.as_dict()},
+            {"label": warm_label, "warm_start": report.as_dict()},
         )
         record["warm_start"] = report.as_dict()
         write_json_atomic(run_dir / "config.json", record)
@@ -377,7 +378,7 @@ def train(cfg: PPOConfig, log: Any = print) -> tuple[Path, dict[str, Any]]:
         log(f"evaluating on the twin: {cfg.eval_runs} episodes per policy, seed {cfg.eval_seed}")
         specs: list[Any] = [(b, None) for b in cfg.eval_baselines]
         if cfg.warm_start:
-            specs.append((str(warm_dir), f"BC of {cfg.warm_start} (before PPO)"))
+            specs.append((str(warm_dir), warm_label))
         specs.append((str(run_dir), label))  # last: its row goes to TensorBoard
         result = evaluate_policies(
             specs,

@@ -218,10 +218,10 @@ class LoadBalanceCore:
         ``traffic [E, P, N]`` MB of the slots just simulated, ``target [E, P, N]`` MB,
         ``params [E, N, 4]`` physical parameters now, ``imbalance [E]`` MB (the L1 term),
         ``unserved [E, P]`` MB (twin backend only: the world model does not model coverage,
-        so the key is absent), ``shortfall [E, P]`` MB (offered demand − carried traffic, floored at 0:
-        the unserved traffic on the twin, the model's estimate of it on a world model),
-        ``action_change [E]`` (|Δa|), ``slot [E]`` (next slot to
-        simulate), ``step [E]`` (steps done in the episode).
+        so the key is absent), ``shortfall [E, P]`` MB (offered demand − carried traffic,
+        floored at 0: the unserved traffic on the twin, the model's estimate of it on a world
+        model), ``action_change [E]`` (|Δa|), ``slot [E]`` (next slot to simulate), ``step [E]``
+        (steps done in the episode).
         """
         if not self._was_reset.all():
             missing = np.flatnonzero(~self._was_reset).tolist()

@@ -5,16 +5,16 @@
 
 Keyword arguments: see ``mobiwm_env.config.EnvConfig`` (``scenario``, ``checkpoint``,
 ``max_cells``, ``max_step``, ``lambda_delta``, ``lambda_unserved``, ``target``,
-``episode_steps``, ...) plus ``render_mode`` (``"rgb_array"`` or ``"human"``). Spaces: ``mobiwm_env.spaces``. Reward:
-``mobiwm_env.objective``. Reset options: ``start_slot``, ``params``, ``randomize_params``
+``episode_steps``, ...) plus ``render_mode`` (``"rgb_array"`` or ``"human"``). Spaces:
+``mobiwm_env.spaces``. Reward: ``mobiwm_env.objective``. Reset options: ``start_slot``, ``params``, ``randomize_params``
 (``mobiwm_env.core``). The env truncates itself after ``episode_steps`` steps and never
 terminates.
 
 ``info`` (physical units): ``traffic [P, N]`` MB of the slots just simulated, ``target
 [P, N]``, ``params [N, 4]`` now, ``imbalance`` (MB, the L1 term of Eq. 21), ``unserved [P]``
 MB (twin backend only; absent for the world model, which does not model coverage),
-``shortfall [P]`` MB (offered demand − carried traffic: equal to ``unserved`` on the twin, the
-model's estimate on a world model), ``action_change`` (|Δa| of Eq. 21), ``slot`` (next slot
+``shortfall [P]`` MB (offered demand − carried traffic, floored at 0: equal to ``unserved`` on
+the twin, the model's estimate on a world model), ``action_change`` (|Δa| of Eq. 21), ``slot`` (next slot
 to simulate), ``step``. After ``reset`` the same keys describe the last ``P`` slots of the
 twin warm-up.
 """

@@ -95,3 +95,13 @@ def test_heads_match_the_policy(debug_checkpoint):
         mean, value = _heads(model.policy, obs)
         torch.testing.assert_close(mean, model.policy.get_distribution(obs).distribution.mean)
         torch.testing.assert_close(value, model.policy.predict_values(obs).squeeze(-1))
+
+
+def test_warm_start_with_mlp_policy_and_normalised_observations(debug_checkpoint):
+    """The MlpPolicy path: observations go through the VecNormalize statistics."""
+    venv = make_sb3_env("world_model", 2, debug_checkpoint, episode_steps=6)
+    venv = VecNormalize(VecMonitor(venv), norm_obs=True, gamma=0.8)
+    model = PPO("MlpPolicy", venv, n_steps=6, batch_size=12, gamma=0.8, seed=0, device="cpu")
+    report = warm_start(model, venv, "heuristic", steps=48, epochs=20, seed=0, batch_size=12)
+    assert venv.obs_rms.count > 1  # the demonstrations warmed the statistics
+    assert report.bc_mse_last < report.bc_mse_first and np.isfinite(report.value_mse_last)
