@@ -278,7 +278,8 @@ class EnvState:
         cls, obs: np.ndarray, info: dict[str, Any], config: EnvConfig, n_cells: int, scale: float
     ) -> EnvState:
         """Approximate snapshot from observations and infos only: traffic history from the
-        observation (``history_slots`` slots), parameter history = the parameters now."""
+        observation (``history_slots`` slots; older slots are zeros, so a world model with a
+        daily memory sees none: prefer ``from_env``), parameter history = the parameters now."""
         obs = np.atleast_2d(obs)
         e = obs.shape[0]
         blocks = mobiwm_env.unflatten_obs(obs, _max_cells(obs, config), config.history_slots)

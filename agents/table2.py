@@ -83,6 +83,7 @@ class Table2Config:
         "", "'' | heuristic: every agent clones this controller in its own env before PPO"
     )
     learning_rate: float = arg(1e-3, "PPO learning rate (1e-4 after a warm start: docs/RESULTS.md)")
+    n_epochs: int = arg(5, "PPO epochs per rollout (the main job uses 3)")
     runs: int = arg(18, "evaluation episodes per policy on the twin")
     eval_seed: int = arg(EVAL_SEED, "first evaluation seed")
     baselines: tuple[str, ...] = arg(
@@ -208,6 +209,7 @@ def plan(
         lambda_unserved=cfg.lambda_unserved,
         warm_start=cfg.warm_start,
         learning_rate=cfg.learning_rate,
+        n_epochs=cfg.n_epochs,
         eval_runs=0,
         threads=cfg.threads,
         progress=cfg.progress and cfg.jobs == 1,

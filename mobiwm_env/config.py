@@ -46,10 +46,11 @@ class EnvConfig:
     """Env steps per episode (24 × 1 h = one day); the env truncates itself, never terminates."""
     history_slots: int = 8
     """Slots of traffic history in the observation."""
-    warmup_slots: int = 16
+    warmup_slots: int = 104
     """Slots the twin runs before the start slot to produce the initial history. Must be ≥
-    ``history_slots`` and ≥ the world model's history ``H``; keep it equal for both backends
-    (the default is) so they start from identical states."""
+    ``history_slots`` and ≥ the world model's history ``H`` (the shipped checkpoint reads 104
+    slots: one day of memory plus 8); keep it equal for both backends (the default is) so they
+    start from identical states."""
     max_step: tuple[float, float, float, float] = DEFAULT_MAX_STEP
     """Change of ``(power_dbm, azimuth_deg, mech_tilt_deg, elec_tilt_deg)`` for an action of
     ±1 (also accepts a dict keyed by those names)."""

@@ -73,7 +73,13 @@ class TrainConfig:
     preset: str = arg("M", "MobiWM size preset: debug | S | M | L | XL")
     ablate: tuple[str, ...] = arg((), f"components to remove: {', '.join(ABLATIONS)}")
     scenarios: tuple[str, ...] = arg((), "train only on these scenarios (e.g. urban-para)")
-    history: int = arg(8, "H: history slots")
+    history: int = arg(8, "H: history slots the model reads (with --season: memory + tokens)")
+    season: int = arg(
+        0,
+        "MobiWM daily memory in slots (96 = one day; 0 = off): the model reads --history "
+        "slots, tokenises the last history - season, and gives every token its value one "
+        "season earlier (e.g. --history 104 --season 96)",
+    )
     horizon: int = arg(4, "P: slots predicted per chunk")
     n_chunks: int = arg(2, "chunks per training window (k > 0 read own predictions)")
     batch_size: int = arg(8, "maps per batch")
@@ -111,6 +117,8 @@ class TrainConfig:
             raise ValueError(f"unknown --ablate {bad}; choose from {sorted(ABLATIONS)}")
         if self.arch == "gru" and any(a != "actions" for a in self.ablate):
             raise ValueError(f"--arch gru supports only --ablate actions, got {list(self.ablate)}")
+        if self.arch == "gru" and self.season:
+            raise ValueError("--season is a MobiWM option; --arch gru has no daily memory")
         positive = ("history", "horizon", "n_chunks", "batch_size", "max_steps", "eval_every",
                     "eval_batches", "log_every")  # fmt: skip
         for name in positive:
@@ -139,7 +147,10 @@ def model_config(cfg: TrainConfig) -> ModelConfig:
     """The MobiWM architecture of a run: the preset plus horizon, history and ablations."""
     mc = preset(cfg.preset)
     flags = {ABLATIONS[a]: False for a in cfg.ablate}
-    return replace(mc, history=cfg.history, horizon=cfg.horizon, dropout=cfg.dropout, **flags)
+    return replace(
+        mc, history=cfg.history, horizon=cfg.horizon, season=cfg.season, dropout=cfg.dropout,
+        **flags,
+    )  # fmt: skip
 
 
 def build_model(cfg: TrainConfig) -> nn.Module:

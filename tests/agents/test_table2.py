@@ -17,7 +17,7 @@ def test_agents_skip_missing_checkpoints(tmp_path, debug_checkpoint, gru_checkpo
 def test_plan_gives_every_agent_the_same_recipe(tmp_path, debug_checkpoint, gru_checkpoint):
     cfg = table2.Table2Config(
         mobiwm=str(debug_checkpoint), static="", gru=str(gru_checkpoint), warm_start="heuristic",
-        lambda_unserved=2.0, total_timesteps=512, learning_rate=1e-4, reuse=True,
+        lambda_unserved=2.0, total_timesteps=512, learning_rate=1e-4, n_epochs=3, reuse=True,
     )  # fmt: skip
     (tmp_path / "ppo-gru").mkdir()
     (tmp_path / "ppo-gru" / "model.zip").write_bytes(b"")  # already trained: reused
@@ -27,7 +27,7 @@ def test_plan_gives_every_agent_the_same_recipe(tmp_path, debug_checkpoint, gru_
     assert [c.out for c in todo] == [str(tmp_path / "ppo-mobiwm"), str(tmp_path / "ppo-twin")]
     for c in todo:
         assert (c.warm_start, c.lambda_unserved, c.total_timesteps) == ("heuristic", 2.0, 512)
-        assert c.learning_rate == 1e-4
+        assert (c.learning_rate, c.n_epochs) == (1e-4, 3)
         assert c.eval_runs == 0 and c.env_kwargs() == base.env_kwargs()
     assert todo[1].env_id == "MobiWM-LoadBalance-Twin-v0" and todo[0].checkpoint
 

@@ -130,6 +130,13 @@ class ModelConfig:
     """Action tokens also carry each slot's features minus those of the last history slot
     (Eq. 8 extended): the planned *change* enters directly instead of having to be recovered
     by temporal attention."""
+    season: int = 0
+    """Daily memory, in slots (96 = one day; 0 = off). When > 0 the model reads ``history``
+    slots but its tokens are only the last ``history - season`` of them plus the ``P`` future
+    slots; every token also gets the cell's traffic ``season`` slots earlier (read from the
+    history, so rollouts use their own predictions), and the output is the change from the
+    *seasonal anchor* ``z_last + α·(z[t - season] - z[t_last - season])`` (``α`` learnt,
+    initially 0.75) instead of from ``z_last``. Needs ``horizon <= season < history``."""
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -181,11 +188,23 @@ class ModelConfig:
         )
         need(self.huber_delta > 0, f"huber_delta must be > 0, got {self.huber_delta}")
         need(self.loss in ("mse", "huber"), f"loss must be 'mse' or 'huber', got {self.loss!r}")
+        need(self.season >= 0, f"season must be >= 0, got {self.season}")
+        if self.season:
+            need(
+                self.horizon <= self.season < self.history,
+                f"season={self.season} needs horizon ({self.horizon}) <= season < history "
+                f"({self.history}); e.g. history = season + 8",
+            )
 
     @property
     def window(self) -> int:
         """``T = H + P``: slots of one training window."""
         return self.history + self.horizon
+
+    @property
+    def token_history(self) -> int:
+        """History slots that become tokens (``history - season``; all of them without a season)."""
+        return self.history - self.season
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-serialisable dict of every field."""

@@ -26,6 +26,14 @@ Decisions where the paper is silent (see also the module docs of ``layers`` and 
 * Output: the change from the last history value in normalised space (``predict_residual``);
   cells that are inactive in a future slot, and padded cells, get the normalised value of zero
   traffic (``predict`` / ``rollout`` return exactly 0 MB for them).
+* Daily memory (``season`` > 0, our extension; the paper's H is a few slots): the model reads
+  ``H = season + H_tok`` slots, but only the last ``H_tok`` become tokens. Every token (history
+  and future) adds an embedding of its cell's normalised traffic ``season`` slots earlier and
+  whether the cell was on then, and the residual is taken from the seasonal anchor
+  ``z_last + α·(z[t − season] − z[t_last − season])`` (α learnt). In a rollout the memory is
+  the model's own earlier predictions, like everything else past the warm start. Without it a
+  few-slot history cannot tell one cell's daily shape from another's, and a week-long rollout
+  lost to copying yesterday (``docs/RESULTS.md``).
 * Padding: padded cells' inputs are replaced by zeros on entry, their tokens are zeroed after
   every sub-layer, and spatial attention masks them as keys, so they cannot influence real
   cells (bit-identical real outputs).
@@ -97,6 +105,10 @@ class MobiWM(nn.Module):
             return nn.ModuleList(FSTBlock(d, nh, cfg.ffn_mult, cfg.dropout) for _ in range(n))
 
         self.state_embed = nn.Linear(1, d)
+        # daily memory: (traffic one season earlier, its cell was active) of every token
+        self.season_embed = nn.Linear(2, d) if cfg.season else None
+        # weight of yesterday's change in the anchor (0 = persistence, 1 = seasonal difference)
+        self.season_mix = nn.Parameter(torch.tensor(0.75)) if cfg.season else None
         self.encoder = blocks(cfg.enc_layers)
         self.enc_norm = nn.LayerNorm(d)
         self.future_query = nn.Parameter(torch.randn(d) * 0.02)
@@ -253,13 +265,21 @@ class MobiWM(nn.Module):
         """
         cfg = self.cfg
         mask = ctx.cell_mask
+        seas_in, anchor = None, z_hist[:, -1:, :]
+        if cfg.season:  # keep the token slots; their values one season earlier become inputs
+            z_hist, act_feat, active, slot_of_day, day_of_week, od_index, seas_in, anchor = (
+                self._seasonal(z_hist, act_feat, active, slot_of_day, day_of_week, od_index)
+            )
         b, h, n = z_hist.shape
         t = act_feat.shape[1]
         p_temp = self.time_enc(slot_of_day, day_of_week)  # [B, T, d]
         cell_pe = ctx.cell_pe[:, None] if ctx.cell_pe is not None else 0.0
+        seas = self.season_embed(seas_in) if seas_in is not None else None  # [B, T, N, d]
 
         # state encoder (Eq. 6)
         x = self.state_embed(z_hist.unsqueeze(-1)) + p_temp[:, :h, None] + cell_pe
+        if seas is not None:
+            x = x + seas[:, :h]
         x = zero_padded(x, mask)
         enc_mask = self._spatial_mask(ctx, active[:, h - 1], act_feat[:, h - 1])
         enc_mask_t = expand_over_time(enc_mask, h)
@@ -268,8 +288,10 @@ class MobiWM(nn.Module):
         z_h = zero_padded(self.enc_norm(x), mask)
 
         # decoder input: encoded history + future queries, plus gated conditions (Eq. 19)
-        fut = self.future_query + p_temp[:, h:, None] + cell_pe
-        y = torch.cat([z_h, fut.expand(b, t - h, n, -1)], dim=1)  # [B, T, N, d]
+        fut = (self.future_query + p_temp[:, h:, None] + cell_pe).expand(b, t - h, n, -1)
+        if seas is not None:
+            fut = fut + seas[:, h:]
+        y = torch.cat([z_h, fut], dim=1)  # [B, T, N, d]
         cond: torch.Tensor | float = 0.0
         if self.action_enc is not None:
             a_in = act_feat
@@ -295,9 +317,50 @@ class MobiWM(nn.Module):
             y = blk(y, dec_mask_t, mask)
         out = self.head(self.dec_norm(y[:, h:])).squeeze(-1)  # [B, P, N]
         if cfg.predict_residual:
-            out = out + z_hist[:, -1:, :]
+            out = out + anchor
         valid = active[:, h:] & mask[:, None, :]
         return torch.where(valid, out, self.normalizer.zero_level().to(out.dtype))
+
+    def _seasonal(
+        self,
+        z_hist: torch.Tensor,
+        act_feat: torch.Tensor,
+        active: torch.Tensor,
+        slot_of_day: torch.Tensor,
+        day_of_week: torch.Tensor,
+        od_index: torch.Tensor,
+    ) -> tuple[torch.Tensor, ...]:
+        """Split a ``season``-model window into its token slots and their daily memory.
+
+        The window's ``T = H + P`` slots: tokens are slots ``[season, T)``; token ``j`` reads the
+        value of slot ``j`` (``season`` slots earlier), which lies in the history because
+        ``P <= season``. Returns the inputs sliced to the tokens, the memory features
+        ``[B, T - season, N, 2]`` (normalised traffic, active flag; 0 where the cell was off)
+        and the anchor ``[B, P, N]``: ``z_last + α·(z[t - season] - z[t_last - season])``
+        (``α = season_mix``, learnt, initially 0.75) where the cell was on in both source slots,
+        else ``z_last``.
+        """
+        s, h = self.cfg.season, z_hist.shape[1]
+        ht = h - s  # history tokens
+        t_tok = act_feat.shape[1] - s
+        src = z_hist[:, :t_tok]  # [B, T - s, N]: value one season before each token
+        on = active[:, :t_tok]
+        zero = self.normalizer.zero_level().to(src.dtype)
+        seas_in = torch.stack([torch.where(on, src - zero, 0.0), on.to(src.dtype)], dim=-1)
+        z_last = z_hist[:, -1:]
+        both = on[:, ht:] & on[:, ht - 1 : ht]
+        change = torch.where(both, src[:, ht:] - src[:, ht - 1 : ht], 0.0)
+        anchor = z_last + self.season_mix * change
+        return (
+            z_hist[:, s:],
+            act_feat[:, s:],
+            active[:, s:],
+            slot_of_day[:, s:],
+            day_of_week[:, s:],
+            od_index[:, s:],
+            seas_in,
+            anchor,
+        )
 
     def _spatial_mask(
         self, ctx: ContextCache, active: torch.Tensor, act_feat: torch.Tensor
@@ -341,11 +404,15 @@ class MobiWM(nn.Module):
         od = batch.get("od")
         if cfg.use_od:
             _check("od", od, (b, t, 2, None, None))
+        # only the token slots' OD is read: the first `season` slots are memory only
+        s = cfg.season
+        od_index = torch.arange(t, device=self.device).sub(s).clamp_min(0).expand(b, t)
+        if od is not None and s:
+            od = od[:, s:]
         ctx = self.encode_context(
             batch.get("poi"), od, batch.get("facility"), batch["cell_xy"], batch["extent_m"],
             batch["cell_mask"],
         )  # fmt: skip
-        od_index = torch.arange(t, device=self.device).expand(b, t)
         z_hist, act_feat, active = self._prepare(
             traffic[:, : cfg.history], batch["actions"], batch["active"], ctx.cell_mask
         )

@@ -1,0 +1,142 @@
+"""MobiWM's daily memory (``ModelConfig.season``): tokens, anchor, padding, rollout."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tests.worldmodel.model.conftest import make_batch, make_model
+from worldmodel.model import preset
+
+S, HT, P = 8, 4, 4  # season, history tokens, horizon (a short "day" keeps the test small)
+H = S + HT
+
+
+def _model(**kw: object):
+    return make_model(history=H, season=S, horizon=P, **kw).eval()
+
+
+def _batch(seed: int = 0, **kw: object) -> dict[str, torch.Tensor]:
+    return make_batch(history=H, horizon=P, seed=seed, **kw)
+
+
+def test_config_bounds() -> None:
+    assert preset("debug", history=H, season=S).token_history == HT
+    assert preset("debug").token_history == 8  # no season: every history slot is a token
+    with pytest.raises(ValueError, match="season=12 needs"):
+        preset("debug", history=12, season=12)
+    with pytest.raises(ValueError, match="season=2 needs"):
+        preset("debug", history=12, season=2, horizon=4)
+    with pytest.raises(ValueError, match="season must be >= 0"):
+        preset("debug", season=-1)
+
+
+def test_zero_head_predicts_the_seasonal_anchor() -> None:
+    """With the head zeroed the output is z_last + α·(z[t - S] - z[t_last - S]) exactly."""
+    model = _model()
+    with torch.no_grad():
+        model.head.weight.zero_()
+        model.head.bias.zero_()
+        model.season_mix.fill_(0.8)
+    batch = _batch(n_cells=(5, 7), all_active=True)
+    z = model.normalizer.normalize(batch["traffic"])
+    want = z[:, H - 1 : H] + 0.8 * (z[:, H - S : H - S + P] - z[:, H - 1 - S : H - S])
+    out = model(batch)
+    real = batch["cell_mask"][:, None, :].expand_as(out)
+    torch.testing.assert_close(out[real], want[real])
+
+
+def test_anchor_falls_back_to_persistence_where_the_cell_was_off() -> None:
+    model = _model()
+    with torch.no_grad():
+        model.head.weight.zero_()
+        model.head.bias.zero_()
+    batch = _batch(n_cells=(6,), all_active=True)
+    batch["active"][0, H - S + 1, 2] = False  # off one season before future slot 1
+    batch["traffic"][0, H - S + 1, 2] = 0.0
+    z = model.normalizer.normalize(batch["traffic"])
+    out = model(batch)
+    torch.testing.assert_close(out[0, 1, 2], z[0, H - 1, 2])
+    assert not torch.isclose(out[0, 0, 2], z[0, H - 1, 2])  # its other slots keep the memory
+
+
+def test_prediction_reads_the_memory_slots() -> None:
+    """Traffic before the token history still matters (it is the memory of the tokens)."""
+    model = _model()
+    batch = _batch(n_cells=(5,), all_active=True)
+    ref = model(batch)
+    for slot in (0, H - S + P - 1):
+        bumped = {k: v.clone() for k, v in batch.items()}
+        bumped["traffic"][:, slot] *= 3.0
+        assert (model(bumped) - ref).abs().max() > 1e-4, slot
+
+
+def test_padded_cells_never_influence_real_cells() -> None:
+    model = _model()
+    batch = _batch(n_cells=(5, 7), seed=3)
+    ref = model(batch)
+    garbage = {k: v.clone() for k, v in batch.items()}
+    pad_t = (~garbage["cell_mask"])[:, None, :].expand(-1, H + P, -1)
+    garbage["traffic"][pad_t] = 1e6
+    garbage["actions"][pad_t] = torch.tensor([99.0, -1e4, 1e3, 50.0])
+    garbage["active"][pad_t] = True
+    out = model(garbage)
+    real = batch["cell_mask"][:, None, :].expand_as(out)
+    assert torch.equal(out[real], ref[real])
+
+
+def test_rollout_equals_chained_predict_and_trains() -> None:
+    model = _model()
+    k = 3
+    batch = _batch(n_cells=(4, 6), seed=2)
+    batch = {  # extend the window to H + k·P slots by repeating the batch's own slots
+        key: (torch.cat([v, v[:, -P:].repeat(1, k - 1, *([1] * (v.dim() - 2)))], dim=1)
+              if key in ("traffic", "actions", "active", "slot_of_day", "day_of_week", "od")
+              else v)
+        for key, v in batch.items()
+    }  # fmt: skip
+    ctx = {key: batch[key] for key in ("poi", "facility", "cell_xy", "extent_m")}
+    ctx["od"] = batch["od"]
+    time = {key: batch[key] for key in ("slot_of_day", "day_of_week")}
+    time["od_index"] = torch.arange(H + k * P).expand(2, -1)
+    mask = {"cell_mask": batch["cell_mask"], "active": batch["active"]}
+    out = model.rollout(batch["traffic"][:, :H], batch["actions"][:, :H], batch["actions"][:, H:],
+                        ctx, mask, time)  # fmt: skip
+    assert out.shape == (2, k * P, 6) and torch.isfinite(out).all() and (out >= 0).all()
+    hist, chunks = batch["traffic"][:, :H], []
+    for c in range(k):
+        s, e = c * P, c * P + H + P
+        pred = model.predict(
+            hist, batch["actions"][:, s : s + H], batch["actions"][:, s + H : e], ctx,
+            {"cell_mask": batch["cell_mask"], "active": batch["active"][:, s:e]},
+            {key: v[:, s:e] for key, v in time.items()},
+        )  # fmt: skip
+        chunks.append(pred)
+        hist = torch.cat([hist, pred], dim=1)[:, -H:]
+    torch.testing.assert_close(out, torch.cat(chunks, dim=1), rtol=0, atol=0)
+    # and the loss trains every parameter, the memory embedding included
+    model.train()
+    loss, _ = model.loss(_batch(n_cells=(4, 6), seed=4))
+    loss.backward()
+    assert model.season_embed.weight.grad is not None
+    assert model.season_embed.weight.grad.abs().sum() > 0
+    assert model.season_mix.grad is not None and model.season_mix.grad != 0
+
+
+def test_forward_equals_predict_and_ignores_memory_od() -> None:
+    model = _model()
+    batch = _batch(n_cells=(5, 7), seed=6)
+    week0 = batch["day_of_week"][:, 0] * 96 + batch["slot_of_day"][:, 0]
+    ctx = {key: batch[key] for key in ("poi", "od", "facility", "cell_xy", "extent_m")}
+    ctx["od_start_week_slot"] = week0
+    pred = model.predict(
+        batch["traffic"][:, :H], batch["actions"][:, :H], batch["actions"][:, H:], ctx,
+        {"cell_mask": batch["cell_mask"], "active": batch["active"]},
+        {"slot_of_day": batch["slot_of_day"], "day_of_week": batch["day_of_week"]},
+    )  # fmt: skip
+    z = model(batch)
+    mb = torch.where(batch["active"][:, H:], model.normalizer.denormalize(z), 0.0)
+    torch.testing.assert_close(pred, mb)
+    other = {k: v.clone() for k, v in batch.items()}
+    other["od"][:, :S] *= 5.0  # OD of memory-only slots is never read
+    assert torch.equal(model(other), z)
