@@ -88,6 +88,12 @@ class TrainConfig:
         "weight of the counterfactual pair loss on (map, branch) windows; half of each batch "
         "is then sibling windows (0 = off; no effect on data without branches)",
     )
+    history_noise: float = arg(
+        0.0,
+        "training noise on the history traffic: x·exp(σ·n), n = (per-cell offset + per-slot "
+        "jitter)/√2, the same for sibling windows (0 = off); teaches the model to recover from "
+        "its own rollout errors",
+    )
     lr: float = arg(1e-3, "peak learning rate (AdamW)")
     weight_decay: float = arg(0.01, "AdamW weight decay")
     warmup_steps: int = arg(100, "linear warm-up steps")
@@ -127,6 +133,8 @@ class TrainConfig:
         for name in ("warmup_steps", "patience", "stop_after", "threads"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not (self.history_noise >= 0 and math.isfinite(self.history_noise)):
+            raise ValueError(f"history_noise must be >= 0, got {self.history_noise}")
         if not (self.pair_weight >= 0 and math.isfinite(self.pair_weight)):
             raise ValueError(f"pair_weight must be >= 0, got {self.pair_weight}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
@@ -176,6 +184,32 @@ def chunk_batch(batch: Mapping[str, torch.Tensor], k: int, h: int, p: int, histo
             out[key] = v
     if history is not None:
         out["traffic"] = torch.cat([history, out["traffic"][:, h:]], dim=1)
+    return out
+
+
+def perturb_history(
+    batch: Mapping[str, torch.Tensor],
+    pairs: torch.Tensor | None,
+    sigma: float,
+    history: int,
+    rng: np.random.Generator,
+) -> dict[str, torch.Tensor]:
+    """``batch`` with its first ``history`` traffic slots multiplied by ``exp(σ·n)``.
+
+    ``n = (offset + jitter) / √2``: a standard-normal offset per (window, cell) and a jitter per
+    (window, slot, cell), so the history looks like a rollout that drifted and is noisy. Targets
+    are untouched. The second window of each pair in ``pairs [M, 2]`` gets the first one's
+    noise, so a pair's difference is still caused by the actions alone.
+    """
+    traffic = batch["traffic"]
+    b, _, n = traffic.shape
+    noise = (rng.standard_normal((b, 1, n)) + rng.standard_normal((b, history, n))) / math.sqrt(2)
+    if pairs is not None and len(pairs) > 0:
+        p = pairs.numpy()
+        noise[p[:, 1]] = noise[p[:, 0]]
+    factor = torch.from_numpy(np.exp(sigma * noise)).to(traffic.dtype)
+    out = dict(batch)
+    out["traffic"] = torch.cat([traffic[:, :history] * factor, traffic[:, history:]], dim=1)
     return out
 
 
@@ -436,6 +470,9 @@ class Trainer:
         batches = self._batches()
         while self.step < cfg.max_steps:
             batch, pairs = next(batches)
+            if cfg.history_noise > 0:
+                rng = np.random.default_rng([cfg.seed, self.step, self.rank, 11])
+                batch = perturb_history(batch, pairs, cfg.history_noise, cfg.history, rng)
             for g in self.opt.param_groups:
                 g["lr"] = lr_at(self.step, cfg)
             loss, m = multi_chunk_loss(

@@ -41,3 +41,23 @@ def test_shipped_checkpoint_reproduces_reference_rollout():
     for key in ("jsd", "mae", "nrmse"):
         # deterministic data and model: only float summation order may differ across machines
         assert measured[key] == pytest.approx(recorded["metrics"][key], rel=0.02), key
+
+
+def test_default_env_runs_the_shipped_daily_memory_model():
+    import gymnasium as gym
+    import numpy as np
+
+    import mobiwm_env  # noqa: F401  (registers the ids)
+
+    model = load_checkpoint(DEFAULT_CHECKPOINT)
+    assert model.cfg.season == 96 and model.cfg.history == 104
+    env = gym.make("MobiWM-LoadBalance-v0")
+    try:
+        obs, info = env.reset(seed=0)
+        obs, reward, _, _, info = env.step(np.zeros(env.action_space.shape, dtype=np.float32))
+        assert np.isfinite(reward) and np.isfinite(obs).all()
+        assert (info["traffic"] >= 0).all() and info["traffic"].sum() > 0
+    finally:
+        env.close()
+    with pytest.raises(ValueError, match="warmup_slots"):
+        gym.make("MobiWM-LoadBalance-v0", warmup_slots=16)

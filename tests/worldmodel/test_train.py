@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -205,6 +206,7 @@ def test_ablate_actions(smoke_data: Path, tmp_path: Path) -> None:
     [
         {"ablate": ("wings",)},
         {"arch": "gru", "ablate": ("trn",)},
+        {"arch": "gru", "season": 96},
         {"arch": "lstm"},
         {"stop_after": -1},
         {"eval_batches": 0},
@@ -217,6 +219,18 @@ def test_ablate_actions(smoke_data: Path, tmp_path: Path) -> None:
 def test_invalid_config(bad: dict) -> None:
     with pytest.raises(ValueError):
         TrainConfig(**bad)
+
+
+def test_daily_memory_trains_from_the_cli(smoke_data: Path, tmp_path: Path) -> None:
+    out = tmp_path / "seas"
+    argv = ["--data", str(smoke_data), "--out", str(out), "--preset", "debug", "--batch-size",
+            "2", "--max-steps", "2", "--eval-every", "2", "--eval-batches", "1", "--threads", "1",
+            "--no-progress", "--history", "16", "--season", "12"]  # fmt: skip
+    assert main(argv) == 0
+    model = load_world_model(out / "best")
+    assert (model.cfg.history, model.cfg.season, model.cfg.token_history) == (16, 12, 4)
+    with pytest.raises(ValueError, match="season=12 needs"):
+        main([*argv[:-4], "--history", "12", "--season", "12"])
 
 
 def test_unknown_ablation_from_cli(smoke_data: Path, tmp_path: Path) -> None:
@@ -277,3 +291,39 @@ def test_write_text_atomic_replaces_whole_file(tmp_path, monkeypatch):
         cli.write_text_atomic(path, "new")
     assert path.read_text() == "old"
     assert [p.name for p in path.parent.iterdir()] == ["a.md"]
+
+
+def test_history_noise_perturbs_history_only_and_pairs_alike() -> None:
+    from worldmodel.train import perturb_history
+
+    g = torch.Generator().manual_seed(0)
+    traffic = torch.rand(4, 12, 5, generator=g) * 100 + 1
+    traffic[:, :, 4] = 0.0  # an off cell stays at 0
+    batch = {"traffic": traffic, "cell_mask": torch.ones(4, 5, dtype=torch.bool)}
+    pairs = torch.tensor([[0, 1], [2, 3]])
+    out = perturb_history(batch, pairs, 0.1, 8, np.random.default_rng(0))
+    assert torch.equal(out["traffic"][:, 8:], traffic[:, 8:])  # targets untouched
+    assert out["cell_mask"] is batch["cell_mask"]
+    ratio = out["traffic"][:, :8, :4] / traffic[:, :8, :4]
+    assert not torch.allclose(ratio, torch.ones_like(ratio))
+    assert torch.allclose(ratio[0], ratio[1]) and torch.allclose(ratio[2], ratio[3])
+    assert not torch.allclose(ratio[0], ratio[2])
+    log = ratio.log()
+    assert 0.05 < float(log.std()) < 0.15  # σ = 0.1 in log space
+    assert (out["traffic"][:, :, 4] == 0).all()
+    same = perturb_history(batch, pairs, 0.1, 8, np.random.default_rng(0))
+    assert torch.equal(same["traffic"], out["traffic"])  # reproducible from the generator
+
+
+def test_history_noise_trains_and_resumes_exactly(smoke_data: Path, tmp_path: Path) -> None:
+    a, b, plain = tmp_path / "a", tmp_path / "b", tmp_path / "plain"
+    Trainer(tiny(smoke_data, a, history_noise=0.1)).train()
+    Trainer(tiny(smoke_data, b, history_noise=0.1, stop_after=7)).train()
+    Trainer(tiny(smoke_data, b, history_noise=0.1, resume=True)).train()
+    Trainer(tiny(smoke_data, plain)).train()
+    wa, wb, wp = weights(a / "last"), weights(b / "last"), weights(plain / "last")
+    for k in wa:
+        assert torch.equal(wa[k], wb[k]), k
+    assert any(not torch.equal(wa[k], wp[k]) for k in wa)  # the noise changed the training
+    with pytest.raises(ValueError, match="history_noise"):
+        tiny(smoke_data, tmp_path, history_noise=-0.1)
