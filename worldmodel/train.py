@@ -88,6 +88,11 @@ class TrainConfig:
         "weight of the counterfactual pair loss on (map, branch) windows; half of each batch "
         "is then sibling windows (0 = off; no effect on data without branches)",
     )
+    season_mix: float = arg(
+        -1.0,
+        "with --season: fix the anchor's weight α of yesterday's change at this value in "
+        "[0, 1] (-1 = learn it from 0.75)",
+    )
     history_noise: float = arg(
         0.0,
         "training noise on the history traffic: x·exp(σ·n), n = (per-cell offset + per-slot "
@@ -133,6 +138,8 @@ class TrainConfig:
         for name in ("warmup_steps", "patience", "stop_after", "threads"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not (self.season_mix == -1.0 or 0.0 <= self.season_mix <= 1.0):
+            raise ValueError(f"season_mix must be -1 (learnt) or in [0, 1], got {self.season_mix}")
         if not (self.history_noise >= 0 and math.isfinite(self.history_noise)):
             raise ValueError(f"history_noise must be >= 0, got {self.history_noise}")
         if not (self.pair_weight >= 0 and math.isfinite(self.pair_weight)):
@@ -155,6 +162,8 @@ def model_config(cfg: TrainConfig) -> ModelConfig:
     """The MobiWM architecture of a run: the preset plus horizon, history and ablations."""
     mc = preset(cfg.preset)
     flags = {ABLATIONS[a]: False for a in cfg.ablate}
+    if cfg.season_mix >= 0:
+        flags.update(season_mix_init=cfg.season_mix, season_mix_learnt=False)
     return replace(
         mc, history=cfg.history, horizon=cfg.horizon, season=cfg.season, dropout=cfg.dropout,
         **flags,

@@ -207,6 +207,7 @@ def test_ablate_actions(smoke_data: Path, tmp_path: Path) -> None:
         {"ablate": ("wings",)},
         {"arch": "gru", "ablate": ("trn",)},
         {"arch": "gru", "season": 96},
+        {"season_mix": 1.5},
         {"arch": "lstm"},
         {"stop_after": -1},
         {"eval_batches": 0},
@@ -231,6 +232,10 @@ def test_daily_memory_trains_from_the_cli(smoke_data: Path, tmp_path: Path) -> N
     assert (model.cfg.history, model.cfg.season, model.cfg.token_history) == (16, 12, 4)
     with pytest.raises(ValueError, match="season=12 needs"):
         main([*argv[:-4], "--history", "12", "--season", "12"])
+    fixed = tmp_path / "fixed"
+    assert main([*argv[:3], str(fixed), *argv[4:], "--season-mix", "1"]) == 0
+    model = load_world_model(fixed / "best")
+    assert not model.cfg.season_mix_learnt and float(model.season_mix) == 1.0
 
 
 def test_unknown_ablation_from_cli(smoke_data: Path, tmp_path: Path) -> None:

@@ -57,7 +57,13 @@ def save_checkpoint(
     return write_checkpoint(model, path_dir, fmt, version, extra, "save_checkpoint")
 
 
-LEGACY_DEFAULTS: dict[str, Any] = {"action_deltas": False, "antenna_bias": False, "season": 0}
+LEGACY_DEFAULTS: dict[str, Any] = {
+    "action_deltas": False,
+    "antenna_bias": False,
+    "season": 0,
+    "season_mix_init": 0.75,
+    "season_mix_learnt": True,
+}
 """``ModelConfig`` fields added after format version 1 was fixed, with the value that reproduces
 the model of a checkpoint written before the field existed (the feature did not exist then).
 A checkpoint without such a key loads with this value; every other key must be present."""

@@ -135,8 +135,12 @@ class ModelConfig:
     slots but its tokens are only the last ``history - season`` of them plus the ``P`` future
     slots; every token also gets the cell's traffic ``season`` slots earlier (read from the
     history, so rollouts use their own predictions), and the output is the change from the
-    *seasonal anchor* ``z_last + α·(z[t - season] - z[t_last - season])`` (``α`` learnt,
-    initially 0.75) instead of from ``z_last``. Needs ``horizon <= season < history``."""
+    *seasonal anchor* ``z_last + α·(z[t - season] - z[t_last - season])`` (``α``: the two
+    fields below) instead of from ``z_last``. Needs ``horizon <= season < history``."""
+    season_mix_init: float = 0.75
+    """Initial ``α`` of the seasonal anchor (0 = persistence, 1 = seasonal difference)."""
+    season_mix_learnt: bool = True
+    """Learn ``α`` (True) or keep it at ``season_mix_init``."""
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):

@@ -108,7 +108,11 @@ class MobiWM(nn.Module):
         # daily memory: (traffic one season earlier, its cell was active) of every token
         self.season_embed = nn.Linear(2, d) if cfg.season else None
         # weight of yesterday's change in the anchor (0 = persistence, 1 = seasonal difference)
-        self.season_mix = nn.Parameter(torch.tensor(0.75)) if cfg.season else None
+        mix = torch.tensor(float(cfg.season_mix_init)) if cfg.season else None
+        if mix is not None and cfg.season_mix_learnt:
+            self.season_mix = nn.Parameter(mix)
+        else:
+            self.register_buffer("season_mix", mix)  # fixed α (None without a season)
         self.encoder = blocks(cfg.enc_layers)
         self.enc_norm = nn.LayerNorm(d)
         self.future_query = nn.Parameter(torch.randn(d) * 0.02)
@@ -337,8 +341,8 @@ class MobiWM(nn.Module):
         ``P <= season``. Returns the inputs sliced to the tokens, the memory features
         ``[B, T - season, N, 2]`` (normalised traffic, active flag; 0 where the cell was off)
         and the anchor ``[B, P, N]``: ``z_last + α·(z[t - season] - z[t_last - season])``
-        (``α = season_mix``, learnt, initially 0.75) where the cell was on in both source slots,
-        else ``z_last``.
+        (``α = season_mix``: learnt or fixed, see ``ModelConfig``) where the cell was on in both
+        source slots, else ``z_last``.
         """
         s, h = self.cfg.season, z_hist.shape[1]
         ht = h - s  # history tokens

@@ -140,3 +140,15 @@ def test_forward_equals_predict_and_ignores_memory_od() -> None:
     other = {k: v.clone() for k, v in batch.items()}
     other["od"][:, :S] *= 5.0  # OD of memory-only slots is never read
     assert torch.equal(model(other), z)
+
+
+def test_fixed_mix_is_a_buffer_and_round_trips(tmp_path) -> None:
+    from worldmodel.model import load_checkpoint, save_checkpoint
+
+    model = _model(season_mix_init=1.0, season_mix_learnt=False)
+    assert "season_mix" not in dict(model.named_parameters())
+    assert float(model.season_mix) == 1.0
+    loaded = load_checkpoint(save_checkpoint(model, tmp_path / "ck"))
+    assert float(loaded.season_mix) == 1.0 and not loaded.cfg.season_mix_learnt
+    batch = _batch(n_cells=(5,), seed=8)
+    assert torch.equal(loaded(batch), model(batch))
