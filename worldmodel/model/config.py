@@ -193,6 +193,10 @@ class ModelConfig:
         need(self.huber_delta > 0, f"huber_delta must be > 0, got {self.huber_delta}")
         need(self.loss in ("mse", "huber"), f"loss must be 'mse' or 'huber', got {self.loss!r}")
         need(self.season >= 0, f"season must be >= 0, got {self.season}")
+        need(
+            0.0 <= self.season_mix_init <= 1.0,
+            f"season_mix_init must be in [0, 1], got {self.season_mix_init}",
+        )
         if self.season:
             need(
                 self.horizon <= self.season < self.history,

@@ -29,6 +29,8 @@ def test_config_bounds() -> None:
         preset("debug", history=12, season=2, horizon=4)
     with pytest.raises(ValueError, match="season must be >= 0"):
         preset("debug", season=-1)
+    with pytest.raises(ValueError, match="season_mix_init"):
+        preset("debug", history=H, season=S, season_mix_init=1.5)
 
 
 def test_zero_head_predicts_the_seasonal_anchor() -> None:
