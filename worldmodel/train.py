@@ -93,6 +93,14 @@ class TrainConfig:
         "with --season: fix the anchor's weight α of yesterday's change at this value in "
         "[0, 1] (-1 = learn it from 0.75)",
     )
+    season_anchor: str = arg(
+        "difference",
+        "with --season: the anchor the output is a residual from: difference (z_last + "
+        "α·yesterday's change) | yesterday (yesterday's value; does not integrate chunk to chunk)",
+    )
+    season_actions: bool = arg(
+        False, "with --season: the daily memory also carries yesterday's actions and their change"
+    )
     history_noise: float = arg(
         0.0,
         "training noise on the history traffic: x·exp(σ·n), n = (per-cell offset + per-slot "
@@ -128,6 +136,16 @@ class TrainConfig:
             raise ValueError(f"unknown --ablate {bad}; choose from {sorted(ABLATIONS)}")
         if self.arch == "gru" and any(a != "actions" for a in self.ablate):
             raise ValueError(f"--arch gru supports only --ablate actions, got {list(self.ablate)}")
+        if self.season_anchor not in ("difference", "yesterday"):
+            raise ValueError(
+                f"season_anchor must be 'difference' or 'yesterday', got {self.season_anchor!r}"
+            )
+        if not self.season and (self.season_anchor != "difference" or self.season_actions):
+            raise ValueError("--season-anchor and --season-actions need --season")
+        if self.season_anchor == "yesterday" and self.season_mix != -1.0:
+            raise ValueError(
+                "--season-mix sets α of the difference anchor; --season-anchor yesterday has no α"
+            )
         if self.arch == "gru" and self.season:
             raise ValueError("--season is a MobiWM option; --arch gru has no daily memory")
         positive = ("history", "horizon", "n_chunks", "batch_size", "max_steps", "eval_every",
@@ -164,6 +182,8 @@ def model_config(cfg: TrainConfig) -> ModelConfig:
     flags = {ABLATIONS[a]: False for a in cfg.ablate}
     if cfg.season_mix >= 0:
         flags.update(season_mix_init=cfg.season_mix, season_mix_learnt=False)
+    if cfg.season:
+        flags.update(season_anchor=cfg.season_anchor, season_actions=cfg.season_actions)
     return replace(
         mc, history=cfg.history, horizon=cfg.horizon, season=cfg.season, dropout=cfg.dropout,
         **flags,

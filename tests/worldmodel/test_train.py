@@ -208,6 +208,10 @@ def test_ablate_actions(smoke_data: Path, tmp_path: Path) -> None:
         {"arch": "gru", "ablate": ("trn",)},
         {"arch": "gru", "season": 96},
         {"season_mix": 1.5},
+        {"season_anchor": "yesterday"},  # needs --season
+        {"season_actions": True},
+        {"season": 96, "history": 104, "season_anchor": "weekly"},
+        {"season": 96, "history": 104, "season_anchor": "yesterday", "season_mix": 1.0},
         {"arch": "lstm"},
         {"stop_after": -1},
         {"eval_batches": 0},
@@ -236,6 +240,11 @@ def test_daily_memory_trains_from_the_cli(smoke_data: Path, tmp_path: Path) -> N
     assert main([*argv[:3], str(fixed), *argv[4:], "--season-mix", "1"]) == 0
     model = load_world_model(fixed / "best")
     assert not model.cfg.season_mix_learnt and float(model.season_mix) == 1.0
+    yest = tmp_path / "yest"
+    flags = ["--season-anchor", "yesterday", "--season-actions"]
+    assert main([*argv[:3], str(yest), *argv[4:], *flags]) == 0
+    model = load_world_model(yest / "best")
+    assert (model.cfg.season_anchor, model.cfg.season_actions) == ("yesterday", True)
 
 
 def test_unknown_ablation_from_cli(smoke_data: Path, tmp_path: Path) -> None:

@@ -63,6 +63,8 @@ LEGACY_DEFAULTS: dict[str, Any] = {
     "season": 0,
     "season_mix_init": 0.75,
     "season_mix_learnt": True,
+    "season_anchor": "difference",
+    "season_actions": False,
 }
 """``ModelConfig`` fields added after format version 1 was fixed, with the value that reproduces
 the model of a checkpoint written before the field existed (the feature did not exist then).

@@ -141,6 +141,15 @@ class ModelConfig:
     """Initial ``α`` of the seasonal anchor (0 = persistence, 1 = seasonal difference)."""
     season_mix_learnt: bool = True
     """Learn ``α`` (True) or keep it at ``season_mix_init``."""
+    season_anchor: str = "difference"
+    """What the output is a residual from, with a daily memory: ``"difference"`` is the anchor
+    above; ``"yesterday"`` is ``z[t - season]`` itself (``z_last`` where the cell was off then;
+    ``α`` unused). Yesterday's value does not integrate chunk to chunk: in a rollout an error
+    is carried forward once per season, not once per chunk."""
+    season_actions: bool = False
+    """The daily memory also carries the action features of slot ``t - season`` and their
+    change to slot ``t``, so that the model knows whether yesterday ran under today's
+    antenna settings."""
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -196,6 +205,10 @@ class ModelConfig:
         need(
             0.0 <= self.season_mix_init <= 1.0,
             f"season_mix_init must be in [0, 1], got {self.season_mix_init}",
+        )
+        need(
+            self.season_anchor in ("difference", "yesterday"),
+            f"season_anchor must be 'difference' or 'yesterday', got {self.season_anchor!r}",
         )
         if self.season:
             need(

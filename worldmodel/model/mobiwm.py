@@ -30,7 +30,10 @@ Decisions where the paper is silent (see also the module docs of ``layers`` and 
   ``H = season + H_tok`` slots, but only the last ``H_tok`` become tokens. Every token (history
   and future) adds an embedding of its cell's normalised traffic ``season`` slots earlier and
   whether the cell was on then, and the residual is taken from the seasonal anchor
-  ``z_last + α·(z[t − season] − z[t_last − season])`` (α learnt). In a rollout the memory is
+  ``z_last + α·(z[t − season] − z[t_last − season])`` (α learnt), or from yesterday's value
+  itself (``season_anchor="yesterday"``), which does not carry errors from chunk to chunk. With
+  ``season_actions`` the memory also holds that slot's action features and their change since.
+  In a rollout the memory is
   the model's own earlier predictions, like everything else past the warm start. Without it a
   few-slot history cannot tell one cell's daily shape from another's, and a week-long rollout
   lost to copying yesterday (``docs/RESULTS.md``).
@@ -105,11 +108,13 @@ class MobiWM(nn.Module):
             return nn.ModuleList(FSTBlock(d, nh, cfg.ffn_mult, cfg.dropout) for _ in range(n))
 
         self.state_embed = nn.Linear(1, d)
-        # daily memory: (traffic one season earlier, its cell was active) of every token
-        self.season_embed = nn.Linear(2, d) if cfg.season else None
+        # daily memory: (traffic one season earlier, its cell was active[, that slot's action
+        # features and their change since]) of every token
+        n_mem = 2 + (2 * ACTION_FEATURES if cfg.season_actions else 0)
+        self.season_embed = nn.Linear(n_mem, d) if cfg.season else None
         # weight of yesterday's change in the anchor (0 = persistence, 1 = seasonal difference)
         mix = torch.tensor(float(cfg.season_mix_init)) if cfg.season else None
-        if mix is not None and cfg.season_mix_learnt:
+        if mix is not None and cfg.season_mix_learnt and cfg.season_anchor == "difference":
             self.season_mix = nn.Parameter(mix)
         else:
             self.register_buffer("season_mix", mix)  # fixed α (None without a season)
@@ -339,10 +344,12 @@ class MobiWM(nn.Module):
         The window's ``T = H + P`` slots: tokens are slots ``[season, T)``; token ``j`` reads the
         value of slot ``j`` (``season`` slots earlier), which lies in the history because
         ``P <= season``. Returns the inputs sliced to the tokens, the memory features
-        ``[B, T - season, N, 2]`` (normalised traffic, active flag; 0 where the cell was off)
-        and the anchor ``[B, P, N]``: ``z_last + α·(z[t - season] - z[t_last - season])``
-        (``α = season_mix``: learnt or fixed, see ``ModelConfig``) where the cell was on in both
-        source slots, else ``z_last``.
+        ``[B, T - season, N, 2 (+12)]`` (normalised traffic, active flag[, action features
+        then and their change since]; 0 where the cell was off) and the anchor ``[B, P, N]``:
+        ``"difference"``: ``z_last + α·(z[t - season] - z[t_last - season])`` (``α =
+        season_mix``: learnt or fixed, see ``ModelConfig``) where the cell was on in both source
+        slots, else ``z_last``; ``"yesterday"``: ``z[t - season]`` where the cell was on then,
+        else ``z_last``.
         """
         s, h = self.cfg.season, z_hist.shape[1]
         ht = h - s  # history tokens
@@ -351,10 +358,17 @@ class MobiWM(nn.Module):
         on = active[:, :t_tok]
         zero = self.normalizer.zero_level().to(src.dtype)
         seas_in = torch.stack([torch.where(on, src - zero, 0.0), on.to(src.dtype)], dim=-1)
+        if self.cfg.season_actions:
+            a_then, a_now = act_feat[:, :t_tok], act_feat[:, s:]
+            a_mem = torch.cat([a_then, a_now - a_then], dim=-1)
+            seas_in = torch.cat([seas_in, torch.where(on[..., None], a_mem, 0.0)], dim=-1)
         z_last = z_hist[:, -1:]
-        both = on[:, ht:] & on[:, ht - 1 : ht]
-        change = torch.where(both, src[:, ht:] - src[:, ht - 1 : ht], 0.0)
-        anchor = z_last + self.season_mix * change
+        if self.cfg.season_anchor == "yesterday":
+            anchor = torch.where(on[:, ht:], src[:, ht:], z_last)
+        else:
+            both = on[:, ht:] & on[:, ht - 1 : ht]
+            change = torch.where(both, src[:, ht:] - src[:, ht - 1 : ht], 0.0)
+            anchor = z_last + self.season_mix * change
         return (
             z_hist[:, s:],
             act_feat[:, s:],

@@ -154,3 +154,73 @@ def test_fixed_mix_is_a_buffer_and_round_trips(tmp_path) -> None:
     assert float(loaded.season_mix) == 1.0 and not loaded.cfg.season_mix_learnt
     batch = _batch(n_cells=(5,), seed=8)
     assert torch.equal(loaded(batch), model(batch))
+
+
+def test_yesterday_anchor_is_yesterdays_value() -> None:
+    """``season_anchor="yesterday"``: with the head zeroed the output is z[t - S], and z_last
+    where the cell was off one season earlier; α is not a parameter."""
+    model = _model(season_anchor="yesterday")
+    assert "season_mix" not in dict(model.named_parameters())
+    with torch.no_grad():
+        model.head.weight.zero_()
+        model.head.bias.zero_()
+    batch = _batch(n_cells=(5, 7), all_active=True)
+    batch["active"][1, H - S + 2, 3] = False  # off one season before future slot 2
+    batch["traffic"][1, H - S + 2, 3] = 0.0
+    z = model.normalizer.normalize(batch["traffic"])
+    want = z[:, H - S : H - S + P].clone()
+    want[1, 2, 3] = z[1, H - 1, 3]
+    out = model(batch)
+    real = batch["cell_mask"][:, None, :].expand_as(out)
+    torch.testing.assert_close(out[real], want[real])
+    with pytest.raises(ValueError, match="season_anchor"):
+        preset("debug", history=H, season=S, season_anchor="tomorrow")
+
+
+def test_memory_actions_are_read_and_trained() -> None:
+    """``season_actions``: the actions of memory-only slots change the prediction (without the
+    option they are never read), padding stays invariant, and their weights get a gradient."""
+    batch = _batch(n_cells=(5, 7), seed=9)
+    other = {k: v.clone() for k, v in batch.items()}
+    other["actions"][:, 0, :, 0] += 6.0  # power one season before the first history token
+    other["actions"][:, H - S + 1, :, 2] -= 3.0  # tilt one season before future slot 1
+    with_mem = _model(season_anchor="yesterday", season_actions=True)
+    assert with_mem.season_embed.in_features == 2 + 12
+    assert (with_mem(other) - with_mem(batch)).abs().max() > 1e-4
+    without = _model(season_anchor="yesterday")
+    assert torch.equal(without(other), without(batch))
+    ref = with_mem(batch)
+    garbage = {k: v.clone() for k, v in batch.items()}
+    pad_t = (~garbage["cell_mask"])[:, None, :].expand(-1, H + P, -1)
+    garbage["actions"][pad_t] = torch.tensor([99.0, -1e4, 1e3, 50.0])
+    garbage["traffic"][pad_t] = 1e6
+    real = batch["cell_mask"][:, None, :].expand_as(ref)
+    assert torch.equal(with_mem(garbage)[real], ref[real])
+    with_mem.train()
+    loss, _ = with_mem.loss(_batch(n_cells=(4, 6), seed=4))
+    loss.backward()
+    grad = with_mem.season_embed.weight.grad
+    assert grad is not None and grad[:, 2:].abs().sum() > 0
+
+
+def test_new_memory_options_round_trip_and_default_for_old_checkpoints(tmp_path) -> None:
+    import json
+
+    from worldmodel.model import load_checkpoint, save_checkpoint
+
+    model = _model(season_anchor="yesterday", season_actions=True)
+    ck = save_checkpoint(model, tmp_path / "ck")
+    loaded = load_checkpoint(ck)
+    assert (loaded.cfg.season_anchor, loaded.cfg.season_actions) == ("yesterday", True)
+    batch = _batch(n_cells=(5,), seed=8)
+    assert torch.equal(loaded(batch), model(batch))
+    # a checkpoint written before the options existed loads with the original anchor
+    old = _model()
+    ck_old = save_checkpoint(old, tmp_path / "old")
+    cfg_path = ck_old / "config.json"
+    meta = json.loads(cfg_path.read_text())
+    del meta["model_config"]["season_anchor"], meta["model_config"]["season_actions"]
+    cfg_path.write_text(json.dumps(meta))
+    back = load_checkpoint(ck_old)
+    assert (back.cfg.season_anchor, back.cfg.season_actions) == ("difference", False)
+    assert torch.equal(back(batch), old(batch))
