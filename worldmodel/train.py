@@ -48,7 +48,7 @@ from tqdm.auto import tqdm
 from worldmodel.baselines import load_world_model, save_world_model
 from worldmodel.cli import arg, parse_config, to_jsonable, write_json_atomic
 from worldmodel.data.dataset import WindowDataset, collate_maps, dataset_summary, load_split
-from worldmodel.model.config import ModelConfig, preset
+from worldmodel.model.config import SEASON_ANCHORS, ModelConfig, preset
 from worldmodel.model.normalize import paired_delta_loss
 
 ABLATIONS = {
@@ -90,13 +90,15 @@ class TrainConfig:
     )
     season_mix: float = arg(
         -1.0,
-        "with --season: fix the anchor's weight α of yesterday's change at this value in "
-        "[0, 1] (-1 = learn it from 0.75)",
+        "with --season: fix the anchor's weight α (of yesterday's change; with "
+        "--season-anchor damped: of today's level change) at this value in [0, 1] (-1 = "
+        "learn it from 0.75)",
     )
     season_anchor: str = arg(
         "difference",
         "with --season: the anchor the output is a residual from: difference (z_last + "
-        "α·yesterday's change) | yesterday (yesterday's value; does not integrate chunk to chunk)",
+        "α·yesterday's change) | yesterday (yesterday's value; does not integrate chunk to "
+        "chunk) | damped (yesterday's value + α·today's level change over yesterday)",
     )
     season_actions: bool = arg(
         False, "with --season: the daily memory also carries yesterday's actions and their change"
@@ -136,9 +138,9 @@ class TrainConfig:
             raise ValueError(f"unknown --ablate {bad}; choose from {sorted(ABLATIONS)}")
         if self.arch == "gru" and any(a != "actions" for a in self.ablate):
             raise ValueError(f"--arch gru supports only --ablate actions, got {list(self.ablate)}")
-        if self.season_anchor not in ("difference", "yesterday"):
+        if self.season_anchor not in SEASON_ANCHORS:
             raise ValueError(
-                f"season_anchor must be 'difference' or 'yesterday', got {self.season_anchor!r}"
+                f"season_anchor must be one of {SEASON_ANCHORS}, got {self.season_anchor!r}"
             )
         if not self.season and (self.season_anchor != "difference" or self.season_actions):
             raise ValueError("--season-anchor and --season-actions need --season")

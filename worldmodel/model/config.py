@@ -138,14 +138,17 @@ class ModelConfig:
     *seasonal anchor* ``z_last + α·(z[t - season] - z[t_last - season])`` (``α``: the two
     fields below) instead of from ``z_last``. Needs ``horizon <= season < history``."""
     season_mix_init: float = 0.75
-    """Initial ``α`` of the seasonal anchor (0 = persistence, 1 = seasonal difference)."""
+    """Initial ``α`` of the seasonal anchor (``"difference"``: 0 = persistence, 1 = seasonal
+    difference; ``"damped"``: 0 = yesterday, 1 = seasonal difference)."""
     season_mix_learnt: bool = True
     """Learn ``α`` (True) or keep it at ``season_mix_init``."""
     season_anchor: str = "difference"
     """What the output is a residual from, with a daily memory: ``"difference"`` is the anchor
     above; ``"yesterday"`` is ``z[t - season]`` itself (``z_last`` where the cell was off then;
-    ``α`` unused). Yesterday's value does not integrate chunk to chunk: in a rollout an error
-    is carried forward once per season, not once per chunk."""
+    ``α`` unused); ``"damped"`` is ``z[t - season] + α·(z_last - z[t_last - season])``, yesterday
+    plus a share α of today's level change (α = 1 gives the same anchor as ``"difference"``).
+    Yesterday's value does not integrate chunk to chunk: in a rollout an error is carried
+    forward once per season, not once per chunk (``"damped"``: multiplied by α per chunk)."""
     season_actions: bool = False
     """The daily memory also carries the action features of slot ``t - season`` and their
     change to slot ``t``, so that the model knows whether yesterday ran under today's
@@ -207,8 +210,8 @@ class ModelConfig:
             f"season_mix_init must be in [0, 1], got {self.season_mix_init}",
         )
         need(
-            self.season_anchor in ("difference", "yesterday"),
-            f"season_anchor must be 'difference' or 'yesterday', got {self.season_anchor!r}",
+            self.season_anchor in SEASON_ANCHORS,
+            f"season_anchor must be one of {SEASON_ANCHORS}, got {self.season_anchor!r}",
         )
         if self.season:
             need(
@@ -239,6 +242,9 @@ class ModelConfig:
             for f in dataclasses.fields(cls)
         }
 
+
+SEASON_ANCHORS = ("difference", "yesterday", "damped")
+"""Values of ``ModelConfig.season_anchor``."""
 
 PRESETS: dict[str, dict[str, Any]] = {
     "debug": dict(d_model=16, n_heads=2, enc_layers=1, dec_layers=1, ffn_mult=2, dropout=0.0,

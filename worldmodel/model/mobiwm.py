@@ -31,7 +31,9 @@ Decisions where the paper is silent (see also the module docs of ``layers`` and 
   and future) adds an embedding of its cell's normalised traffic ``season`` slots earlier and
   whether the cell was on then, and the residual is taken from the seasonal anchor
   ``z_last + α·(z[t − season] − z[t_last − season])`` (α learnt), or from yesterday's value
-  itself (``season_anchor="yesterday"``), which does not carry errors from chunk to chunk. With
+  itself (``season_anchor="yesterday"``), which does not carry errors from chunk to chunk, or
+  from yesterday's value plus α of today's level over yesterday's (``"damped"``: a chunk's error
+  reaches the next one multiplied by α < 1). With
   ``season_actions`` the memory also holds that slot's action features and their change since.
   In a rollout the memory is
   the model's own earlier predictions, like everything else past the warm start. Without it a
@@ -114,7 +116,7 @@ class MobiWM(nn.Module):
         self.season_embed = nn.Linear(n_mem, d) if cfg.season else None
         # weight of yesterday's change in the anchor (0 = persistence, 1 = seasonal difference)
         mix = torch.tensor(float(cfg.season_mix_init)) if cfg.season else None
-        if mix is not None and cfg.season_mix_learnt and cfg.season_anchor == "difference":
+        if mix is not None and cfg.season_mix_learnt and cfg.season_anchor != "yesterday":
             self.season_mix = nn.Parameter(mix)
         else:
             self.register_buffer("season_mix", mix)  # fixed α (None without a season)
@@ -349,7 +351,8 @@ class MobiWM(nn.Module):
         ``"difference"``: ``z_last + α·(z[t - season] - z[t_last - season])`` (``α =
         season_mix``: learnt or fixed, see ``ModelConfig``) where the cell was on in both source
         slots, else ``z_last``; ``"yesterday"``: ``z[t - season]`` where the cell was on then,
-        else ``z_last``.
+        else ``z_last``; ``"damped"``: that plus ``α·(z_last - z[t_last - season])`` where the
+        cell was also on at ``t_last - season``.
         """
         s, h = self.cfg.season, z_hist.shape[1]
         ht = h - s  # history tokens
@@ -363,8 +366,12 @@ class MobiWM(nn.Module):
             a_mem = torch.cat([a_then, a_now - a_then], dim=-1)
             seas_in = torch.cat([seas_in, torch.where(on[..., None], a_mem, 0.0)], dim=-1)
         z_last = z_hist[:, -1:]
-        if self.cfg.season_anchor == "yesterday":
-            anchor = torch.where(on[:, ht:], src[:, ht:], z_last)
+        if self.cfg.season_anchor in ("yesterday", "damped"):
+            anchor = src[:, ht:]
+            if self.cfg.season_anchor == "damped":  # plus α of today's level over yesterday's
+                level = torch.where(on[:, ht - 1 : ht], z_last - src[:, ht - 1 : ht], 0.0)
+                anchor = anchor + self.season_mix * level
+            anchor = torch.where(on[:, ht:], anchor, z_last)
         else:
             both = on[:, ht:] & on[:, ht - 1 : ht]
             change = torch.where(both, src[:, ht:] - src[:, ht - 1 : ht], 0.0)

@@ -224,3 +224,25 @@ def test_new_memory_options_round_trip_and_default_for_old_checkpoints(tmp_path)
     back = load_checkpoint(ck_old)
     assert (back.cfg.season_anchor, back.cfg.season_actions) == ("difference", False)
     assert torch.equal(back(batch), old(batch))
+
+
+def test_damped_anchor_adds_a_share_of_todays_level_change() -> None:
+    """``"damped"``: z[t - S] + α·(z_last - z[t_last - S]); α = 1 equals the difference anchor."""
+    model = _model(season_anchor="damped")
+    assert "season_mix" in dict(model.named_parameters())
+    with torch.no_grad():
+        model.head.weight.zero_()
+        model.head.bias.zero_()
+        model.season_mix.fill_(0.3)
+    batch = _batch(n_cells=(5, 7), all_active=True)
+    z = model.normalizer.normalize(batch["traffic"])
+    yest, level = z[:, H - S : H - S + P], z[:, H - 1 : H] - z[:, H - 1 - S : H - S]
+    out = model(batch)
+    real = batch["cell_mask"][:, None, :].expand_as(out)
+    torch.testing.assert_close(out[real], (yest + 0.3 * level)[real])
+    diff = _model()
+    diff.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        model.season_mix.fill_(1.0)
+        diff.season_mix.fill_(1.0)
+    torch.testing.assert_close(model(batch), diff(batch))
