@@ -213,6 +213,10 @@ class ModelConfig:
             self.season_anchor in SEASON_ANCHORS,
             f"season_anchor must be one of {SEASON_ANCHORS}, got {self.season_anchor!r}",
         )
+        need(
+            self.use_actions or not self.season_actions,
+            "season_actions needs use_actions (Static-MobiWM must never see actions)",
+        )
         if self.season:
             need(
                 self.horizon <= self.season < self.history,

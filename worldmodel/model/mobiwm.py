@@ -33,10 +33,9 @@ Decisions where the paper is silent (see also the module docs of ``layers`` and 
   ``z_last + α·(z[t − season] − z[t_last − season])`` (α learnt), or from yesterday's value
   itself (``season_anchor="yesterday"``), which does not carry errors from chunk to chunk, or
   from yesterday's value plus α of today's level over yesterday's (``"damped"``: a chunk's error
-  reaches the next one multiplied by α < 1). With
-  ``season_actions`` the memory also holds that slot's action features and their change since.
-  In a rollout the memory is
-  the model's own earlier predictions, like everything else past the warm start. Without it a
+  reaches the next one multiplied by α < 1). With ``season_actions`` the memory also holds
+  that slot's action features and their change since. In a rollout the memory is the model's
+  own earlier predictions, like everything else past the warm start. Without the memory a
   few-slot history cannot tell one cell's daily shape from another's, and a week-long rollout
   lost to copying yesterday (``docs/RESULTS.md``).
 * Padding: padded cells' inputs are replaced by zeros on entry, their tokens are zeroed after
@@ -114,7 +113,7 @@ class MobiWM(nn.Module):
         # features and their change since]) of every token
         n_mem = 2 + (2 * ACTION_FEATURES if cfg.season_actions else 0)
         self.season_embed = nn.Linear(n_mem, d) if cfg.season else None
-        # weight of yesterday's change in the anchor (0 = persistence, 1 = seasonal difference)
+        # anchor weight α (see ModelConfig.season_anchor; unused by the 'yesterday' anchor)
         mix = torch.tensor(float(cfg.season_mix_init)) if cfg.season else None
         if mix is not None and cfg.season_mix_learnt and cfg.season_anchor != "yesterday":
             self.season_mix = nn.Parameter(mix)

@@ -175,6 +175,8 @@ def test_yesterday_anchor_is_yesterdays_value() -> None:
     torch.testing.assert_close(out[real], want[real])
     with pytest.raises(ValueError, match="season_anchor"):
         preset("debug", history=H, season=S, season_anchor="tomorrow")
+    with pytest.raises(ValueError, match="Static-MobiWM must never see actions"):
+        preset("debug", history=H, season=S, season_actions=True, use_actions=False)
 
 
 def test_memory_actions_are_read_and_trained() -> None:
