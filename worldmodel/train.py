@@ -48,7 +48,7 @@ from tqdm.auto import tqdm
 from worldmodel.baselines import load_world_model, save_world_model
 from worldmodel.cli import arg, parse_config, to_jsonable, write_json_atomic
 from worldmodel.data.dataset import WindowDataset, collate_maps, dataset_summary, load_split
-from worldmodel.model.config import SEASON_ANCHORS, ModelConfig, preset
+from worldmodel.model.config import ModelConfig, preset
 from worldmodel.model.normalize import paired_delta_loss
 
 ABLATIONS = {
@@ -138,12 +138,6 @@ class TrainConfig:
             raise ValueError(f"unknown --ablate {bad}; choose from {sorted(ABLATIONS)}")
         if self.arch == "gru" and any(a != "actions" for a in self.ablate):
             raise ValueError(f"--arch gru supports only --ablate actions, got {list(self.ablate)}")
-        if self.season_anchor not in SEASON_ANCHORS:
-            raise ValueError(
-                f"season_anchor must be one of {SEASON_ANCHORS}, got {self.season_anchor!r}"
-            )
-        if not self.season and (self.season_anchor != "difference" or self.season_actions):
-            raise ValueError("--season-anchor and --season-actions need --season")
         if self.season_anchor == "yesterday" and self.season_mix != -1.0:
             raise ValueError(
                 "--season-mix sets α of the difference anchor; --season-anchor yesterday has no α"
@@ -170,6 +164,8 @@ class TrainConfig:
             raise ValueError(f"max_minutes must be >= 0, got {self.max_minutes}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.arch == "mobiwm":
+            model_config(self)  # the architecture's own checks (ModelConfig.__post_init__)
         if not (self.grad_clip > 0 and math.isfinite(self.grad_clip)):
             raise ValueError(f"grad_clip must be > 0, got {self.grad_clip}")
 
@@ -184,11 +180,9 @@ def model_config(cfg: TrainConfig) -> ModelConfig:
     flags = {ABLATIONS[a]: False for a in cfg.ablate}
     if cfg.season_mix >= 0:
         flags.update(season_mix_init=cfg.season_mix, season_mix_learnt=False)
-    if cfg.season:
-        flags.update(season_anchor=cfg.season_anchor, season_actions=cfg.season_actions)
     return replace(
         mc, history=cfg.history, horizon=cfg.horizon, season=cfg.season, dropout=cfg.dropout,
-        **flags,
+        season_anchor=cfg.season_anchor, season_actions=cfg.season_actions, **flags,
     )  # fmt: skip
 
 

@@ -134,9 +134,10 @@ class ModelConfig:
     """Daily memory, in slots (96 = one day; 0 = off). When > 0 the model reads ``history``
     slots but its tokens are only the last ``history - season`` of them plus the ``P`` future
     slots; every token also gets the cell's traffic ``season`` slots earlier (read from the
-    history, so rollouts use their own predictions), and the output is the change from the
-    *seasonal anchor* ``z_last + α·(z[t - season] - z[t_last - season])`` (``α``: the two
-    fields below) instead of from ``z_last``. Needs ``horizon <= season < history``."""
+    history, so rollouts use their own predictions), and the output is the change from a
+    *seasonal anchor* (``season_anchor``; by default ``z_last + α·(z[t - season] - z[t_last -
+    season])``, ``α``: the two fields below) instead of from ``z_last``. Needs ``horizon <=
+    season < history``."""
     season_mix_init: float = 0.75
     """Initial ``α`` of the seasonal anchor (``"difference"``: 0 = persistence, 1 = seasonal
     difference; ``"damped"``: 0 = yesterday, 1 = seasonal difference)."""
@@ -212,6 +213,10 @@ class ModelConfig:
         need(
             self.season_anchor in SEASON_ANCHORS,
             f"season_anchor must be one of {SEASON_ANCHORS}, got {self.season_anchor!r}",
+        )
+        need(
+            self.season > 0 or (self.season_anchor == "difference" and not self.season_actions),
+            "season_anchor and season_actions need a daily memory (season > 0)",
         )
         need(
             self.use_actions or not self.season_actions,

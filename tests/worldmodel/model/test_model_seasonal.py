@@ -20,6 +20,16 @@ def _batch(seed: int = 0, **kw: object) -> dict[str, torch.Tensor]:
     return make_batch(history=H, horizon=P, seed=seed, **kw)
 
 
+def _zero_head(model, mix: float | None = None):
+    """Zero the prediction head, so that the output is the anchor; optionally set α."""
+    with torch.no_grad():
+        model.head.weight.zero_()
+        model.head.bias.zero_()
+        if mix is not None:
+            model.season_mix.fill_(mix)
+    return model
+
+
 def test_config_bounds() -> None:
     assert preset("debug", history=H, season=S).token_history == HT
     assert preset("debug").token_history == 8  # no season: every history slot is a token
@@ -35,11 +45,7 @@ def test_config_bounds() -> None:
 
 def test_zero_head_predicts_the_seasonal_anchor() -> None:
     """With the head zeroed the output is z_last + α·(z[t - S] - z[t_last - S]) exactly."""
-    model = _model()
-    with torch.no_grad():
-        model.head.weight.zero_()
-        model.head.bias.zero_()
-        model.season_mix.fill_(0.8)
+    model = _zero_head(_model(), mix=0.8)
     batch = _batch(n_cells=(5, 7), all_active=True)
     z = model.normalizer.normalize(batch["traffic"])
     want = z[:, H - 1 : H] + 0.8 * (z[:, H - S : H - S + P] - z[:, H - 1 - S : H - S])
@@ -49,10 +55,7 @@ def test_zero_head_predicts_the_seasonal_anchor() -> None:
 
 
 def test_anchor_falls_back_to_persistence_where_the_cell_was_off() -> None:
-    model = _model()
-    with torch.no_grad():
-        model.head.weight.zero_()
-        model.head.bias.zero_()
+    model = _zero_head(_model())
     batch = _batch(n_cells=(6,), all_active=True)
     batch["active"][0, H - S + 1, 2] = False  # off one season before future slot 1
     batch["traffic"][0, H - S + 1, 2] = 0.0
@@ -159,11 +162,8 @@ def test_fixed_mix_is_a_buffer_and_round_trips(tmp_path) -> None:
 def test_yesterday_anchor_is_yesterdays_value() -> None:
     """``season_anchor="yesterday"``: with the head zeroed the output is z[t - S], and z_last
     where the cell was off one season earlier; α is not a parameter."""
-    model = _model(season_anchor="yesterday")
+    model = _zero_head(_model(season_anchor="yesterday"))
     assert "season_mix" not in dict(model.named_parameters())
-    with torch.no_grad():
-        model.head.weight.zero_()
-        model.head.bias.zero_()
     batch = _batch(n_cells=(5, 7), all_active=True)
     batch["active"][1, H - S + 2, 3] = False  # off one season before future slot 2
     batch["traffic"][1, H - S + 2, 3] = 0.0
@@ -230,12 +230,8 @@ def test_new_memory_options_round_trip_and_default_for_old_checkpoints(tmp_path)
 
 def test_damped_anchor_adds_a_share_of_todays_level_change() -> None:
     """``"damped"``: z[t - S] + α·(z_last - z[t_last - S]); α = 1 equals the difference anchor."""
-    model = _model(season_anchor="damped")
+    model = _zero_head(_model(season_anchor="damped"), mix=0.3)
     assert "season_mix" in dict(model.named_parameters())
-    with torch.no_grad():
-        model.head.weight.zero_()
-        model.head.bias.zero_()
-        model.season_mix.fill_(0.3)
     batch = _batch(n_cells=(5, 7), all_active=True)
     z = model.normalizer.normalize(batch["traffic"])
     yest, level = z[:, H - S : H - S + P], z[:, H - 1 : H] - z[:, H - 1 - S : H - S]
