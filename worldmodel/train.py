@@ -103,6 +103,15 @@ class TrainConfig:
     season_actions: bool = arg(
         False, "with --season: the daily memory also carries yesterday's actions and their change"
     )
+    coverage_prior: bool = arg(
+        False,
+        "MobiWM: add the coverage prior (each cell's log share of the demand under each slot's "
+        "antenna parameters: twin antenna pattern, UMa path loss, learnt demand proxy) as an "
+        "action feature and as a learnt output term",
+    )
+    coverage_daily_demand: bool = arg(
+        False, "with --coverage-prior: its demand proxy also reads the time of day and weekend"
+    )
     history_noise: float = arg(
         0.0,
         "training noise on the history traffic: x·exp(σ·n), n = (per-cell offset + per-slot "
@@ -182,7 +191,9 @@ def model_config(cfg: TrainConfig) -> ModelConfig:
         flags.update(season_mix_init=cfg.season_mix, season_mix_learnt=False)
     return replace(
         mc, history=cfg.history, horizon=cfg.horizon, season=cfg.season, dropout=cfg.dropout,
-        season_anchor=cfg.season_anchor, season_actions=cfg.season_actions, **flags,
+        season_anchor=cfg.season_anchor, season_actions=cfg.season_actions,
+        coverage_prior=cfg.coverage_prior, coverage_daily_demand=cfg.coverage_daily_demand,
+        **flags,
     )  # fmt: skip
 
 

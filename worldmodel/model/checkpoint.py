@@ -65,6 +65,10 @@ LEGACY_DEFAULTS: dict[str, Any] = {
     "season_mix_learnt": True,
     "season_anchor": "difference",
     "season_actions": False,
+    "coverage_prior": False,
+    "coverage_tau_db": 4.0,
+    "coverage_height_m": 30.0,
+    "coverage_daily_demand": False,
 }
 """``ModelConfig`` fields added after format version 1 was fixed, with the value that reproduces
 the model of a checkpoint written before the field existed (the feature did not exist then).

@@ -154,6 +154,19 @@ class ModelConfig:
     """The daily memory also carries the action features of slot ``t - season`` and their
     change to slot ``t``, so that the model knows whether yesterday ran under today's
     antenna settings."""
+    coverage_prior: bool = False
+    """Give every cell and slot one more action feature: the log share of the map's demand it
+    would serve under that slot's parameters (``coverage.CoveragePrior``: the twin's antenna
+    pattern, UMa path loss, a soft strongest-cell association and a learnt demand proxy), and
+    add ``coverage_gain ·`` its change from the anchor's slot to the output. Needs
+    ``use_actions``."""
+    coverage_tau_db: float = 4.0
+    """Temperature (dB) of the coverage prior's soft association."""
+    coverage_height_m: float = 30.0
+    """Nominal antenna height (m) of the coverage prior (site heights are not model inputs)."""
+    coverage_daily_demand: bool = False
+    """The coverage prior's demand proxy also reads the slot's time of day and a weekend flag
+    (demand moves between zones over the day)."""
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -221,6 +234,19 @@ class ModelConfig:
         need(
             self.use_actions or not self.season_actions,
             "season_actions needs use_actions (Static-MobiWM must never see actions)",
+        )
+        need(
+            self.use_actions or not self.coverage_prior,
+            "coverage_prior needs use_actions (Static-MobiWM must never see actions)",
+        )
+        need(
+            self.coverage_prior or not self.coverage_daily_demand,
+            "coverage_daily_demand needs coverage_prior",
+        )
+        need(self.coverage_tau_db > 0, f"coverage_tau_db must be > 0, got {self.coverage_tau_db}")
+        need(
+            self.coverage_height_m > 1.5,
+            f"coverage_height_m must be > 1.5 (the user height), got {self.coverage_height_m}",
         )
         if self.season:
             need(

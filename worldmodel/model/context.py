@@ -197,6 +197,8 @@ class ContextCache:
     od_cell: torch.Tensor | None  # [B, T_od, N, d] OD features at each cell per slot
     od_start_week_slot: torch.Tensor  # [B] int64
     n_od_slots: int  # T_od (0 without OD)
+    coverage_geom: torch.Tensor | None = None  # [B, 5, N, S²] coverage prior geometry
+    coverage_pixels: torch.Tensor | None = None  # [B, S², 1 + F] coverage demand-proxy inputs
 
     @property
     def batch_size(self) -> int:

@@ -38,6 +38,12 @@ Decisions where the paper is silent (see also the module docs of ``layers`` and 
   own earlier predictions, like everything else past the warm start. Without the memory a
   few-slot history cannot tell one cell's daily shape from another's, and a week-long rollout
   lost to copying yesterday (``docs/RESULTS.md``).
+* Coverage prior (``coverage_prior``, our extension; ``coverage.CoveragePrior``): every slot's
+  action features gain a seventh, the cell's log share of the map's demand under that slot's
+  parameters (closed form from the twin's antenna pattern and UMa path loss with a soft
+  strongest-cell association over a learnt demand proxy on the POI grid), and the output adds
+  ``coverage_gain ·`` that share's change from the anchor's slot (learnt, starts at 0). The
+  model then no longer has to discover from data how an antenna change moves cell borders.
 * Padding: padded cells' inputs are replaced by zeros on entry, their tokens are zeroed after
   every sub-layer, and spatial attention masks them as keys, so they cannot influence real
   cells (bit-identical real outputs).
@@ -63,6 +69,7 @@ from worldmodel.model.context import (
     cell_grid_coords,
     sample_at_cells,
 )
+from worldmodel.model.coverage import CoveragePrior
 from worldmodel.model.layers import (
     MLP,
     AntennaBias,
@@ -111,7 +118,9 @@ class MobiWM(nn.Module):
         self.state_embed = nn.Linear(1, d)
         # daily memory: (traffic one season earlier, its cell was active[, that slot's action
         # features and their change since]) of every token
-        n_mem = 2 + (2 * ACTION_FEATURES if cfg.season_actions else 0)
+        # action features per slot: normalize_actions' 6 (+ the coverage prior's log share)
+        n_feat = ACTION_FEATURES + (1 if cfg.coverage_prior else 0)
+        n_mem = 2 + (2 * n_feat if cfg.season_actions else 0)
         self.season_embed = nn.Linear(n_mem, d) if cfg.season else None
         # anchor weight α (see ModelConfig.season_anchor; unused by the 'yesterday' anchor)
         mix = torch.tensor(float(cfg.season_mix_init)) if cfg.season else None
@@ -131,8 +140,22 @@ class MobiWM(nn.Module):
         def gate() -> Gate:
             return Gate(d, d, cfg.use_gates, cfg.gate_init)
 
-        n_act = ACTION_FEATURES * (2 if cfg.action_deltas else 1)
+        n_act = n_feat * (2 if cfg.action_deltas else 1)
         self.action_enc = MLP(n_act, d, d) if cfg.use_actions else None
+        self.coverage = (
+            CoveragePrior(
+                cfg.poi_categories if cfg.use_poi else 0,
+                cfg.facility_channels if cfg.use_facility else 0,
+                cfg.count_log_scale,
+                cfg.coverage_tau_db,
+                cfg.coverage_height_m,
+                cfg.coverage_daily_demand,
+            )
+            if cfg.coverage_prior
+            else None
+        )
+        # weight of the coverage prior's log-share change in the output (starts at 0)
+        self.coverage_gain = nn.Parameter(torch.zeros(())) if cfg.coverage_prior else None
         self.gate_action = gate() if cfg.use_actions else None
         self.poi_enc = POIEncoder(cfg) if cfg.use_poi else None
         self.gate_poi = gate() if cfg.use_poi else None
@@ -238,6 +261,18 @@ class MobiWM(nn.Module):
             h, fine, coarse = self.fac_enc(f, s, pe_grid(fp, fp), pe_grid(s, s))
             local = sample_at_cells(fine, grid) + sample_at_cells(coarse, grid)
             fac_cond = zero_padded(h[:, None] + local, mask)
+        cov_geom = cov_pixels = None
+        if self.coverage is not None:
+            geom = self.coverage.geometry(xy, extent, grid_side)
+            real = mask[:, :, None]  # padded cells: zero geometry (they never take a share)
+            cov_geom = torch.stack(
+                [torch.where(real, geom[k], 0.0) for k in CoveragePrior.GEOMETRY], dim=1
+            )
+            p_in = self._tensor(poi, torch.float32) if self.coverage.poi_categories else None
+            f_in = (
+                self._tensor(facility, torch.float32) if self.coverage.facility_channels else None
+            )
+            cov_pixels = self.coverage.pixel_features(p_in, f_in, b, grid_side, self.device)
         start = (
             torch.zeros(b, dtype=torch.long, device=self.device)
             if od_start_week_slot is None
@@ -255,6 +290,8 @@ class MobiWM(nn.Module):
             od_cell=od_cell,
             od_start_week_slot=start,
             n_od_slots=n_od,
+            coverage_geom=cov_geom,
+            coverage_pixels=cov_pixels,
         )
 
     # ------------------------------------------------------------------ core
@@ -275,6 +312,13 @@ class MobiWM(nn.Module):
         """
         cfg = self.cfg
         mask = ctx.cell_mask
+        cov_delta = None
+        if self.coverage is not None:  # one more action feature: the log demand share
+            if ctx.coverage_geom is None or ctx.coverage_pixels is None:
+                raise ValueError("this context was encoded without the coverage prior")
+            log_share = self._log_share(ctx, act_feat, active, slot_of_day, day_of_week)
+            cov_delta = self._coverage_delta(log_share, active)
+            act_feat = torch.cat([act_feat, log_share.unsqueeze(-1)], dim=-1)
         seas_in, anchor = None, z_hist[:, -1:, :]
         if cfg.season:  # keep the token slots; their values one season earlier become inputs
             z_hist, act_feat, active, slot_of_day, day_of_week, od_index, seas_in, anchor = (
@@ -328,6 +372,8 @@ class MobiWM(nn.Module):
         out = self.head(self.dec_norm(y[:, h:])).squeeze(-1)  # [B, P, N]
         if cfg.predict_residual:
             out = out + anchor
+        if cov_delta is not None:
+            out = out + self.coverage_gain * cov_delta
         valid = active[:, h:] & mask[:, None, :]
         return torch.where(valid, out, self.normalizer.zero_level().to(out.dtype))
 
@@ -385,6 +431,43 @@ class MobiWM(nn.Module):
             seas_in,
             anchor,
         )
+
+    def _log_share(
+        self,
+        ctx: ContextCache,
+        act_feat: torch.Tensor,
+        active: torch.Tensor,
+        slot_of_day: torch.Tensor,
+        day_of_week: torch.Tensor,
+    ) -> torch.Tensor:
+        """The coverage prior's log share ``[B, T, N]`` of the slots the model reads: all of
+        them, or with a daily memory the tokens and their memory slots (others hold 0)."""
+        s, t = self.cfg.season, act_feat.shape[1]
+        idx = torch.arange(t, device=act_feat.device)
+        if s and t > 2 * (t - s):
+            idx = torch.cat([idx[: t - s], idx[s:]])
+        demand = self.coverage.demand_weights(
+            ctx.coverage_pixels, slot_of_day[:, idx], day_of_week[:, idx], self.cfg.slots_per_day
+        )
+        part = self.coverage(ctx.coverage_geom, demand, act_feat[:, idx], active[:, idx])
+        if len(idx) == t:
+            return part
+        return part.new_zeros(act_feat.shape[:3]).index_copy(1, idx, part)
+
+    def _coverage_delta(self, log_share: torch.Tensor, active: torch.Tensor) -> torch.Tensor:
+        """Change ``[B, P, N]`` of the coverage prior's log share of every future slot from the
+        slot the output's anchor is read at: the same slot one season earlier for the
+        ``"yesterday"`` / ``"damped"`` anchors (where the cell was on then), else the last
+        history slot. 0 where the cell is off in either slot."""
+        h, s = self.cfg.history, self.cfg.season
+        fut, on_fut = log_share[:, h:], active[:, h:]
+        last, on_last = log_share[:, h - 1 : h], active[:, h - 1 : h]
+        delta = torch.where(on_fut & on_last, fut - last, 0.0)
+        if s and self.cfg.season_anchor in ("yesterday", "damped"):
+            t = log_share.shape[1]
+            then, on_then = log_share[:, h - s : t - s], active[:, h - s : t - s]
+            delta = torch.where(on_then, torch.where(on_fut, fut - then, 0.0), delta)
+        return delta
 
     def _spatial_mask(
         self, ctx: ContextCache, active: torch.Tensor, act_feat: torch.Tensor

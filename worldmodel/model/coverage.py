@@ -1,0 +1,262 @@
+"""Coverage prior (our extension): which share of the map's demand each cell would serve
+under a given set of antenna parameters.
+
+The twin gives every pixel's demand to its strongest cell, so a cell's traffic responds to an
+action through the area it wins or loses. A learned model has to discover that from data; this
+module computes it in closed form from the model's own inputs, once per distinct parameter
+set, and the model receives it as one more action feature (``ModelConfig.coverage_prior``).
+
+For map ``b``, cell ``i`` and pixel ``g`` of the ``S × S`` context grid (the POI grid)::
+
+    RSRP_ig = P_i + G(θ', φ'; azimuth_i, mech tilt_i, elec tilt_i) − PL(d_ig)     [dB]
+    w_ig    = softmax_i(RSRP_ig / τ)        over the cells active in that slot
+    ρ_g     = softmax_g(log1p(POI count_g) + MLP(POI_g, facility_g[, time]))     (Σ_g ρ_g = 1)
+    share_i = N_on · Σ_g w_ig ρ_g          (mean 1 over the active cells)
+    feature = log(share_i + ε)             (0 for inactive cells)
+
+* ``G``: the twin's TR 38.901 sector antenna (``twin.antenna``: 65° element, 8-element
+  vertical array for the electrical tilt, mechanical tilt rotating the pattern), ported to
+  torch.
+* ``PL``: TR 38.901 UMa NLoS (``max(LoS, NLoS')``) at a nominal antenna height
+  (``coverage_height_m``; the model is not told site heights) and 2.6 GHz. Distances are
+  clamped to 10 m.
+* ``τ`` (``coverage_tau_db``): a soft association that stands in for the shadow fading and the
+  A3 hysteresis the model cannot see.
+* ``ρ``: a demand proxy learnt end to end (gradients reach it through ``share``); it starts as
+  the POI count of each grid cell (the MLP's last layer starts at zero). Without POI it starts
+  uniform. With ``daily_demand`` the MLP also reads the slot's time (two daily harmonics and a
+  weekend flag), so the proxy can move demand between offices and homes over the day as the
+  twin's zone profiles do.
+
+The association weights carry no gradient (actions are inputs, not parameters). Padded and
+inactive cells take no share and get the feature 0, so they cannot influence real cells.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from worldmodel.model.layers import MLP
+from worldmodel.model.normalize import normalize_counts
+from worldmodel.twin.antenna import AntennaConfig
+
+CARRIER_GHZ = 2.6
+UE_HEIGHT_M = 1.5
+SHARE_EPS = 1e-2  # floor of the share before the log (1% of a mean cell)
+_OFF = -1e9  # association logit of an inactive cell
+TIME_FEATURES = 5  # daily demand proxy: sin / cos of 1 and 2 cycles per day, weekend flag
+
+
+def time_features(
+    slot_of_day: torch.Tensor, day_of_week: torch.Tensor, slots_per_day: int
+) -> torch.Tensor:
+    """``[..., 5]``: two daily harmonics of the slot and a weekend flag (days 5 and 6)."""
+    phase = 2.0 * math.pi * slot_of_day.to(torch.float32) / slots_per_day
+    return torch.stack(
+        [torch.sin(phase), torch.cos(phase), torch.sin(2 * phase), torch.cos(2 * phase),
+         (day_of_week >= 5).to(torch.float32)], dim=-1,
+    )  # fmt: skip
+
+
+def pathloss_uma_nlos_db(d2d_m: torch.Tensor, h_bs_m: float, fc_ghz: float = CARRIER_GHZ):
+    """TR 38.901 UMa NLoS path loss (dB) ``max(PL_LoS, PL'_NLoS)``, ``d2d`` clamped to 10 m."""
+    h_ut = UE_HEIGHT_M
+    d2d = d2d_m.clamp_min(10.0)
+    d3d = torch.sqrt(d2d**2 + (h_bs_m - h_ut) ** 2)
+    d_bp = 4.0 * (h_bs_m - 1.0) * (h_ut - 1.0) * fc_ghz * 1e9 / 299_792_458.0
+    log_fc, log_d3d = math.log10(fc_ghz), torch.log10(d3d)
+    pl1 = 28.0 + 22.0 * log_d3d + 20.0 * log_fc
+    pl2 = 28.0 + 40.0 * log_d3d + 20.0 * log_fc - 9.0 * math.log10(d_bp**2 + (h_bs_m - h_ut) ** 2)
+    pl_los = torch.where(d2d <= d_bp, pl1, pl2)
+    nlos = 13.54 + 39.08 * log_d3d + 20.0 * log_fc - 0.6 * (h_ut - 1.5)
+    return torch.maximum(pl_los, nlos)
+
+
+def antenna_gain_db(
+    geom: dict[str, torch.Tensor],
+    azimuth_rad: torch.Tensor,
+    mech_tilt_deg: torch.Tensor,
+    elec_tilt_deg: torch.Tensor,
+    cfg: AntennaConfig,
+) -> torch.Tensor:
+    """Gain (dBi) of every cell towards every pixel: the torch twin of
+    ``twin.antenna.antenna_gain_dbi``. ``geom`` holds ``cos_b, sin_b`` (bearing from north) and
+    ``cos_z, sin_z`` (zenith) ``[..., G]``; the parameters are ``[...]``."""
+    az, mt = azimuth_rad[..., None], torch.deg2rad(mech_tilt_deg)[..., None]
+    cos_az, sin_az = torch.cos(az), torch.sin(az)
+    cos_mt, sin_mt = torch.cos(mt), torch.sin(mt)
+    cos_b, sin_b, cos_z, sin_z = geom["cos_b"], geom["sin_b"], geom["cos_z"], geom["sin_z"]
+    cdp = cos_b * cos_az + sin_b * sin_az  # cos(bearing − azimuth)
+    sdp = sin_b * cos_az - cos_b * sin_az
+    cos_tl = (cos_mt * cos_z + sin_mt * cdp * sin_z).clamp(-1.0, 1.0)
+    theta_l = torch.rad2deg(torch.arccos(cos_tl))
+    phi_l = torch.rad2deg(torch.atan2(sin_z * sdp, cos_mt * sin_z * cdp - sin_mt * cos_z))
+    a_v = -torch.clamp(12.0 * ((theta_l - 90.0) / cfg.hpbw_v_deg) ** 2, max=cfg.sla_v_db)
+    a_h = -torch.clamp(12.0 * (phi_l / cfg.hpbw_h_deg) ** 2, max=cfg.a_max_db)
+    element = cfg.element_gain_dbi - torch.clamp(-(a_v + a_h), max=cfg.a_max_db)
+    n = cfg.n_vertical
+    steer = torch.cos(torch.deg2rad(90.0 + elec_tilt_deg))[..., None]
+    half = math.pi * cfg.spacing_wavelengths * (cos_tl - steer)
+    sin_half = torch.sin(half)
+    small = sin_half.abs() < 1e-6
+    ratio = torch.where(small, float(n), torch.sin(n * half) / torch.where(small, 1.0, sin_half))
+    floor = n * 10.0 ** (cfg.null_fill_db / 10.0)
+    return element + 10.0 * torch.log10(ratio * ratio / n + floor)
+
+
+class CoveragePrior(nn.Module):
+    """Per-cell log demand share under each slot's parameters (module doc).
+
+    ``poi_categories`` / ``facility_channels``: the demand proxy's inputs (0 = that modality
+    is not used); ``tau_db``: association temperature; ``height_m``: nominal antenna height;
+    ``daily_demand``: the demand proxy also depends on the time of week.
+    """
+
+    GEOMETRY = ("cos_b", "sin_b", "cos_z", "sin_z", "pathloss")
+    """Channels of the stacked geometry ``[B, 5, N, S²]`` in a ``ContextCache``."""
+
+    def __init__(
+        self,
+        poi_categories: int,
+        facility_channels: int,
+        count_log_scale: float,
+        tau_db: float,
+        height_m: float,
+        daily_demand: bool = False,
+        hidden: int = 16,
+    ) -> None:
+        super().__init__()
+        self.tau_db, self.height_m, self.log_scale = float(tau_db), float(height_m), count_log_scale
+        self.poi_categories, self.facility_channels = poi_categories, facility_channels
+        self.daily_demand = bool(daily_demand)
+        self.antenna = AntennaConfig()
+        n_in = poi_categories + facility_channels + (TIME_FEATURES if daily_demand else 0)
+        self.demand = MLP(n_in, hidden, 1) if n_in else None
+        if self.demand is not None:
+            nn.init.zeros_(self.demand.fc2.weight)
+            nn.init.zeros_(self.demand.fc2.bias)
+
+    # ------------------------------------------------------------------ once per map
+    def geometry(self, cell_xy_m: torch.Tensor, extent_m: torch.Tensor, side: int) -> dict:
+        """Cell→pixel geometry ``[B, N, S²]`` (bearing and zenith trig, path loss dB) for the
+        ``side × side`` grid over each map (row-major, rows south → north)."""
+        frac = (torch.arange(side, dtype=cell_xy_m.dtype, device=cell_xy_m.device) + 0.5) / side
+        c = frac[None, :] * extent_m[:, None]  # [B, S]
+        py = c[:, :, None].expand(-1, side, side).reshape(c.shape[0], -1)  # row = y
+        px = c[:, None, :].expand(-1, side, side).reshape(c.shape[0], -1)  # column = x
+        dx = px[:, None, :] - cell_xy_m[..., 0:1]
+        dy = py[:, None, :] - cell_xy_m[..., 1:2]
+        d = torch.sqrt(dx * dx + dy * dy).clamp_min(1e-3)
+        elev = torch.atan2(torch.full_like(d, self.height_m - UE_HEIGHT_M), d.clamp_min(10.0))
+        return {
+            "cos_b": dy / d,
+            "sin_b": dx / d,
+            "cos_z": -torch.sin(elev),  # zenith = 90° + elevation below the horizon
+            "sin_z": torch.cos(elev),
+            "pathloss": pathloss_uma_nlos_db(d, self.height_m),
+        }
+
+    def pixel_features(
+        self,
+        poi: torch.Tensor | None,
+        facility: torch.Tensor | None,
+        batch: int,
+        side: int,
+        device: torch.device,
+    ) -> torch.Tensor:
+        """Static inputs of the demand proxy ``[B, S², 1 + F]``: the base logit
+        ``log1p(POI count)`` (0 without POI), then the normalised POI counts and the facility
+        map pooled to the grid. Pass exactly the modalities given at construction
+        (``poi_categories`` / ``facility_channels`` > 0)."""
+        feats, base = [], torch.zeros(batch, side * side, 1, device=device)
+        if self.poi_categories:
+            if poi is None:
+                raise ValueError("the coverage prior's demand proxy needs poi")
+            feats.append(normalize_counts(poi, self.log_scale).reshape(batch, side * side, -1))
+            total = torch.nan_to_num(poi, nan=0.0, posinf=0.0).clamp_min(0.0).sum(-1)
+            base = torch.log1p(total).reshape(batch, side * side, 1)
+        if self.facility_channels:
+            if facility is None:
+                raise ValueError("the coverage prior's demand proxy needs facility")
+            f = F.adaptive_avg_pool2d(torch.nan_to_num(facility), (side, side))
+            feats.append(f.permute(0, 2, 3, 1).reshape(batch, side * side, -1))
+        return torch.cat([base, *feats], dim=-1)
+
+    def demand_weights(
+        self,
+        pixels: torch.Tensor,
+        slot_of_day: torch.Tensor | None = None,
+        day_of_week: torch.Tensor | None = None,
+        slots_per_day: int = 96,
+    ) -> torch.Tensor:
+        """Demand proxy ``ρ`` (sums to 1 over the grid) from ``pixel_features`` ``[B, S², 1 + F]``:
+        ``[B, S²]``, or with ``daily_demand`` ``[B, T, S²]`` for the slots ``[B, T]`` given."""
+        base, feats = pixels[..., 0], pixels[..., 1:]
+        if not self.daily_demand:
+            logit = base if self.demand is None else base + self.demand(feats).squeeze(-1)
+            return torch.softmax(logit, dim=-1)
+        if slot_of_day is None or day_of_week is None:
+            raise ValueError("a daily demand proxy needs slot_of_day and day_of_week")
+        tf = time_features(slot_of_day, day_of_week, slots_per_day).to(pixels.dtype)  # [B, T, 5]
+        b, t, g = tf.shape[0], tf.shape[1], pixels.shape[1]
+        x = torch.cat(
+            [feats[:, None].expand(b, t, g, feats.shape[-1]), tf[:, :, None].expand(b, t, g, -1)],
+            dim=-1,
+        )
+        return torch.softmax(base[:, None] + self.demand(x).squeeze(-1), dim=-1)
+
+    # ------------------------------------------------------------------ per window
+    def forward(
+        self,
+        geom: torch.Tensor,
+        demand: torch.Tensor,
+        act_feat: torch.Tensor,
+        active: torch.Tensor,
+    ) -> torch.Tensor:
+        """``log(share + ε)`` ``[B, T, N]`` (0 for inactive cells) from the stacked geometry
+        ``[B, 5, N, S²]`` (``GEOMETRY``), the demand proxy ``[B, S²]`` or ``[B, T, S²]``
+        (``demand_weights``), the normalised action
+        features ``[B, T, N, 6]`` (``normalize_actions``) and ``active [B, T, N]``.
+
+        Computed once per distinct (map, parameter set) in the batch: plans are piecewise
+        constant, so a window holds only a few."""
+        b, t, n, k = act_feat.shape
+        rows = torch.arange(b, device=act_feat.device).repeat_interleave(t)[:, None]
+        key = torch.cat(
+            [rows.to(act_feat.dtype), act_feat.reshape(b * t, n * k),
+             active.reshape(b * t, n).to(act_feat.dtype)], dim=1,
+        )  # fmt: skip
+        uniq, inverse = torch.unique(key, dim=0, return_inverse=True)
+        m = uniq[:, 0].long()
+        feat = uniq[:, 1 : 1 + n * k].reshape(-1, n, k)
+        on = uniq[:, 1 + n * k :] > 0.5  # [U, N]
+        with torch.no_grad():
+            # the gain of a cell depends on its own parameters only: compute it once per
+            # distinct (map, cell, parameters) and assemble each parameter set from those
+            cells = torch.arange(n, device=feat.device).expand(len(uniq), n)
+            per_cell = torch.cat(
+                [m[:, None, None].expand(-1, n, 1).to(feat.dtype), cells[..., None].to(feat.dtype),
+                 feat], dim=-1,
+            ).reshape(-1, 2 + k)  # fmt: skip
+            cu, cinv = torch.unique(per_cell, dim=0, return_inverse=True)
+            cm, cc, cf = cu[:, 0].long(), cu[:, 1].long(), cu[:, 2:]
+            g = dict(zip(self.GEOMETRY, geom[cm, :, cc].unbind(1), strict=True))  # [Uc, G]
+            power = 8.0 * cf[:, 0] + 38.0
+            azimuth = torch.atan2(cf[:, 1], cf[:, 2])
+            mech, elec = 7.5 * cf[:, 3] + 7.5, 6.0 * cf[:, 4] + 6.0
+            gain = antenna_gain_db(g, azimuth, mech, elec, self.antenna)
+            rsrp = (power[:, None] + gain - g["pathloss"])[cinv].reshape(len(uniq), n, -1)
+            logit = torch.where(on[..., None], rsrp / self.tau_db, _OFF)
+            w = torch.softmax(logit, dim=1) * on[..., None].to(rsrp.dtype)
+        n_on = on.sum(-1, keepdim=True).clamp_min(1).to(w.dtype)
+        if demand.dim() == 2:  # one proxy per map: once per distinct parameter set
+            served = torch.einsum("ung,ug->un", w, demand[m])
+            log_share = torch.where(on, torch.log(served * n_on + SHARE_EPS), 0.0)
+            return log_share[inverse].reshape(b, t, n)
+        served = torch.einsum("ung,ug->un", w[inverse], demand.reshape(b * t, -1))
+        on_all, n_all = on[inverse], n_on[inverse]
+        return torch.where(on_all, torch.log(served * n_all + SHARE_EPS), 0.0).reshape(b, t, n)
