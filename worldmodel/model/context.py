@@ -199,6 +199,9 @@ class ContextCache:
     n_od_slots: int  # T_od (0 without OD)
     coverage_geom: torch.Tensor | None = None  # [B, 5, N, S²] coverage prior geometry
     coverage_pixels: torch.Tensor | None = None  # [B, S², 1 + F] coverage demand-proxy inputs
+    # coverage log shares already computed (no-grad calls), keyed by row: a cache broadcast
+    # from one map (``mobiwm_env``) may share it, a cache whose rows are other maps may not
+    coverage_memo: dict | None = None
 
     @property
     def batch_size(self) -> int:

@@ -48,6 +48,8 @@ CARRIER_GHZ = 2.6
 UE_HEIGHT_M = 1.5
 SHARE_EPS = 1e-2  # floor of the share before the log (1% of a mean cell)
 _OFF = -1e9  # association logit of an inactive cell
+# a memo is cleared when it would grow past this many entries (about 50 MB at 60 cells)
+MEMO_MAX_ENTRIES = 200_000
 TIME_FEATURES = 5  # daily demand proxy: sin / cos of 1 and 2 cycles per day, weekend flag
 
 
@@ -213,17 +215,92 @@ class CoveragePrior(nn.Module):
     def forward(
         self,
         geom: torch.Tensor,
+        pixels: torch.Tensor,
+        act_feat: torch.Tensor,
+        active: torch.Tensor,
+        slot_of_day: torch.Tensor | None = None,
+        day_of_week: torch.Tensor | None = None,
+        memo: dict | None = None,
+        slots_per_day: int = 96,
+    ) -> torch.Tensor:
+        """``log(share + ε)`` ``[B, T, N]`` (0 for inactive cells) from the stacked geometry
+        ``[B, 5, N, S²]`` (``GEOMETRY``), the demand proxy's inputs ``[B, S², 1 + F]``
+        (``pixel_features``), the normalised action features ``[B, T, N, 6]``
+        (``normalize_actions``), ``active [B, T, N]`` and, for a daily demand proxy, the slots'
+        ``slot_of_day`` / ``day_of_week [B, T]``.
+
+        Computed once per distinct (map, parameter set) in the batch: plans are piecewise
+        constant, so a window holds only a few. With ``memo`` (a dict kept with the map's
+        ``ContextCache``; used only without gradients) the value of every (row, slot key,
+        parameters, active set) is also remembered across calls (with a daily proxy: also per
+        week slot), so a rollout or an env step computes only the slots it has not seen. A
+        memo is valid while the model's weights stay unchanged.
+        """
+        time_key = None
+        if self.daily_demand:
+            if slot_of_day is None or day_of_week is None:
+                raise ValueError("a daily demand proxy needs slot_of_day and day_of_week")
+            time_key = day_of_week * slots_per_day + slot_of_day
+        if memo is not None and not torch.is_grad_enabled():
+            return self._memoised(geom, pixels, act_feat, active, time_key, memo, slots_per_day)
+        demand = self._demand(pixels, time_key, slots_per_day)
+        return self._compute(geom, demand, act_feat, active)
+
+    def _demand(
+        self, pixels: torch.Tensor, time_key: torch.Tensor | None, slots_per_day: int
+    ) -> torch.Tensor:
+        if time_key is None:
+            return self.demand_weights(pixels)
+        sod, dow = time_key % slots_per_day, time_key // slots_per_day
+        return self.demand_weights(pixels, sod, dow, slots_per_day)
+
+    def _memoised(
+        self,
+        geom: torch.Tensor,
+        pixels: torch.Tensor,
+        act_feat: torch.Tensor,
+        active: torch.Tensor,
+        time_key: torch.Tensor | None,
+        memo: dict,
+        slots_per_day: int,
+    ) -> torch.Tensor:
+        b, t, n, _ = act_feat.shape
+        feat_np, on_np = act_feat.cpu().numpy(), active.cpu().numpy()
+        tk = time_key.cpu().numpy() if time_key is not None else None
+        out = act_feat.new_empty(b, t, n)
+        missing: list[tuple[int, int, tuple]] = []
+        for i in range(b):
+            for j in range(t):
+                key = (i, -1 if tk is None else int(tk[i, j]), feat_np[i, j].tobytes(),
+                       on_np[i, j].tobytes())  # fmt: skip
+                hit = memo.get(key)
+                if hit is None:
+                    missing.append((i, j, key))
+                else:
+                    out[i, j] = hit
+        if missing:
+            bi = torch.tensor([x[0] for x in missing], device=act_feat.device)
+            tj = torch.tensor([x[1] for x in missing], device=act_feat.device)
+            tk = None if time_key is None else time_key[bi, tj][:, None]
+            d = self._demand(pixels[bi], tk, slots_per_day)  # only the rows not seen yet
+            new = self._compute(geom, d, act_feat[bi, tj][:, None], active[bi, tj][:, None], bi)
+            if len(memo) + len(missing) > MEMO_MAX_ENTRIES:
+                memo.clear()
+            for r, (i, j, key) in enumerate(missing):
+                memo[key] = new[r, 0]
+                out[i, j] = new[r, 0]
+        return out
+
+    def _compute(
+        self,
+        geom: torch.Tensor,
         demand: torch.Tensor,
         act_feat: torch.Tensor,
         active: torch.Tensor,
+        geom_rows: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """``log(share + ε)`` ``[B, T, N]`` (0 for inactive cells) from the stacked geometry
-        ``[B, 5, N, S²]`` (``GEOMETRY``), the demand proxy ``[B, S²]`` or ``[B, T, S²]``
-        (``demand_weights``), the normalised action
-        features ``[B, T, N, 6]`` (``normalize_actions``) and ``active [B, T, N]``.
-
-        Computed once per distinct (map, parameter set) in the batch: plans are piecewise
-        constant, so a window holds only a few."""
+        """``forward`` without a memo; ``geom_rows [B]``: the geometry row of each batch row
+        (default: the same row)."""
         b, t, n, k = act_feat.shape
         rows = torch.arange(b, device=act_feat.device).repeat_interleave(t)[:, None]
         key = torch.cat(
@@ -232,6 +309,7 @@ class CoveragePrior(nn.Module):
         )  # fmt: skip
         uniq, inverse = torch.unique(key, dim=0, return_inverse=True)
         m = uniq[:, 0].long()
+        mg = m if geom_rows is None else geom_rows[m]  # geometry row of each parameter set
         feat = uniq[:, 1 : 1 + n * k].reshape(-1, n, k)
         on = uniq[:, 1 + n * k :] > 0.5  # [U, N]
         with torch.no_grad():
@@ -239,7 +317,7 @@ class CoveragePrior(nn.Module):
             # distinct (map, cell, parameters) and assemble each parameter set from those
             cells = torch.arange(n, device=feat.device).expand(len(uniq), n)
             per_cell = torch.cat(
-                [m[:, None, None].expand(-1, n, 1).to(feat.dtype), cells[..., None].to(feat.dtype),
+                [mg[:, None, None].expand(-1, n, 1).to(feat.dtype), cells[..., None].to(feat.dtype),
                  feat], dim=-1,
             ).reshape(-1, 2 + k)  # fmt: skip
             cu, cinv = torch.unique(per_cell, dim=0, return_inverse=True)
@@ -257,6 +335,14 @@ class CoveragePrior(nn.Module):
             served = torch.einsum("ung,ug->un", w, demand[m])
             log_share = torch.where(on, torch.log(served * n_on + SHARE_EPS), 0.0)
             return log_share[inverse].reshape(b, t, n)
-        served = torch.einsum("ung,ug->un", w[inverse], demand.reshape(b * t, -1))
+        # one demand row per slot: group the slots by parameter set, so that each set's
+        # association weights are read once (no [B·T, N, S²] copy of them)
+        flat = demand.reshape(b * t, -1)
+        order = torch.argsort(inverse, stable=True)
+        parts = [
+            flat[rows] @ w[u].T
+            for u, rows in enumerate(torch.split(order, torch.bincount(inverse).tolist()))
+        ]
+        served = torch.cat(parts)[torch.argsort(order)]
         on_all, n_all = on[inverse], n_on[inverse]
         return torch.where(on_all, torch.log(served * n_all + SHARE_EPS), 0.0).reshape(b, t, n)

@@ -292,6 +292,7 @@ class MobiWM(nn.Module):
             n_od_slots=n_od,
             coverage_geom=cov_geom,
             coverage_pixels=cov_pixels,
+            coverage_memo={} if self.coverage is not None else None,
         )
 
     # ------------------------------------------------------------------ core
@@ -446,10 +447,10 @@ class MobiWM(nn.Module):
         idx = torch.arange(t, device=act_feat.device)
         if s and t > 2 * (t - s):
             idx = torch.cat([idx[: t - s], idx[s:]])
-        demand = self.coverage.demand_weights(
-            ctx.coverage_pixels, slot_of_day[:, idx], day_of_week[:, idx], self.cfg.slots_per_day
-        )
-        part = self.coverage(ctx.coverage_geom, demand, act_feat[:, idx], active[:, idx])
+        part = self.coverage(
+            ctx.coverage_geom, ctx.coverage_pixels, act_feat[:, idx], active[:, idx],
+            slot_of_day[:, idx], day_of_week[:, idx], ctx.coverage_memo, self.cfg.slots_per_day,
+        )  # fmt: skip
         if len(idx) == t:
             return part
         return part.new_zeros(act_feat.shape[:3]).index_copy(1, idx, part)

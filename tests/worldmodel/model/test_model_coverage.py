@@ -60,10 +60,10 @@ def _two_cells(power=(40.0, 40.0), azimuth=(90.0, 270.0), active=(True, True)):
     xy = torch.tensor([[[1000.0, 1500.0], [2000.0, 1500.0]]])
     geom = prior.geometry(xy, torch.tensor([3000.0]), 16)
     stacked = torch.stack([geom[k] for k in CoveragePrior.GEOMETRY], dim=1)
-    demand = prior.demand_weights(prior.pixel_features(None, None, 1, 16, torch.device("cpu")))
+    pixels = prior.pixel_features(None, None, 1, 16, torch.device("cpu"))
     acts = torch.tensor([[[[power[i], azimuth[i], 6.0, 4.0] for i in range(2)]]])
     on = torch.tensor([[list(active)]])
-    return prior(stacked, demand, normalize_actions(acts, on), on)[0, 0]
+    return prior(stacked, pixels, normalize_actions(acts, on), on)[0, 0]
 
 
 def test_shares_respond_to_power_azimuth_and_switch_off() -> None:
@@ -98,16 +98,35 @@ def test_once_per_distinct_parameter_set_equals_per_slot(daily: bool) -> None:
     torch.testing.assert_close(demand.sum(-1), torch.ones(demand.shape[:-1]))
     if daily:
         assert (demand[:, 0] - demand[:, 6]).abs().max() > 1e-4  # 6 slots later: other weights
-    whole = model.coverage(ctx.coverage_geom, demand, feat, on)
+    whole = model.coverage(ctx.coverage_geom, ctx.coverage_pixels, feat, on, sod, dow)
     for b in range(2):
         for t in range(feat.shape[1]):
             one = model.coverage(
-                ctx.coverage_geom[b : b + 1],
-                demand[b : b + 1, t : t + 1] if daily else demand[b : b + 1],
+                ctx.coverage_geom[b : b + 1], ctx.coverage_pixels[b : b + 1],
                 feat[b : b + 1, t : t + 1], on[b : b + 1, t : t + 1],
+                sod[b : b + 1, t : t + 1], dow[b : b + 1, t : t + 1],
             )  # fmt: skip
             torch.testing.assert_close(whole[b, t], one[0, 0], rtol=1e-5, atol=1e-6)
     assert (whole[~on] == 0).all()
+    # the memo (no-grad calls) gives the same values, computes each slot once, and reuses them
+    memo: dict = {}
+    with torch.no_grad():
+        first = model.coverage(ctx.coverage_geom, ctx.coverage_pixels, feat, on, sod, dow,
+                               memo)  # fmt: skip
+        n_keys = len(memo)
+        # the held plan's repeated slots share keys unless each slot has its own demand
+        assert n_keys == 2 * feat.shape[1] if daily else n_keys < 2 * feat.shape[1]
+        again = model.coverage(ctx.coverage_geom, ctx.coverage_pixels, feat, on, sod, dow,
+                               memo)  # fmt: skip
+    assert len(memo) == n_keys
+    torch.testing.assert_close(first, whole, rtol=1e-5, atol=1e-6)
+    assert torch.equal(again, first)
+    with torch.no_grad():  # another week slot: a daily proxy must not reuse the memo
+        shifted = model.coverage(ctx.coverage_geom, ctx.coverage_pixels, feat, on,
+                                 (sod + 48) % 96, dow, memo)  # fmt: skip
+    assert (len(memo) > n_keys) == daily
+    if daily:
+        assert not torch.allclose(shifted, first)
 
 
 def _model(**kw: object):
@@ -145,8 +164,7 @@ def test_output_term_is_the_share_change_from_the_anchor_slot() -> None:
                                batch["extent_m"], batch["cell_mask"])  # fmt: skip
     z, feat, on = model._prepare(batch["traffic"][:, :H], batch["actions"], batch["active"],
                                  ctx.cell_mask)  # fmt: skip
-    ls = model.coverage(ctx.coverage_geom, model.coverage.demand_weights(ctx.coverage_pixels),
-                        feat, on)  # fmt: skip
+    ls = model.coverage(ctx.coverage_geom, ctx.coverage_pixels, feat, on)
     want = z[:, H - S : H - S + P] + ls[:, H:] - ls[:, H - S : H - S + P]
     want[0, 1, 2] = z[0, H - 1, 2] + ls[0, H + 1, 2] - ls[0, H - 1, 2]
     torch.testing.assert_close(model(batch), want)
