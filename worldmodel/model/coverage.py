@@ -339,10 +339,8 @@ class CoveragePrior(nn.Module):
         # association weights are read once (no [B·T, N, S²] copy of them)
         flat = demand.reshape(b * t, -1)
         order = torch.argsort(inverse, stable=True)
-        parts = [
-            flat[rows] @ w[u].T
-            for u, rows in enumerate(torch.split(order, torch.bincount(inverse).tolist()))
-        ]
+        groups = torch.split(order, torch.bincount(inverse).tolist())
+        parts = [flat[slots] @ w[u].T for u, slots in enumerate(groups)]
         served = torch.cat(parts)[torch.argsort(order)]
         on_all, n_all = on[inverse], n_on[inverse]
         return torch.where(on_all, torch.log(served * n_all + SHARE_EPS), 0.0).reshape(b, t, n)

@@ -70,6 +70,21 @@ def make_batch(
     }
 
 
+def with_padding_garbage(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A copy of ``batch`` whose padded cells hold garbage in every per-cell input (huge and
+    non-finite traffic and actions, active flags on, far-away positions); real cells are
+    untouched, so a model's real outputs must not change."""
+    out = {k: v.clone() for k, v in batch.items()}
+    pad = ~out["cell_mask"]  # [B, N]
+    pad_t = pad[:, None, :].expand(-1, out["traffic"].shape[1], -1)
+    n_pad = int(pad_t.sum())
+    out["traffic"][pad_t] = torch.tensor([1e6, float("nan")]).repeat(n_pad)[:n_pad]
+    out["actions"][pad_t] = torch.tensor([99.0, -1e4, 1e3, float("inf")])
+    out["active"][pad_t] = True
+    out["cell_xy"][pad] = torch.tensor([1e7, -5.0])
+    return out
+
+
 def make_model(seed: int = 0, **overrides: object) -> MobiWM:
     """Tiny ``debug`` model with fitted-looking normaliser statistics."""
     torch.manual_seed(seed)

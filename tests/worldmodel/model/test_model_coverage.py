@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.worldmodel.model.conftest import make_batch, make_model
+from tests.worldmodel.model.conftest import make_batch, make_model, with_padding_garbage
 from worldmodel.model import load_checkpoint, preset, save_checkpoint
 from worldmodel.model.coverage import (
     SHARE_EPS,
@@ -137,13 +137,7 @@ def test_padded_cells_never_influence_real_cells() -> None:
     model = _model(season_anchor="yesterday", season_actions=True)
     batch = make_batch(n_cells=(5, 7), history=H, horizon=P, seed=3)
     ref = model(batch)
-    garbage = {k: v.clone() for k, v in batch.items()}
-    pad_t = (~garbage["cell_mask"])[:, None, :].expand(-1, H + P, -1)
-    garbage["traffic"][pad_t] = 1e6
-    garbage["actions"][pad_t] = torch.tensor([99.0, -1e4, 1e3, 50.0])
-    garbage["active"][pad_t] = True
-    garbage["cell_xy"][~garbage["cell_mask"]] = 123.0
-    out = model(garbage)
+    out = model(with_padding_garbage(batch))
     real = batch["cell_mask"][:, None, :].expand_as(out)
     assert torch.equal(out[real], ref[real])
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.worldmodel.model.conftest import make_batch, make_model
+from tests.worldmodel.model.conftest import make_batch, make_model, with_padding_garbage
 from worldmodel.model import MobiWM, preset
 from worldmodel.model.layers import Gate
 
@@ -33,13 +33,8 @@ def test_padded_cells_never_influence_real_cells() -> None:
     model = make_model().eval()
     batch = make_batch(n_cells=(5, 7), seed=3)
     ref = model(batch)
-    garbage = {k: v.clone() for k, v in batch.items()}
+    garbage = with_padding_garbage(batch)
     pad = ~garbage["cell_mask"]  # [B, N]
-    pad_t = pad[:, None, :].expand(-1, H + P, -1)
-    garbage["traffic"][pad_t] = torch.tensor([1e6, float("nan")]).repeat(int(pad_t.sum()) // 2)
-    garbage["actions"][pad_t] = torch.tensor([99.0, -1e4, 1e3, float("inf")])
-    garbage["active"][pad_t] = True
-    garbage["cell_xy"][pad] = torch.tensor([1e7, -5.0])
     out = model(garbage)
     assert torch.equal(_real(out, batch), _real(ref, batch))
     # padded outputs hold the normalised zero-traffic value

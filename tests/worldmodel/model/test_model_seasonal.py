@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.worldmodel.model.conftest import make_batch, make_model
+from tests.worldmodel.model.conftest import make_batch, make_model, with_padding_garbage
 from worldmodel.model import preset
 
 S, HT, P = 8, 4, 4  # season, history tokens, horizon (a short "day" keeps the test small)
@@ -80,12 +80,7 @@ def test_padded_cells_never_influence_real_cells() -> None:
     model = _model()
     batch = _batch(n_cells=(5, 7), seed=3)
     ref = model(batch)
-    garbage = {k: v.clone() for k, v in batch.items()}
-    pad_t = (~garbage["cell_mask"])[:, None, :].expand(-1, H + P, -1)
-    garbage["traffic"][pad_t] = 1e6
-    garbage["actions"][pad_t] = torch.tensor([99.0, -1e4, 1e3, 50.0])
-    garbage["active"][pad_t] = True
-    out = model(garbage)
+    out = model(with_padding_garbage(batch))
     real = batch["cell_mask"][:, None, :].expand_as(out)
     assert torch.equal(out[real], ref[real])
 
@@ -192,12 +187,8 @@ def test_memory_actions_are_read_and_trained() -> None:
     without = _model(season_anchor="yesterday")
     assert torch.equal(without(other), without(batch))
     ref = with_mem(batch)
-    garbage = {k: v.clone() for k, v in batch.items()}
-    pad_t = (~garbage["cell_mask"])[:, None, :].expand(-1, H + P, -1)
-    garbage["actions"][pad_t] = torch.tensor([99.0, -1e4, 1e3, 50.0])
-    garbage["traffic"][pad_t] = 1e6
     real = batch["cell_mask"][:, None, :].expand_as(ref)
-    assert torch.equal(with_mem(garbage)[real], ref[real])
+    assert torch.equal(with_mem(with_padding_garbage(batch))[real], ref[real])
     with_mem.train()
     loss, _ = with_mem.loss(_batch(n_cells=(4, 6), seed=4))
     loss.backward()
