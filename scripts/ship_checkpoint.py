@@ -1,6 +1,6 @@
 """Copy a trained MobiWM checkpoint into the package and record its metrics on test maps.
 
-    python scripts/ship_checkpoint.py --run runs/mobiwm-default --data data/default \
+    python scripts/ship_checkpoint.py --run runs/mobiwm-default \
         --eval runs/eval-default/results.json
 
 Writes ``mobiwm_env/assets/mobiwm-default/`` (``model.safetensors`` + ``config.json``). The

@@ -112,6 +112,11 @@ class TrainConfig:
     coverage_daily_demand: bool = arg(
         False, "with --coverage-prior: its demand proxy also reads the time of day and weekend"
     )
+    coverage_calibrate: int = arg(
+        0,
+        "with --coverage-prior: fit the demand proxy to the anchor slot's traffic with this many "
+        "multiplicative steps and apply the prior's change as a factor on the anchor (0: off)",
+    )
     history_noise: float = arg(
         0.0,
         "training noise on the history traffic: x·exp(σ·n), n = (per-cell offset + per-slot "
@@ -193,7 +198,7 @@ def model_config(cfg: TrainConfig) -> ModelConfig:
         mc, history=cfg.history, horizon=cfg.horizon, season=cfg.season, dropout=cfg.dropout,
         season_anchor=cfg.season_anchor, season_actions=cfg.season_actions,
         coverage_prior=cfg.coverage_prior, coverage_daily_demand=cfg.coverage_daily_demand,
-        **flags,
+        coverage_calibrate=cfg.coverage_calibrate, **flags,
     )  # fmt: skip
 
 

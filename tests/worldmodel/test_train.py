@@ -211,6 +211,7 @@ def test_ablate_actions(smoke_data: Path, tmp_path: Path) -> None:
         {"season_anchor": "yesterday"},  # needs --season
         {"season_actions": True},
         {"coverage_prior": True, "ablate": ("actions",)},  # Static-MobiWM never sees actions
+        {"coverage_calibrate": 3},  # needs --coverage-prior
         {"season": 96, "history": 104, "season_anchor": "weekly"},
         {"season": 96, "history": 104, "season_anchor": "yesterday", "season_mix": 1.0},
         {"arch": "lstm"},
@@ -247,9 +248,11 @@ def test_daily_memory_trains_from_the_cli(smoke_data: Path, tmp_path: Path) -> N
     model = load_world_model(yest / "best")
     assert (model.cfg.season_anchor, model.cfg.season_actions) == ("yesterday", True)
     cov = tmp_path / "cov"
-    assert main([*argv[:3], str(cov), *argv[4:], *flags, "--coverage-prior"]) == 0
+    cov_flags = ["--coverage-prior", "--coverage-calibrate", "2"]
+    assert main([*argv[:3], str(cov), *argv[4:], *flags, *cov_flags]) == 0
     model = load_world_model(cov / "best")
     assert model.cfg.coverage_prior and model.coverage is not None
+    assert model.cfg.coverage_calibrate == 2
 
 
 def test_unknown_ablation_from_cli(smoke_data: Path, tmp_path: Path) -> None:

@@ -167,6 +167,12 @@ class ModelConfig:
     coverage_daily_demand: bool = False
     """The coverage prior's demand proxy also reads the slot's time of day and a weekend flag
     (demand moves between zones over the day)."""
+    coverage_calibrate: int = 0
+    """With the coverage prior: fit its demand proxy to the traffic of the output anchor's slot
+    with this many multiplicative steps before the output term is computed, and apply that
+    term as a multiplicative change of the anchor's traffic, ``exp(coverage_gain · Δ log
+    share)`` (``coverage_gain`` starts at 1; ``CoveragePrior.calibrated_delta``). 0: the
+    uncalibrated change, added in normalised space (starts at 0)."""
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -242,6 +248,14 @@ class ModelConfig:
         need(
             self.coverage_prior or not self.coverage_daily_demand,
             "coverage_daily_demand needs coverage_prior",
+        )
+        need(
+            self.coverage_prior or not self.coverage_calibrate,
+            "coverage_calibrate needs coverage_prior",
+        )
+        need(
+            0 <= self.coverage_calibrate <= 100,
+            f"coverage_calibrate must be in [0, 100], got {self.coverage_calibrate}",
         )
         need(self.coverage_tau_db > 0, f"coverage_tau_db must be > 0, got {self.coverage_tau_db}")
         need(

@@ -44,6 +44,9 @@ Decisions where the paper is silent (see also the module docs of ``layers`` and 
   strongest-cell association over a learnt demand proxy on the POI grid), and the output adds
   ``coverage_gain ·`` that share's change from the anchor's slot (learnt, starts at 0). The
   model then no longer has to discover from data how an antenna change moves cell borders.
+  With ``coverage_calibrate`` the change is computed after the demand proxy has been fitted
+  to the cells' traffic in the anchor's slot, and it multiplies the anchor's traffic by
+  ``exp(coverage_gain · Δ)`` (``coverage_gain`` starts at 1: the closed form's prediction).
 * Padding: padded cells' inputs are replaced by zeros on entry, their tokens are zeroed after
   every sub-layer, and spatial attention masks them as keys, so they cannot influence real
   cells (bit-identical real outputs).
@@ -154,8 +157,10 @@ class MobiWM(nn.Module):
             if cfg.coverage_prior
             else None
         )
-        # weight of the coverage prior's log-share change in the output (starts at 0)
-        self.coverage_gain = nn.Parameter(torch.zeros(())) if cfg.coverage_prior else None
+        # weight of the coverage prior's log-share change in the output (starts at 0, or at the
+        # closed form's change, 1, when the prior is calibrated on the anchor's traffic)
+        gain0 = 1.0 if cfg.coverage_calibrate else 0.0
+        self.coverage_gain = nn.Parameter(torch.tensor(gain0)) if cfg.coverage_prior else None
         self.gate_action = gate() if cfg.use_actions else None
         self.poi_enc = POIEncoder(cfg) if cfg.use_poi else None
         self.gate_poi = gate() if cfg.use_poi else None
@@ -318,7 +323,11 @@ class MobiWM(nn.Module):
             if ctx.coverage_geom is None or ctx.coverage_pixels is None:
                 raise ValueError("this context was encoded without the coverage prior")
             log_share = self._log_share(ctx, act_feat, active, slot_of_day, day_of_week)
-            cov_delta = self._coverage_delta(log_share, active)
+            if cfg.coverage_calibrate:
+                cov_delta = self._calibrated_delta(ctx, z_hist, act_feat, active, slot_of_day,
+                                                   day_of_week)  # fmt: skip
+            else:
+                cov_delta = self._coverage_delta(log_share, active)
             act_feat = torch.cat([act_feat, log_share.unsqueeze(-1)], dim=-1)
         seas_in, anchor = None, z_hist[:, -1:, :]
         if cfg.season:  # keep the token slots; their values one season earlier become inputs
@@ -373,7 +382,14 @@ class MobiWM(nn.Module):
         out = self.head(self.dec_norm(y[:, h:])).squeeze(-1)  # [B, P, N]
         if cfg.predict_residual:
             out = out + anchor
-        if cov_delta is not None:
+        if cov_delta is not None and cfg.coverage_calibrate:
+            # the anchor's traffic times exp(gain · Δ), mapped back to normalised space
+            # (0 where the prior sees no change; the anchor floored at zero traffic)
+            norm = self.normalizer
+            base = anchor.clamp_min(norm.zero_level().to(anchor.dtype))
+            scaled = norm.denormalize(base) * torch.exp(self.coverage_gain * cov_delta)
+            out = out + torch.where(cov_delta != 0, norm.normalize(scaled) - base, 0.0)
+        elif cov_delta is not None:
             out = out + self.coverage_gain * cov_delta
         valid = active[:, h:] & mask[:, None, :]
         return torch.where(valid, out, self.normalizer.zero_level().to(out.dtype))
@@ -455,20 +471,48 @@ class MobiWM(nn.Module):
             return part
         return part.new_zeros(act_feat.shape[:3]).index_copy(1, idx, part)
 
+    def _reference_slots(self, t: int) -> torch.Tensor:
+        """Window slot ``[P]`` whose traffic the output anchor reads for each future slot: one
+        season earlier for the ``"yesterday"`` / ``"damped"`` anchors, else the last history
+        slot (per cell, ``_seasonal`` falls back to the last slot where a cell was off then)."""
+        h, s = self.cfg.history, self.cfg.season
+        fut = torch.arange(h, t, device=self.device)
+        if s and self.cfg.season_anchor in ("yesterday", "damped"):
+            return fut - s
+        return torch.full_like(fut, h - 1)
+
+    def _calibrated_delta(
+        self,
+        ctx: ContextCache,
+        z_hist: torch.Tensor,
+        act_feat: torch.Tensor,
+        active: torch.Tensor,
+        slot_of_day: torch.Tensor,
+        day_of_week: torch.Tensor,
+    ) -> torch.Tensor:
+        """The coverage prior's change ``[B, P, N]`` from each future slot's reference slot,
+        with the demand proxy fitted to the traffic of that slot (``calibrated_delta``)."""
+        h = self.cfg.history
+        ref = self._reference_slots(act_feat.shape[1])
+        return self.coverage.calibrated_delta(
+            ctx.coverage_geom, ctx.coverage_pixels, act_feat[:, ref], active[:, ref],
+            self.normalizer.denormalize(z_hist[:, ref]), act_feat[:, h:], active[:, h:],
+            self.cfg.coverage_calibrate, slot_of_day[:, h:], day_of_week[:, h:],
+            self.cfg.slots_per_day,
+        )  # fmt: skip
+
     def _coverage_delta(self, log_share: torch.Tensor, active: torch.Tensor) -> torch.Tensor:
         """Change ``[B, P, N]`` of the coverage prior's log share of every future slot from the
         slot the output's anchor is read at: the same slot one season earlier for the
         ``"yesterday"`` / ``"damped"`` anchors (where the cell was on then), else the last
         history slot. 0 where the cell is off in either slot."""
-        h, s = self.cfg.history, self.cfg.season
+        h = self.cfg.history
         fut, on_fut = log_share[:, h:], active[:, h:]
         last, on_last = log_share[:, h - 1 : h], active[:, h - 1 : h]
         delta = torch.where(on_fut & on_last, fut - last, 0.0)
-        if s and self.cfg.season_anchor in ("yesterday", "damped"):
-            t = log_share.shape[1]
-            then, on_then = log_share[:, h - s : t - s], active[:, h - s : t - s]
-            delta = torch.where(on_then, torch.where(on_fut, fut - then, 0.0), delta)
-        return delta
+        ref = self._reference_slots(log_share.shape[1])
+        then, on_then = log_share[:, ref], active[:, ref]
+        return torch.where(on_then, torch.where(on_fut, fut - then, 0.0), delta)
 
     def _spatial_mask(
         self, ctx: ContextCache, active: torch.Tensor, act_feat: torch.Tensor
