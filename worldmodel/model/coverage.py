@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -119,14 +120,41 @@ def antenna_gain_db(
     return element + 10.0 * torch.log10(ratio * ratio / n + floor)
 
 
+def _memo_key(row: int, time_key, slot: int, feat: np.ndarray, on: np.ndarray) -> tuple:
+    """Memo key of one (batch row, slot): row, week slot (-1 without a daily proxy), the
+    slot's action features and active set as bytes."""
+    week = -1 if time_key is None else int(time_key[row, slot])
+    return (row, week, feat[row, slot].tobytes(), on[row, slot].tobytes())
+
+
+class SetProduct:
+    """Products of every row with the association of its parameter set, without a copy of the
+    association per row: ``w [U, N, S²]`` and the set of each row ``sets [R]``."""
+
+    def __init__(self, w: torch.Tensor, sets: torch.Tensor) -> None:
+        self.w = w
+        self.order = torch.argsort(sets, stable=True)
+        self.undo = torch.argsort(self.order)
+        counts = torch.bincount(sets, minlength=len(w)).tolist()
+        self.groups = [(u, g) for u, g in enumerate(torch.split(self.order, counts)) if len(g)]
+
+    def served(self, rho: torch.Tensor) -> torch.Tensor:
+        """``Σ_g w_ig ρ_rg`` for demand rows ``[R, S²]`` → ``[R, N]``."""
+        return torch.cat([rho[g] @ self.w[u].T for u, g in self.groups])[self.undo]
+
+    def back(self, x: torch.Tensor) -> torch.Tensor:
+        """``Σ_i w_ig x_ri`` for cell rows ``[R, N]`` → ``[R, S²]``."""
+        return torch.cat([x[g] @ self.w[u] for u, g in self.groups])[self.undo]
+
+
 def fit_demand(
-    w: torch.Tensor, rho: torch.Tensor, traffic: torch.Tensor, on: torch.Tensor, iterations: int
+    w: SetProduct, rho: torch.Tensor, traffic: torch.Tensor, on: torch.Tensor, iterations: int
 ) -> torch.Tensor:
-    """Pixel demand ``[..., S²]`` fitted to observed cell traffic by ``iterations``
+    """Pixel demand ``[R, S²]`` fitted to observed cell traffic by ``iterations``
     multiplicative (Richardson–Lucy) steps ``ρ_g ← ρ_g · Σ_i w_ig y_i / ŷ_i``, ``ŷ = w ρ``.
 
-    ``w [..., N, S²]``: association (columns sum to 1 over the active cells); ``rho``: the
-    starting demand (sums to 1); ``traffic [..., N]`` (MB, ≥ 0) and ``on [..., N]``: what the
+    ``w``: each row's association (columns sum to 1 over the active cells); ``rho``: the
+    starting demand (rows sum to 1); ``traffic [R, N]`` (MB, ≥ 0) and ``on [R, N]``: what the
     cells carried, ``y`` = its shares. Each step keeps ``ρ ≥ 0`` and ``Σ ρ = 1`` and moves
     ``ŷ`` towards ``y``; where no active cell carried traffic ``ρ`` stays as it is.
     """
@@ -135,10 +163,10 @@ def fit_demand(
     has = total > 0
     y = y / torch.where(has, total, 1.0)
     for _ in range(iterations):
-        y_hat = torch.einsum("...ng,...g->...n", w, rho)
+        y_hat = w.served(rho)
         ratio = torch.where(on & (y_hat > 0), y / y_hat.clamp_min(1e-12), 0.0)
         ratio = torch.where(has, ratio, on.to(ratio.dtype))  # no traffic: unchanged
-        rho = rho * torch.einsum("...ng,...n->...g", w, ratio)
+        rho = rho * w.back(ratio)
     return rho
 
 
@@ -303,8 +331,7 @@ class CoveragePrior(nn.Module):
         missing: list[tuple[int, int, tuple]] = []
         for i in range(b):
             for j in range(t):
-                key = (i, -1 if tk is None else int(tk[i, j]), feat_np[i, j].tobytes(),
-                       on_np[i, j].tobytes())  # fmt: skip
+                key = _memo_key(i, tk, j, feat_np, on_np)
                 hit = memo.get(key)
                 if hit is None:
                     missing.append((i, j, key))
@@ -322,6 +349,47 @@ class CoveragePrior(nn.Module):
                 memo[key] = new[r, 0]
                 out[i, j] = new[r, 0]
         return out
+
+    def _remember_plain(
+        self,
+        memo: dict,
+        w: SetProduct,
+        rho: torch.Tensor,
+        act_feat: torch.Tensor,
+        active: torch.Tensor,
+        slot_of_day: torch.Tensor | None,
+        day_of_week: torch.Tensor | None,
+        slots_per_day: int,
+    ) -> None:
+        """Store the uncalibrated log shares of slots ``[B, P]`` with association ``w`` and
+        demand rows ``rho [B·P, S²]`` in ``forward``'s memo."""
+        b, p, n, _ = act_feat.shape
+        n_on = active.sum(-1, keepdim=True).clamp_min(1).to(rho.dtype)
+        plain = torch.where(
+            active, torch.log(w.served(rho).reshape(b, p, n) * n_on + SHARE_EPS), 0.0
+        )
+        time_key = None
+        if self.daily_demand:
+            time_key = day_of_week * slots_per_day + slot_of_day
+        self._remember(memo, act_feat, active, time_key, plain)
+
+    @staticmethod
+    def _remember(
+        memo: dict,
+        act_feat: torch.Tensor,
+        active: torch.Tensor,
+        time_key: torch.Tensor | None,
+        values: torch.Tensor,
+    ) -> None:
+        """Store log shares ``values [B, T, N]`` under ``forward``'s memo keys."""
+        b, t = values.shape[:2]
+        if len(memo) + b * t > MEMO_MAX_ENTRIES:
+            memo.clear()
+        feat_np, on_np = act_feat.cpu().numpy(), active.cpu().numpy()
+        tk = time_key.cpu().numpy() if time_key is not None else None
+        for i in range(b):
+            for j in range(t):
+                memo[_memo_key(i, tk, j, feat_np, on_np)] = values[i, j]
 
     def association(
         self,
@@ -410,6 +478,9 @@ class CoveragePrior(nn.Module):
         slot_of_day: torch.Tensor | None = None,
         day_of_week: torch.Tensor | None = None,
         slots_per_day: int = 96,
+        memo: dict | None = None,
+        ref_slot_of_day: torch.Tensor | None = None,
+        ref_day_of_week: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Change ``[B, P, N]`` of every cell's log share from a reference slot to a target
         slot, with the demand proxy first fitted to the traffic the cells carried in the
@@ -423,7 +494,10 @@ class CoveragePrior(nn.Module):
         is ``log(w' ρ + ε) − log(w ρ + ε)`` (shares scaled to mean 1 over the reference slot's
         active cells), 0 where the cell is off in either slot. Gradients reach the demand
         proxy through ``ρ``; the traffic is treated as data. A reference slot without traffic
-        leaves the proxy as it is.
+        leaves the proxy as it is. With ``memo`` (no-gradient calls) the target slots'
+        uncalibrated log shares are also stored in it, as ``forward`` would store them, and the
+        reference slots' too (a daily proxy needs their time, ``ref_slot_of_day`` /
+        ``ref_day_of_week [B, P]``).
         """
         if iterations < 0:
             raise ValueError(f"iterations must be >= 0, got {iterations}")
@@ -431,15 +505,30 @@ class CoveragePrior(nn.Module):
         both_feat, both_on = torch.cat([feat_ref, feat], 1), torch.cat([on_ref, on], 1)
         w, inverse, _, _ = self.association(geom, both_feat, both_on)
         inverse = inverse.reshape(b, 2 * p)
-        w_ref, w_new = w[inverse[:, :p]], w[inverse[:, p:]]  # [B, P, N, S²]
+        w_ref = SetProduct(w, inverse[:, :p].reshape(-1))
+        w_new = SetProduct(w, inverse[:, p:].reshape(-1))
         if self.daily_demand:
             if slot_of_day is None or day_of_week is None:
                 raise ValueError("a daily demand proxy needs slot_of_day and day_of_week")
-            rho = self.demand_weights(pixels, slot_of_day, day_of_week, slots_per_day)
+            rho0 = self.demand_weights(pixels, slot_of_day, day_of_week, slots_per_day)
         else:
-            rho = self.demand_weights(pixels)[:, None].expand(b, p, -1)
-        rho = fit_demand(w_ref, rho, traffic_ref.detach(), on_ref, iterations)
-        n_on = on_ref.sum(-1, keepdim=True).clamp_min(1).to(rho.dtype)
-        before = torch.log(torch.einsum("bpng,bpg->bpn", w_ref, rho) * n_on + SHARE_EPS)
-        after = torch.log(torch.einsum("bpng,bpg->bpn", w_new, rho) * n_on + SHARE_EPS)
+            rho0 = self.demand_weights(pixels)[:, None].expand(b, p, -1)
+        rho0 = rho0.reshape(b * p, -1)
+        if memo is not None and not torch.is_grad_enabled():
+            # both slots' uncalibrated log shares come almost for free: remember them for the
+            # feature (``forward``), which then need not compute these sets again
+            self._remember_plain(memo, w_new, rho0, feat, on, slot_of_day, day_of_week,
+                                 slots_per_day)  # fmt: skip
+            if not self.daily_demand or ref_slot_of_day is not None:
+                rho_ref = rho0
+                if self.daily_demand:
+                    rho_ref = self.demand_weights(pixels, ref_slot_of_day, ref_day_of_week,
+                                                  slots_per_day).reshape(b * p, -1)  # fmt: skip
+                self._remember_plain(memo, w_ref, rho_ref, feat_ref, on_ref, ref_slot_of_day,
+                                     ref_day_of_week, slots_per_day)  # fmt: skip
+        on_r = on_ref.reshape(b * p, n)
+        rho = fit_demand(w_ref, rho0, traffic_ref.detach().reshape(b * p, n), on_r, iterations)
+        n_on = on_r.sum(-1, keepdim=True).clamp_min(1).to(rho.dtype)
+        before = torch.log(w_ref.served(rho) * n_on + SHARE_EPS).reshape(b, p, n)
+        after = torch.log(w_new.served(rho) * n_on + SHARE_EPS).reshape(b, p, n)
         return torch.where(on_ref & on, after - before, 0.0)

@@ -322,11 +322,12 @@ class MobiWM(nn.Module):
         if self.coverage is not None:  # one more action feature: the log demand share
             if ctx.coverage_geom is None or ctx.coverage_pixels is None:
                 raise ValueError("this context was encoded without the coverage prior")
-            log_share = self._log_share(ctx, act_feat, active, slot_of_day, day_of_week)
-            if cfg.coverage_calibrate:
+            if cfg.coverage_calibrate:  # first: it leaves the future slots' shares in the memo
                 cov_delta = self._calibrated_delta(ctx, z_hist, act_feat, active, slot_of_day,
                                                    day_of_week)  # fmt: skip
+                log_share = self._log_share(ctx, act_feat, active, slot_of_day, day_of_week)
             else:
+                log_share = self._log_share(ctx, act_feat, active, slot_of_day, day_of_week)
                 cov_delta = self._coverage_delta(log_share, active)
             act_feat = torch.cat([act_feat, log_share.unsqueeze(-1)], dim=-1)
         seas_in, anchor = None, z_hist[:, -1:, :]
@@ -498,7 +499,7 @@ class MobiWM(nn.Module):
             ctx.coverage_geom, ctx.coverage_pixels, act_feat[:, ref], active[:, ref],
             self.normalizer.denormalize(z_hist[:, ref]), act_feat[:, h:], active[:, h:],
             self.cfg.coverage_calibrate, slot_of_day[:, h:], day_of_week[:, h:],
-            self.cfg.slots_per_day,
+            self.cfg.slots_per_day, ctx.coverage_memo, slot_of_day[:, ref], day_of_week[:, ref],
         )  # fmt: skip
 
     def _coverage_delta(self, log_share: torch.Tensor, active: torch.Tensor) -> torch.Tensor:

@@ -10,7 +10,7 @@ import torch
 
 from tests.worldmodel.model.conftest import make_batch, make_model, with_padding_garbage
 from worldmodel.model import load_checkpoint, preset, save_checkpoint
-from worldmodel.model.coverage import SHARE_EPS, CoveragePrior, fit_demand
+from worldmodel.model.coverage import SHARE_EPS, CoveragePrior, SetProduct, fit_demand
 from worldmodel.model.normalize import normalize_actions
 
 S, HT, P = 8, 4, 4  # season, history tokens, horizon
@@ -43,13 +43,13 @@ def test_calibration_fits_the_reference_traffic_and_keeps_the_demand() -> None:
     torch.testing.assert_close(same, torch.zeros_like(same))
     # enough steps: the reference shares match the observed ones (y_hat = w rho)
     w, inv, _, _ = prior.association(geom, f, on)
-    w, rho0 = w[inv[0]], prior.demand_weights(pixels)[0]
+    rho0 = prior.demand_weights(pixels)
     err = []
     for steps in (0, 1, 3, 200):
-        rho = fit_demand(w, rho0, y[0, 0], on[0, 0], steps)
+        rho = fit_demand(SetProduct(w, inv), rho0, y[0], on[0], steps)[0]
         assert (rho >= 0).all()
         torch.testing.assert_close(rho.sum(), torch.tensor(1.0))  # keeps the total demand
-        err.append(float((w @ rho - y[0, 0] / y.sum()).abs().max()))
+        err.append(float((w[inv[0]] @ rho - y[0, 0] / y.sum()).abs().max()))
     assert err[0] > 0.1 and err[0] > err[1] > err[2] > err[3] and err[3] < 1e-3
 
 
@@ -165,3 +165,35 @@ def test_config_checks_round_trip_and_legacy_load(tmp_path) -> None:
     back = load_checkpoint(ck)
     assert back.cfg.coverage_calibrate == 0
     assert torch.equal(back(batch), old(batch))
+
+
+def test_set_product_equals_the_gathered_association() -> None:
+    g = torch.Generator().manual_seed(0)
+    w = torch.rand(3, 4, 10, generator=g)
+    sets = torch.tensor([2, 0, 2, 1, 0, 2])
+    prod = SetProduct(w, sets)
+    rho, x = torch.rand(6, 10, generator=g), torch.rand(6, 4, generator=g)
+    torch.testing.assert_close(prod.served(rho), torch.einsum("rng,rg->rn", w[sets], rho))
+    torch.testing.assert_close(prod.back(x), torch.einsum("rng,rn->rg", w[sets], x))
+
+
+def test_memo_holds_the_future_shares_and_changes_no_value(monkeypatch) -> None:
+    """Without gradients the calibrated change leaves the future slots' plain log shares in
+    the memo, so the feature computes only the other slots; the output is unchanged."""
+    model = _model(season_actions=True, coverage_daily_demand=True)
+    torch.nn.init.normal_(model.coverage.demand.fc2.weight, std=1.0)  # a time-dependent proxy
+    batch = make_batch(n_cells=(5, 7), history=H, horizon=P, seed=6)
+    with_grad = model(batch)  # no memo
+    rows: list[int] = []
+    compute = model.coverage._compute
+
+    def spy(geom, demand, act_feat, *args, **kw):
+        rows.append(act_feat.shape[0] * act_feat.shape[1])
+        return compute(geom, demand, act_feat, *args, **kw)
+
+    monkeypatch.setattr(model.coverage, "_compute", spy)
+    with torch.no_grad():
+        memoised = model(batch)
+    torch.testing.assert_close(memoised, with_grad, rtol=1e-5, atol=1e-5)
+    # the feature reads 2 · (tokens) slots per map; 2 · P of them were left by the prior
+    assert rows == [2 * (2 * (HT + P) - 2 * P)]
