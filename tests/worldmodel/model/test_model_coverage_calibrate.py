@@ -197,3 +197,26 @@ def test_memo_holds_the_future_shares_and_changes_no_value(monkeypatch) -> None:
     torch.testing.assert_close(memoised, with_grad, rtol=1e-5, atol=1e-5)
     # the feature reads 2 · (tokens) slots per map; 2 · P of them were left by the prior
     assert rows == [2 * (2 * (HT + P) - 2 * P)]
+
+
+def test_closed_form_checkpoint_script(tmp_path) -> None:
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[3] / "scripts" / "closed_form_checkpoint.py"
+    spec = importlib.util.spec_from_file_location("closed_form_checkpoint", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    trained = _model(season_actions=True, coverage_daily_demand=True)
+    torch.nn.init.normal_(trained.coverage.demand.fc2.weight, std=1.0)
+    src = save_checkpoint(trained, tmp_path / "trained")
+    assert script.main(["--from", str(src), "--calibrate", "2", "--out", str(tmp_path / "cf")]) == 0
+    closed = load_checkpoint(tmp_path / "cf")
+    assert closed.cfg.coverage_calibrate == 2 and float(closed.coverage_gain.detach()) == 1.0
+    # nothing learnt: the output is yesterday's traffic where the settings did not change
+    batch = make_batch(n_cells=(5,), history=H, horizon=P, seed=2, all_active=True)
+    batch["actions"][0, H:] = batch["actions"][0, H - S : H - S + P]
+    want = closed.normalizer.normalize(batch["traffic"][:, H - S : H - S + P])
+    torch.testing.assert_close(closed(batch), want, rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="coverage prior"):
+        script.closed_form(save_checkpoint(make_model().eval(), tmp_path / "plain"), 3)
