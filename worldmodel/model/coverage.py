@@ -120,6 +120,19 @@ def antenna_gain_db(
     return element + 10.0 * torch.log10(ratio * ratio / n + floor)
 
 
+def _week_slot(slot_of_day: torch.Tensor, day_of_week: torch.Tensor, slots_per_day: int):
+    """Slot of the week ``[...]``: the memo's time key for a daily demand proxy."""
+    return day_of_week * slots_per_day + slot_of_day
+
+
+def _memo_store(memo: dict, entries: list[tuple[tuple, torch.Tensor]]) -> None:
+    """Add ``(key, log shares)`` entries; a memo that would outgrow ``MEMO_MAX_ENTRIES`` is
+    cleared first."""
+    if len(memo) + len(entries) > MEMO_MAX_ENTRIES:
+        memo.clear()
+    memo.update(entries)
+
+
 def _memo_key(row: int, time_key, slot: int, feat: np.ndarray, on: np.ndarray) -> tuple:
     """Memo key of one (batch row, slot): row, week slot (-1 without a daily proxy), the
     slot's action features and active set as bytes."""
@@ -300,7 +313,7 @@ class CoveragePrior(nn.Module):
         if self.daily_demand:
             if slot_of_day is None or day_of_week is None:
                 raise ValueError("a daily demand proxy needs slot_of_day and day_of_week")
-            time_key = day_of_week * slots_per_day + slot_of_day
+            time_key = _week_slot(slot_of_day, day_of_week, slots_per_day)
         if memo is not None and not torch.is_grad_enabled():
             return self._memoised(geom, pixels, act_feat, active, time_key, memo, slots_per_day)
         demand = self._demand(pixels, time_key, slots_per_day)
@@ -343,10 +356,8 @@ class CoveragePrior(nn.Module):
             tk = None if time_key is None else time_key[bi, tj][:, None]
             d = self._demand(pixels[bi], tk, slots_per_day)  # only the rows not seen yet
             new = self._compute(geom, d, act_feat[bi, tj][:, None], active[bi, tj][:, None], bi)
-            if len(memo) + len(missing) > MEMO_MAX_ENTRIES:
-                memo.clear()
-            for r, (i, j, key) in enumerate(missing):
-                memo[key] = new[r, 0]
+            _memo_store(memo, [(key, new[r, 0]) for r, (_, _, key) in enumerate(missing)])
+            for r, (i, j, _) in enumerate(missing):
                 out[i, j] = new[r, 0]
         return out
 
@@ -368,28 +379,12 @@ class CoveragePrior(nn.Module):
         plain = torch.where(
             active, torch.log(w.served(rho).reshape(b, p, n) * n_on + SHARE_EPS), 0.0
         )
-        time_key = None
+        tk = None
         if self.daily_demand:
-            time_key = day_of_week * slots_per_day + slot_of_day
-        self._remember(memo, act_feat, active, time_key, plain)
-
-    @staticmethod
-    def _remember(
-        memo: dict,
-        act_feat: torch.Tensor,
-        active: torch.Tensor,
-        time_key: torch.Tensor | None,
-        values: torch.Tensor,
-    ) -> None:
-        """Store log shares ``values [B, T, N]`` under ``forward``'s memo keys."""
-        b, t = values.shape[:2]
-        if len(memo) + b * t > MEMO_MAX_ENTRIES:
-            memo.clear()
+            tk = _week_slot(slot_of_day, day_of_week, slots_per_day).cpu().numpy()
         feat_np, on_np = act_feat.cpu().numpy(), active.cpu().numpy()
-        tk = time_key.cpu().numpy() if time_key is not None else None
-        for i in range(b):
-            for j in range(t):
-                memo[_memo_key(i, tk, j, feat_np, on_np)] = values[i, j]
+        keys = [_memo_key(i, tk, j, feat_np, on_np) for i in range(b) for j in range(p)]
+        _memo_store(memo, list(zip(keys, plain.reshape(b * p, n), strict=True)))
 
     def association(
         self,
@@ -519,7 +514,9 @@ class CoveragePrior(nn.Module):
             # feature (``forward``), which then need not compute these sets again
             self._remember_plain(memo, w_new, rho0, feat, on, slot_of_day, day_of_week,
                                  slots_per_day)  # fmt: skip
-            if not self.daily_demand or ref_slot_of_day is not None:
+            if not self.daily_demand or (
+                ref_slot_of_day is not None and ref_day_of_week is not None
+            ):
                 rho_ref = rho0
                 if self.daily_demand:
                     rho_ref = self.demand_weights(pixels, ref_slot_of_day, ref_day_of_week,

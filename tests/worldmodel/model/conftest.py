@@ -70,6 +70,21 @@ def make_batch(
     }
 
 
+def prior_inputs(model: MobiWM, batch: dict[str, torch.Tensor], history: int, gain: float):
+    """Zero ``model``'s prediction head and set its ``coverage_gain`` (so that its output is the
+    anchor plus the coverage prior's term only), and return the map context and the prepared
+    inputs ``(ctx, z, action features, active)`` of ``batch``'s first ``history`` slots."""
+    with torch.no_grad():
+        model.head.weight.zero_()
+        model.head.bias.zero_()
+        model.coverage_gain.fill_(gain)
+    ctx = model.encode_context(batch["poi"], batch["od"], batch["facility"], batch["cell_xy"],
+                               batch["extent_m"], batch["cell_mask"])  # fmt: skip
+    z, feat, on = model._prepare(batch["traffic"][:, :history], batch["actions"], batch["active"],
+                                 ctx.cell_mask)  # fmt: skip
+    return ctx, z, feat, on
+
+
 def with_padding_garbage(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """A copy of ``batch`` whose padded cells hold garbage in every per-cell input (huge and
     non-finite traffic and actions, active flags on, far-away positions); real cells are

@@ -8,7 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from tests.worldmodel.model.conftest import make_batch, make_model, with_padding_garbage
+from tests.worldmodel.model.conftest import (
+    make_batch,
+    make_model,
+    prior_inputs,
+    with_padding_garbage,
+)
 from worldmodel.model import load_checkpoint, preset, save_checkpoint
 from worldmodel.model.coverage import (
     SHARE_EPS,
@@ -147,17 +152,10 @@ def test_output_term_is_the_share_change_from_the_anchor_slot() -> None:
     log-share change since yesterday (and the change since the last slot where the cell was off
     yesterday)."""
     model = _model(season_anchor="yesterday")
-    with torch.no_grad():
-        model.head.weight.zero_()
-        model.head.bias.zero_()
-        model.coverage_gain.fill_(1.0)
     batch = make_batch(n_cells=(6,), history=H, horizon=P, seed=5, all_active=True)
     batch["active"][0, H - S + 1, 2] = False  # off one season before future slot 1
     batch["traffic"][0, H - S + 1, 2] = 0.0
-    ctx = model.encode_context(batch["poi"], batch["od"], batch["facility"], batch["cell_xy"],
-                               batch["extent_m"], batch["cell_mask"])  # fmt: skip
-    z, feat, on = model._prepare(batch["traffic"][:, :H], batch["actions"], batch["active"],
-                                 ctx.cell_mask)  # fmt: skip
+    ctx, z, feat, on = prior_inputs(model, batch, H, gain=1.0)
     ls = model.coverage(ctx.coverage_geom, ctx.coverage_pixels, feat, on)
     want = z[:, H - S : H - S + P] + ls[:, H:] - ls[:, H - S : H - S + P]
     want[0, 1, 2] = z[0, H - 1, 2] + ls[0, H + 1, 2] - ls[0, H - 1, 2]

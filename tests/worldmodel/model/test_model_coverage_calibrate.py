@@ -8,7 +8,12 @@ import json
 import pytest
 import torch
 
-from tests.worldmodel.model.conftest import make_batch, make_model, with_padding_garbage
+from tests.worldmodel.model.conftest import (
+    make_batch,
+    make_model,
+    prior_inputs,
+    with_padding_garbage,
+)
 from worldmodel.model import load_checkpoint, preset, save_checkpoint
 from worldmodel.model.coverage import SHARE_EPS, CoveragePrior, SetProduct, fit_demand
 from worldmodel.model.normalize import normalize_actions
@@ -97,19 +102,12 @@ def test_output_is_the_anchor_times_the_calibrated_change() -> None:
     yesterday's, or the last slot's, value where the prior sees no change)."""
     model = _model()
     assert float(model.coverage_gain.detach()) == 1.0  # starts at the closed form
-    with torch.no_grad():
-        model.head.weight.zero_()
-        model.head.bias.zero_()
-        model.coverage_gain.fill_(0.8)
     batch = make_batch(n_cells=(6,), history=H, horizon=P, seed=5, all_active=True)
     batch["actions"][0, H:] = batch["actions"][0, H - S : H - S + P]  # yesterday's settings
     batch["actions"][0, H:, 0, 0] += 6.0  # but cell 0 louder
     batch["active"][0, H - S + 1, 2] = False  # off one season before future slot 1
     batch["traffic"][0, H - S + 1, 2] = 0.0
-    ctx = model.encode_context(batch["poi"], batch["od"], batch["facility"], batch["cell_xy"],
-                               batch["extent_m"], batch["cell_mask"])  # fmt: skip
-    z, feat, on = model._prepare(batch["traffic"][:, :H], batch["actions"], batch["active"],
-                                 ctx.cell_mask)  # fmt: skip
+    ctx, z, feat, on = prior_inputs(model, batch, H, gain=0.8)
     ref = torch.arange(H - S, H - S + P)
     delta = model.coverage.calibrated_delta(
         ctx.coverage_geom, ctx.coverage_pixels, feat[:, ref], on[:, ref],
