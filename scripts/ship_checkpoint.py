@@ -70,6 +70,8 @@ def main() -> int:
     cfg["extra"]["test_metrics"] = {
         "source": str(args.eval),
         "split": results["config"].get("split", "test"),
+        # the rollout's daily memory (results written before the option rolled out "predicted")
+        "memory": results["config"].get("memory", "predicted"),
         "rollout": results.get("rollout", {}).get("metrics", {}),
         "counterfactual": results.get("counterfactual", {}).get("metrics", {}),
         "stability": results.get("stability", {}).get("models", results.get("stability", {})),

@@ -446,19 +446,24 @@ class GRUWorldModel(nn.Module, BatchWorldModel):
 class MobiWMAdapter(BatchWorldModel):
     """``WorldModel`` view of a ``MobiWM``: batch in, ``MobiWM.rollout`` (context encoded once)."""
 
-    def __init__(self, model: nn.Module) -> None:
-        from worldmodel.model.mobiwm import MobiWM
+    def __init__(self, model: nn.Module, memory: str = "observed") -> None:
+        from worldmodel.model.mobiwm import MEMORY_MODES, MobiWM
 
         if not isinstance(model, MobiWM):
             raise TypeError(f"MobiWMAdapter wraps a MobiWM, got {type(model).__name__}")
+        if memory not in MEMORY_MODES:
+            raise ValueError(f"memory must be one of {MEMORY_MODES}, got {memory!r}")
         self.model = model
+        self.memory = memory
         self.history = model.cfg.history
         self.horizon = model.cfg.horizon
 
     def predict_batch(self, batch: Batch) -> torch.Tensor:
         return self.rollout_batch(batch, 1)
 
-    def rollout_batch(self, batch: Batch, n_chunks: int) -> torch.Tensor:
+    def rollout_batch(self, batch: Batch, n_chunks: int, memory: Any = None) -> torch.Tensor:
+        """``MobiWM.rollout`` of the batch; ``memory``: a ``DailyMemory`` that overrides the
+        adapter's ``memory`` mode (a rollout continued in segments)."""
         if not isinstance(n_chunks, int) or n_chunks < 1:
             raise ValueError(f"n_chunks must be an integer >= 1, got {n_chunks!r}")
         h = self.history
@@ -479,14 +484,16 @@ class MobiWMAdapter(BatchWorldModel):
                 "od_index": od_index,
             },
             n_chunks=n_chunks,
+            memory=self.memory if memory is None else memory,
         )
 
 
-def as_world_model(model: Any) -> WorldModel:
-    """``model`` itself if it has ``predict_batch``/``rollout_batch``; a ``MobiWM`` wrapped."""
+def as_world_model(model: Any, memory: str = "observed") -> WorldModel:
+    """``model`` itself if it has ``predict_batch``/``rollout_batch``; a ``MobiWM`` wrapped
+    (rollouts with the daily ``memory`` mode, see ``MobiWM.rollout``)."""
     if isinstance(model, WorldModel):
         return model
-    return MobiWMAdapter(model)
+    return MobiWMAdapter(model, memory)
 
 
 # ---------------------------------------------------------------------- registry

@@ -63,6 +63,7 @@ from tqdm.auto import tqdm
 from worldmodel import metrics
 from worldmodel.baselines import (
     GRUWorldModel,
+    MobiWMAdapter,
     Persistence,
     SeasonalNaive,
     WorldModel,
@@ -73,6 +74,7 @@ from worldmodel.baselines import (
 from worldmodel.cli import arg, parse_config
 from worldmodel.data.dataset import collate_maps, load_split, scenario_name
 from worldmodel.data.format import MapRecord
+from worldmodel.model.mobiwm import MEMORY_MODES, DailyMemory
 from worldmodel.twin.scenario import AZIMUTH, DAYS_PER_WEEK, POWER, SLOTS_PER_DAY, SLOTS_PER_WEEK
 
 SECTIONS = ("rollout", "counterfactual", "stability")
@@ -154,7 +156,10 @@ def _looks_like_path(spec: str) -> bool:
 
 
 def resolve_models(
-    specs: Sequence[Any], device: str | torch.device = "cpu", naive_horizon: int | None = None
+    specs: Sequence[Any],
+    device: str | torch.device = "cpu",
+    naive_horizon: int | None = None,
+    memory: str = "observed",
 ) -> list[EvalModel]:
     """Turn ``--models`` entries into ``EvalModel`` rows.
 
@@ -163,7 +168,8 @@ def resolve_models(
     (``MobiWM`` or anything with ``predict_batch``/``rollout_batch``). Raises
     ``FileNotFoundError`` naming a missing checkpoint folder and ``ValueError`` naming an
     unknown baseline or a duplicate row name. Naive baselines use ``naive_horizon`` (default:
-    the first checkpoint model's horizon, else 4).
+    the first checkpoint model's horizon, else 4). MobiWM rows roll out with the daily
+    ``memory`` mode (``MobiWM.rollout``).
     """
     if not specs:
         raise ValueError("no models to evaluate (give checkpoint folders or baseline names)")
@@ -209,7 +215,7 @@ def resolve_models(
         else:
             if hasattr(raw, "eval") and callable(raw.eval):
                 raw.eval()
-            wm = as_world_model(raw)
+            wm = as_world_model(raw, memory)
             kind, n_par = _kind(raw)
         row = name or spec
         if any(m.name == row for m in out):
@@ -256,9 +262,30 @@ def _held(arr: np.ndarray, rows: np.ndarray) -> np.ndarray:
     return arr[np.minimum(rows, len(arr) - 1)]
 
 
-def _run_model(model: EvalModel, batch: dict[str, torch.Tensor], n_chunks: int) -> torch.Tensor:
+def _run_model(
+    model: EvalModel, batch: dict[str, torch.Tensor], n_chunks: int, memory: Any = None
+) -> torch.Tensor:
+    kw = {} if memory is None else {"memory": memory}
     with torch.no_grad():
-        return model.wm.rollout_batch(batch, n_chunks).detach().float().cpu()
+        return model.wm.rollout_batch(batch, n_chunks, **kw).detach().float().cpu()
+
+
+def _warm_memory(model: EvalModel, rec: MapRecord) -> DailyMemory | None:
+    """The warm start's last season of ``rec`` as a ``DailyMemory`` (its offset is set per
+    segment) for a MobiWM row with the observed daily memory; else None."""
+    wm = model.wm
+    if not isinstance(wm, MobiWMAdapter) or wm.memory != "observed" or not wm.model.cfg.season:
+        return None
+    h, s = wm.history, wm.model.cfg.season
+    dev = wm.model.device
+
+    def rows(a: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
+        return torch.as_tensor(np.ascontiguousarray(a[h - s : h]), device=dev).to(dtype)[None]
+
+    return DailyMemory(
+        rows(rec.traffic, torch.float32), rows(rec.actions, torch.float32),
+        rows(rec.active, torch.bool), s,
+    )  # fmt: skip
 
 
 def _group_by_shape(records: Sequence[MapRecord]) -> list[list[int]]:
@@ -673,13 +700,15 @@ def long_rollout(
     """``n_slots`` autoregressive slots after a true warm start of ``H`` rows → ``([T, N],
     first non-finite row or None)``. Actions / active: the map's, then held at its last row;
     time continues; OD of row ``r`` = OD of row ``r mod T_map``. Runs in segments of
-    ``STABILITY_SEGMENT`` slots (identical to one long rollout: each chunk reads only the
-    last ``H`` predictions)."""
+    ``STABILITY_SEGMENT`` slots, identical to one long rollout: each chunk reads only the last
+    ``H`` predictions, and a MobiWM with the observed daily memory gets the warm start's last
+    day as a ``DailyMemory`` in every later segment."""
     h, p = model.history, model.horizon
     if rec.n_slots < h:
         raise ValueError(f"map {rec.name}: {rec.n_slots} slots < history {h}")
     seg_chunks = max(1, STABILITY_SEGMENT // p)
     buffer = rec.traffic[:h].astype(np.float32)
+    memory = _warm_memory(model, rec)
     done, start = 0, h
     out = np.zeros((n_slots, rec.n_cells), dtype=np.float32)
     bad: int | None = None
@@ -689,7 +718,10 @@ def long_rollout(
         rows = np.arange(start - h, start + k * p)
         traffic = np.concatenate([buffer, np.zeros((k * p, rec.n_cells), np.float32)])
         item = map_item(rec, rows, traffic, _held(rec.actions, rows), _held(rec.active, rows))
-        pred = _run_model(model, collate_maps([item]), k)[0].numpy()
+        table = None  # the warm start's last day, seen from this segment's first slot
+        if memory is not None:
+            table = dataclasses.replace(memory, offset=(start - h) - (h - memory.season))
+        pred = _run_model(model, collate_maps([item]), k, table)[0].numpy()
         take = min(k * p, n_slots - done)
         out[done : done + take] = pred[:take]
         finite = np.isfinite(pred[:take]).all(axis=1)
@@ -782,13 +814,15 @@ def evaluate_models(
     cf_max_maps: int | None = None,
     stability_slots: int | None = None,
     rollout_max_slots: int | None = None,
+    memory: str = "observed",
 ) -> dict[str, Any]:
     """Run the chosen ``sections`` for every model on ``split`` of ``data_root``; returns the
-    JSON-ready results (``config``, ``models``, one entry per section, ``seconds``)."""
+    JSON-ready results (``config``, ``models``, one entry per section, ``seconds``). MobiWM
+    rollouts use the daily ``memory`` mode (``MobiWM.rollout``)."""
     bad = [s for s in sections if s not in SECTIONS]
     if bad:
         raise ValueError(f"unknown section(s) {bad}; choose from {list(SECTIONS)}")
-    models = resolve_models(model_specs, device)
+    models = resolve_models(model_specs, device, memory=memory)
     records = load_split(data_root, split, list(scenarios) if scenarios else None)
     if not records:
         raise ValueError(f"{data_root}: no maps in split {split!r}")
@@ -800,6 +834,7 @@ def evaluate_models(
             "sections": list(sections),
             "scenarios": list(scenarios) if scenarios else None,
             "seed": seed,
+            "memory": memory,
             "n_maps": len(records),
             "traffic_unit": records[0].metadata.get("traffic_unit", "?"),
         },
@@ -1115,6 +1150,11 @@ class EvalConfig:
         0, f"stability rollout length (0 = {STABILITY_SLOTS}, quick {QUICK_STABILITY_SLOTS})"
     )
     device: str = arg("cpu", "torch device of the models")
+    memory: str = arg(
+        "observed",
+        "MobiWM's daily memory past the warm start: observed (the warm start's last day) | "
+        "predicted (its own predictions a day earlier)",
+    )
     threads: int = arg(0, "torch CPU threads (0 = torch default)")
     progress: bool = arg(True, "show progress bars")
 
@@ -1124,6 +1164,8 @@ class EvalConfig:
         bad = [s for s in self.sections if s not in SECTIONS]
         if bad:
             raise ValueError(f"unknown --sections {bad}; choose from {list(SECTIONS)}")
+        if self.memory not in MEMORY_MODES:
+            raise ValueError(f"--memory must be one of {list(MEMORY_MODES)}, got {self.memory!r}")
         for name in ("cf_random_plans", "stability_slots", "threads"):
             if getattr(self, name) < 0:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 0")
@@ -1146,6 +1188,7 @@ def main(argv: list[str] | None = None) -> int:
         seed=cfg.seed,
         cf_random_plans=cfg.cf_random_plans or None,
         stability_slots=cfg.stability_slots or None,
+        memory=cfg.memory,
     )
     results["seconds"]["total"] = round(time.perf_counter() - t, 2)
     j, m = write_results(cfg.out, results)

@@ -117,6 +117,11 @@ class TrainConfig:
         "with --coverage-prior: fit the demand proxy to the anchor slot's traffic with this many "
         "multiplicative steps and apply the prior's change as a factor on the anchor (0: off)",
     )
+    memory_age: int = arg(
+        1,
+        "with --season 96: train on daily memories 1..N days old (same slot) and give the "
+        "memory its age as an input, for rollouts whose observed memory is days old (1 = off)",
+    )
     history_noise: float = arg(
         0.0,
         "training noise on the history traffic: x·exp(σ·n), n = (per-cell offset + per-slot "
@@ -198,7 +203,7 @@ def model_config(cfg: TrainConfig) -> ModelConfig:
         mc, history=cfg.history, horizon=cfg.horizon, season=cfg.season, dropout=cfg.dropout,
         season_anchor=cfg.season_anchor, season_actions=cfg.season_actions,
         coverage_prior=cfg.coverage_prior, coverage_daily_demand=cfg.coverage_daily_demand,
-        coverage_calibrate=cfg.coverage_calibrate, **flags,
+        coverage_calibrate=cfg.coverage_calibrate, memory_age=cfg.memory_age, **flags,
     )  # fmt: skip
 
 
@@ -358,9 +363,12 @@ class Trainer:
             )
         self.core = core
         self.opt = torch.optim.AdamW(core.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        self.train_ds = WindowDataset(self.train_maps, cfg.history, cfg.horizon, cfg.n_chunks)
+        mem = dict(season=cfg.season, memory_age=cfg.memory_age, seed=cfg.seed)
+        self.train_ds = WindowDataset(
+            self.train_maps, cfg.history, cfg.horizon, cfg.n_chunks, **mem
+        )
         self.val_ds = WindowDataset(
-            self.val_maps or self.train_maps, cfg.history, cfg.horizon, cfg.n_chunks
+            self.val_maps or self.train_maps, cfg.history, cfg.horizon, cfg.n_chunks, **mem
         )
         for what, ds in (("training", self.train_ds), ("validation", self.val_ds)):
             if len(ds) == 0:

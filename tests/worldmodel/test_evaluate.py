@@ -129,6 +129,47 @@ def test_long_rollout_segments_match(records, model: MobiWM, monkeypatch) -> Non
     assert stats["min_ratio"] is not None and stats["drift"] is not None
 
 
+@pytest.fixture(scope="module")
+def memory_model(smoke: Path) -> MobiWM:
+    """A tiny MobiWM with a daily memory (a short 8-slot "day") and the yesterday anchor."""
+    torch.manual_seed(1)
+    m = MobiWM(preset("debug", history=12, season=8, season_anchor="yesterday"))
+    train = load_split(smoke, "train")
+    m.normalizer.fit(
+        np.concatenate([r.traffic.ravel() for r in train]),
+        np.concatenate([r.active.ravel() for r in train]),
+    )
+    return m.eval()
+
+
+def test_long_rollout_segments_keep_the_observed_memory(records, memory_model, monkeypatch):
+    (obs,) = ev.resolve_models([("wm", memory_model)])
+    (pred,) = ev.resolve_models([("wm", memory_model)], memory="predicted")
+    assert obs.wm.memory == "observed" and pred.wm.memory == "predicted"
+    rec = records[0]
+    n = 60
+    long, bad = ev.long_rollout(obs, rec, n)
+    long_pred, _ = ev.long_rollout(pred, rec, n)
+    monkeypatch.setattr(ev, "STABILITY_SEGMENT", 8)  # shorter than H: the table's offset moves
+    short, _ = ev.long_rollout(obs, rec, n)
+    short_pred, _ = ev.long_rollout(pred, rec, n)
+    assert bad is None and long.shape == (n, rec.n_cells)
+    np.testing.assert_allclose(short, long, rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(short_pred, long_pred, rtol=1e-5, atol=1e-4)
+    np.testing.assert_array_equal(long[:8], long_pred[:8])  # memory still in the warm start
+    assert np.abs(long[8:] - long_pred[8:]).max() > 1e-3
+
+
+def test_memory_mode_is_validated_and_recorded(smoke: Path, memory_model) -> None:
+    with pytest.raises(ValueError, match="memory must be one of"):
+        ev.resolve_models([("wm", memory_model)], memory="yesterday")
+    with pytest.raises(ValueError, match="--memory must be one of"):
+        ev.EvalConfig(models=("seasonal",), memory="none")
+    res = ev.evaluate_models(smoke, [("wm", memory_model)], quick=True, sections=("rollout",),
+                             progress=False, memory="predicted")  # fmt: skip
+    assert res["config"]["memory"] == "predicted"
+
+
 def test_cli_writes_results(smoke: Path, model: MobiWM, tmp_path: Path, capsys) -> None:
     ckpt = save_checkpoint(model, tmp_path / "ckpt" / "best")
     out = tmp_path / "eval"

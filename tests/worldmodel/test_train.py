@@ -212,6 +212,9 @@ def test_ablate_actions(smoke_data: Path, tmp_path: Path) -> None:
         {"season_actions": True},
         {"coverage_prior": True, "ablate": ("actions",)},  # Static-MobiWM never sees actions
         {"coverage_calibrate": 3},  # needs --coverage-prior
+        {"memory_age": 2},  # needs a one-day memory
+        {"season": 12, "history": 16, "memory_age": 2},  # season != slots_per_day
+        {"season": 96, "history": 104, "memory_age": 7},  # at most 6 days
         {"season": 96, "history": 104, "season_anchor": "weekly"},
         {"season": 96, "history": 104, "season_anchor": "yesterday", "season_mix": 1.0},
         {"arch": "lstm"},
@@ -253,6 +256,13 @@ def test_daily_memory_trains_from_the_cli(smoke_data: Path, tmp_path: Path) -> N
     model = load_world_model(cov / "best")
     assert model.cfg.coverage_prior and model.coverage is not None
     assert model.cfg.coverage_calibrate == 2
+    aged = tmp_path / "aged"
+    day = ["--history", "104", "--season", "96", "--memory-age", "3"]
+    assert main([*argv[:3], str(aged), *argv[4:-4], *day]) == 0
+    model = load_world_model(aged / "best")
+    assert model.cfg.memory_age == 3 and model.season_embed.in_features == 3
+    run_cfg = json.loads((aged / "config.json").read_text())
+    assert run_cfg["train"]["memory_age"] == 3
 
 
 def test_unknown_ablation_from_cli(smoke_data: Path, tmp_path: Path) -> None:

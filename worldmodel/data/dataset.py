@@ -162,6 +162,12 @@ class WindowDataset(Dataset):
     (default ``horizon``) and a map of ``T`` slots has ``max(0, (T - T_w) // stride + 1)`` of
     them. Items are dicts of tensors for one map, unpadded (see ``collate_maps``); their
     time-sliced tensors are views of per-map tensors converted once, so treat them read-only.
+
+    Older memories (``memory_age > 1``, with the model's ``season``): the window's first
+    ``T_w - season`` slots, which a daily-memory model reads only as the memory of its tokens,
+    come from ``age - 1`` seasons earlier (all time-indexed keys, the day of week included), with
+    ``age`` drawn from 1 to ``min(memory_age, 1 + start // season)``, fixed per window and the
+    same for sibling maps (``seed``).
     """
 
     def __init__(
@@ -171,8 +177,16 @@ class WindowDataset(Dataset):
         horizon: int,
         n_chunks: int = 1,
         stride: int | None = None,
+        season: int = 0,
+        memory_age: int = 1,
+        seed: int = 0,
     ) -> None:
         stride = horizon if stride is None else stride
+        if memory_age < 1 or (memory_age > 1 and not 0 < season < history):
+            raise ValueError(
+                f"memory_age={memory_age} needs memory_age >= 1 and, when > 1, a daily memory "
+                f"0 < season < history ({history}), got season {season}"
+            )
         for name, v in (("history", history), ("horizon", horizon)):
             if v < 1:
                 raise ValueError(f"{name} must be >= 1, got {v}")
@@ -185,6 +199,7 @@ class WindowDataset(Dataset):
         self.n_chunks = int(n_chunks)
         self.stride = int(stride)
         self.window = self.history + self.n_chunks * self.horizon
+        self.season, self.memory_age, self.seed = int(season), int(memory_age), int(seed)
         self._maps = [self._to_torch(r) for r in self.records]
         counts = [self.windows_per_map(r.n_slots) for r in self.records]
         self._counts = np.asarray(counts, dtype=np.int64)
@@ -197,6 +212,8 @@ class WindowDataset(Dataset):
             [j for j in groups[str(r.metadata.get("branch_of") or r.name)] if j != m]
             for m, r in enumerate(self.records)
         ]
+        order = {key: g for g, key in enumerate(sorted(groups))}
+        self._group = [order[str(r.metadata.get("branch_of") or r.name)] for r in self.records]
 
     @property
     def has_branches(self) -> bool:
@@ -240,11 +257,27 @@ class WindowDataset(Dataset):
     def __len__(self) -> int:
         return int(self._offsets[-1])
 
+    def memory_age_of(self, i: int) -> int:
+        """Age in days of item ``i``'s memory (1 unless ``memory_age > 1``)."""
+        if self.memory_age == 1:
+            return 1
+        m, start = self.index(int(i))
+        oldest = min(self.memory_age, 1 + start // self.season)
+        rng = np.random.default_rng([self.seed, self._group[m], start, 0x4D454D])
+        return 1 + int(rng.integers(oldest))
+
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         m, start = self.index(int(i))
         src = self._maps[m]
         sl = slice(start, start + self.window)
-        item = {k: src[k][sl] for k in _TIME_KEYS}
+        age = self.memory_age_of(i)
+        if age == 1:
+            item = {k: src[k][sl] for k in _TIME_KEYS}
+        else:  # the memory-only slots from (age - 1) seasons earlier
+            n_mem = self.window - self.season
+            old = start - (age - 1) * self.season
+            rows = torch.cat([torch.arange(old, old + n_mem), torch.arange(start + n_mem, sl.stop)])
+            item = {k: src[k][rows] for k in _TIME_KEYS}
         item.update(
             cell_xy=src["cell_xy"],
             extent_m=src["extent_m"],

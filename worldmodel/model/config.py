@@ -173,6 +173,12 @@ class ModelConfig:
     term as a multiplicative change of the anchor's traffic, ``exp(coverage_gain · Δ log
     share)`` (``coverage_gain`` starts at 1; ``CoveragePrior.calibrated_delta``). 0: the
     uncalibrated change, added in normalised space (starts at 0)."""
+    memory_age: int = 1
+    """Oldest age in days of the daily memory seen in training (1 = always yesterday). With
+    ``> 1`` training windows remember the same slot 1 to ``memory_age`` days earlier
+    (``WindowDataset``) and the memory gets its age as one more input, so that a rollout's
+    observed memory, several days old after the first day, is in distribution. Needs
+    ``season == slots_per_day``."""
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -261,6 +267,15 @@ class ModelConfig:
         need(
             self.coverage_height_m > 1.5,
             f"coverage_height_m must be > 1.5 (the user height), got {self.coverage_height_m}",
+        )
+        need(
+            1 <= self.memory_age < self.days_per_week,
+            f"memory_age must be in [1, {self.days_per_week - 1}] days, got {self.memory_age}",
+        )
+        need(
+            self.memory_age == 1 or self.season == self.slots_per_day,
+            f"memory_age > 1 needs a one-day memory (season == slots_per_day = "
+            f"{self.slots_per_day}), got season {self.season}",
         )
         if self.season:
             need(

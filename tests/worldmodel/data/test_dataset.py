@@ -354,3 +354,39 @@ def test_smoke_preset_end_to_end(smoke_root) -> None:
         assert train[mi].metadata.get("branch_of", train[mi].name) == train[mj].metadata.get(
             "branch_of", train[mj].name
         )
+
+
+def test_older_memories_come_from_earlier_seasons(make_record) -> None:
+    rec = make_record(4, 60)
+    sib = make_record(4, 60, seed=1, name="map-b1")
+    sib.metadata["branch_of"] = rec.name  # a counterfactual sibling of the same window
+    kw = dict(history=12, horizon=2, n_chunks=2, stride=1, season=8, memory_age=4, seed=3)
+    ds = WindowDataset([rec, sib], **kw)
+    plain = WindowDataset([rec, sib], history=12, horizon=2, n_chunks=2, stride=1)
+    window, n_mem = 16, 8
+    seen: dict[int, int] = {}
+    for i in range(len(ds)):
+        m, start = ds.index(i)
+        age = ds.memory_age_of(i)
+        assert 1 <= age <= min(4, 1 + start // 8)
+        item, src = ds[i], (rec, sib)[m]
+        old = start - (age - 1) * 8
+        for key in ("traffic", "actions", "active", "slot_of_day", "day_of_week", "od"):
+            arr = getattr(src, key)
+            np.testing.assert_array_equal(item[key][:n_mem].numpy(), arr[old : old + n_mem])
+            np.testing.assert_array_equal(
+                item[key][n_mem:].numpy(), arr[start + n_mem : start + window]
+            )
+        if age == 1:
+            assert torch.equal(item["traffic"], plain[i]["traffic"])
+        for j in ds.siblings(i):
+            assert ds.memory_age_of(j) == age  # siblings remember the same slots
+        seen[age] = seen.get(age, 0) + 1
+    assert set(seen) == {1, 2, 3, 4}
+    again = WindowDataset([rec, sib], **kw)
+    assert [again.memory_age_of(i) for i in range(len(ds))] == [
+        ds.memory_age_of(i) for i in range(len(ds))
+    ]
+    for bad in ({"memory_age": 0}, {"memory_age": 2, "season": 0}):
+        with pytest.raises(ValueError, match="memory_age"):
+            WindowDataset([rec], history=12, horizon=2, **bad)

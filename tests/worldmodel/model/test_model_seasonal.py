@@ -100,8 +100,10 @@ def test_rollout_equals_chained_predict_and_trains() -> None:
     time = {key: batch[key] for key in ("slot_of_day", "day_of_week")}
     time["od_index"] = torch.arange(H + k * P).expand(2, -1)
     mask = {"cell_mask": batch["cell_mask"], "active": batch["active"]}
+    # chained predict feeds its own predictions back as the memory too: memory="predicted"
+    # (the observed memory has its own oracle in test_model_memory.py)
     out = model.rollout(batch["traffic"][:, :H], batch["actions"][:, :H], batch["actions"][:, H:],
-                        ctx, mask, time)  # fmt: skip
+                        ctx, mask, time, memory="predicted")  # fmt: skip
     assert out.shape == (2, k * P, 6) and torch.isfinite(out).all() and (out >= 0).all()
     hist, chunks = batch["traffic"][:, :H], []
     for c in range(k):
