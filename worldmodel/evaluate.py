@@ -271,20 +271,20 @@ def _run_model(
 
 
 def _warm_memory(model: EvalModel, rec: MapRecord) -> DailyMemory | None:
-    """The warm start's last season of ``rec`` as a ``DailyMemory`` (its offset is set per
-    segment) for a MobiWM row with the observed daily memory; else None."""
+    """The warm start's last season of ``rec`` as a ``DailyMemory`` seen from the map's first
+    slot (each segment shifts the offset) for a MobiWM row with the observed daily memory;
+    else None."""
     wm = model.wm
     if not isinstance(wm, MobiWMAdapter) or wm.memory != "observed" or not wm.model.cfg.season:
         return None
-    h, s = wm.history, wm.model.cfg.season
-    dev = wm.model.device
+    h, dev = wm.history, wm.model.device
 
     def rows(a: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
-        return torch.as_tensor(np.ascontiguousarray(a[h - s : h]), device=dev).to(dtype)[None]
+        return torch.as_tensor(np.ascontiguousarray(a[:h]), device=dev).to(dtype)[None]
 
-    return DailyMemory(
+    return DailyMemory.of_history(
         rows(rec.traffic, torch.float32), rows(rec.actions, torch.float32),
-        rows(rec.active, torch.bool), s,
+        rows(rec.active, torch.bool), wm.model.cfg.season,
     )  # fmt: skip
 
 
@@ -720,7 +720,7 @@ def long_rollout(
         item = map_item(rec, rows, traffic, _held(rec.actions, rows), _held(rec.active, rows))
         table = None  # the warm start's last day, seen from this segment's first slot
         if memory is not None:
-            table = dataclasses.replace(memory, offset=(start - h) - (h - memory.season))
+            table = dataclasses.replace(memory, offset=memory.offset + start - h)
         pred = _run_model(model, collate_maps([item]), k, table)[0].numpy()
         take = min(k * p, n_slots - done)
         out[done : done + take] = pred[:take]

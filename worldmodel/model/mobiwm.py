@@ -126,6 +126,16 @@ class DailyMemory:
     def season(self) -> int:
         return int(self.traffic.shape[1])
 
+    @classmethod
+    def of_history(
+        cls, traffic: torch.Tensor, actions: torch.Tensor, active: torch.Tensor, season: int
+    ) -> DailyMemory:
+        """The last ``season`` slots of a history (``traffic [B, H, N]``, ``actions [B, H, N,
+        4]``, ``active [B, H, N]``), seen from that history's first slot."""
+        h = traffic.shape[1]
+        return cls(traffic[:, h - season :], actions[:, h - season :], active[:, h - season :],
+                   season - h)  # fmt: skip
+
 
 class MobiWM(nn.Module):
     """Action-conditioned world model of per-cell traffic (paper Eq. 3, 5–20)."""
@@ -789,7 +799,7 @@ class MobiWM(nn.Module):
         h_active: torch.Tensor,
     ) -> DailyMemory | None:
         """The daily-memory table of a rollout (None: every slot reads the window itself)."""
-        s, h = self.cfg.season, self.cfg.history
+        s = self.cfg.season
         if isinstance(memory, DailyMemory):
             b, n = hist.shape[0], hist.shape[2]
             if not s:
@@ -812,7 +822,7 @@ class MobiWM(nn.Module):
             )
         if memory == "predicted" or not s:
             return None
-        return DailyMemory(hist[:, h - s :], h_act[:, h - s :], h_active[:, h - s :], s - h)
+        return DailyMemory.of_history(hist, h_act, h_active, s)
 
     def _with_memory(
         self,
