@@ -84,6 +84,25 @@ def bench_vector(env_id: str, num_envs: int, steps: int, **kwargs) -> dict[str, 
     }
 
 
+def bench_day_two(ckpt: str, num_envs: int, steps: int) -> dict[str, float]:
+    """Steady env-steps/s on day 2 of two-day world-model episodes, per ``memory`` mode (the
+    observed memory reads the warm-up's last day from there on)."""
+    out = {}
+    for memory in ("observed", "predicted"):
+        envs = gym.make_vec(mobiwm_env.WORLD_MODEL_ID, num_envs=num_envs, checkpoint=ckpt,
+                            memory=memory, episode_steps=48)  # fmt: skip
+        envs.reset(seed=0)
+        zero = np.zeros(envs.action_space.shape, dtype=np.float32)
+        for _ in range(24):  # day 1
+            envs.step(zero)
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            envs.step(zero)
+        out[memory] = num_envs * steps / (time.perf_counter() - t0)
+        envs.close()
+    return out
+
+
 def bench_render(env_id: str, frames: int, **kwargs) -> tuple[float, float]:
     """(ms per frame without parameter change, ms per frame right after a step)."""
     env = gym.make(env_id, render_mode="rgb_array", **kwargs)
@@ -140,6 +159,12 @@ def main(argv: list[str] | None = None) -> int:
     ok = "meets" if wm64["steady"] >= 1000 else "MISSES"
     print(
         f"\nworld model, 64 envs: {wm64['steady']:.0f} steady env-steps/s ({ok} the 1,000 target)"
+    )
+    day2 = bench_day_two(ckpt, 8, 10 if args.quick else 20)
+    print(
+        f"world model, 8 envs, day 2 of a two-day episode: {day2['observed']:.1f} env-steps/s "
+        f"with the observed memory, {day2['predicted']:.1f} with the predicted one (ratio "
+        f"{day2['observed'] / day2['predicted']:.2f})"
     )
     frames = 20 if args.quick else 50
     print()

@@ -19,6 +19,9 @@ from worldmodel.twin.scenario import PARAM_NAMES, SLOTS_PER_WEEK, Scenario
 
 DYNAMICS: tuple[str, ...] = ("world_model", "twin")
 """Dynamics backends: the frozen MobiWM checkpoint or the physics twin."""
+MEMORY_MODES: tuple[str, ...] = ("observed", "predicted")
+"""``EnvConfig.memory`` values: ``MobiWM.rollout``'s daily-memory modes (kept equal by a test;
+not imported, so that the config needs no torch)."""
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "assets" / "mobiwm-default"
 """The shipped MobiWM checkpoint used by ``MobiWM-LoadBalance-v0`` unless ``checkpoint=``."""
 DEFAULT_MAX_STEP: tuple[float, float, float, float] = (1.0, 10.0, 1.0, 1.0)
@@ -37,6 +40,11 @@ class EnvConfig:
     checkpoint: str | Path | None = None
     """World-model checkpoint directory; ``None`` = the shipped ``assets/mobiwm-default``.
     Ignored by the twin backend."""
+    memory: str = "observed"
+    """World-model backend with a daily memory: what a slot more than a day into an episode
+    remembers as "the same slot yesterday" (``MobiWM.rollout``): ``"observed"`` = the same slot
+    on the warm-up's last day (as the evaluation's rollouts), ``"predicted"`` = the model's own
+    prediction a day earlier (it drifts over several days). No effect on one-day episodes."""
     max_cells: int | None = None
     """Cells in the observation/action spaces (≥ the scenario's N; extra cells are padding,
     masked in the observation and ignored in the action). ``None`` = the scenario's N."""
@@ -90,6 +98,10 @@ class EnvConfig:
 
         need(
             self.dynamics in DYNAMICS, f"dynamics must be one of {DYNAMICS}, got {self.dynamics!r}"
+        )
+        need(
+            self.memory in MEMORY_MODES,
+            f"memory must be one of {MEMORY_MODES}, got {self.memory!r}",
         )
         need(
             isinstance(self.scenario, str | Scenario),

@@ -92,7 +92,9 @@ class LoadBalanceCore:
             self.dynamics: Dynamics = TwinDynamics(sc, e, self.source)
         else:
             ckpt = DEFAULT_CHECKPOINT if cfg.checkpoint is None else cfg.checkpoint
-            self.dynamics = WorldModelDynamics(sc, e, ckpt, cfg.warmup_slots, cfg.device)
+            self.dynamics = WorldModelDynamics(
+                sc, e, ckpt, cfg.warmup_slots, cfg.device, memory=cfg.memory
+            )
         self.observation_space = observation_space(m, cfg.history_slots, cfg.obs_clip)
         self.action_space = action_space(m)
         self.layout = obs_layout(m, cfg.history_slots)

@@ -111,6 +111,7 @@ class Warmup:
     unserved: np.ndarray  # [W] float32 MB per slot
     # A3 association state after the last slot: ``ASSOCIATION_FIELDS`` → [pixels] (compacted)
     a3_state: dict[str, np.ndarray]
+    params: np.ndarray  # [N, 4] float64 physical parameters the warm-up ran under
 
 
 class HistorySource:
@@ -156,7 +157,7 @@ class HistorySource:
         out = twin.step(w)
         end = twin.get_state(0)
         state = {name: _compact(getattr(end, name)[0]) for name in ASSOCIATION_FIELDS}
-        warm = Warmup(out.traffic[0].copy(), out.unserved[0].copy(), state)
+        warm = Warmup(out.traffic[0].copy(), out.unserved[0].copy(), state, p.copy())
         self._cache[key] = warm
         while len(self._cache) > self.cache_size:
             self._cache.popitem(last=False)
@@ -405,10 +406,15 @@ class WorldModelDynamics:
         checkpoint: str | Path,
         warmup_slots: int,
         device: str = "cpu",
+        memory: str = "observed",
     ) -> None:
         import torch
 
+        from worldmodel.model.mobiwm import MEMORY_MODES
         from worldmodel.twin.context import facility_map, od_flows
+
+        if memory not in MEMORY_MODES:
+            raise ValueError(f"memory must be one of {MEMORY_MODES}, got {memory!r}")
 
         self._torch = torch
         self.scenario = scenario
@@ -432,6 +438,14 @@ class WorldModelDynamics:
         self.active = scenario.init_active.copy()
         n = scenario.n_cells
         dev = self.model.device
+        # the observed daily memory: each env's warm-up day and first slot (set at reset)
+        self.memory = memory
+        self.season = int(cfg.season) if memory == "observed" else 0
+        if self.season > warmup_slots:
+            raise ValueError(f"warmup_slots={warmup_slots} < the model's season {self.season}")
+        self._day_traffic = np.zeros((self.n_envs, self.season, n), dtype=np.float32)
+        self._day_params = np.zeros((self.n_envs, n, 4), dtype=np.float32)
+        self._start = np.zeros(self.n_envs, dtype=np.int64)
         with torch.no_grad():
             ctx = self.model.encode_context(
                 scenario.poi[None].astype(np.float32),
@@ -451,6 +465,30 @@ class WorldModelDynamics:
     def reset(self, env_ids, slots, params, warmups, seed) -> None:
         # MobiWM.predict is deterministic; the generator is kept for stochastic dynamics.
         self.generator.manual_seed(int(seed))
+        if self.season:
+            for j, env in enumerate(np.asarray(env_ids, dtype=np.int64)):
+                self._day_traffic[env] = warmups[j].traffic[-self.season :]
+                self._day_params[env] = warmups[j].params
+                self._start[env] = int(slots[j])
+
+    def _daily_memory(self, slots: np.ndarray) -> Any:
+        """The warm-up's last day as the rollout's ``DailyMemory`` (or ``"predicted"``).
+
+        Each env's offset is from its warm-up day's first slot (``start − season``) to the
+        call's first history slot (``slot − H``)."""
+        if not self.season:
+            return "predicted"
+        from worldmodel.model.mobiwm import DailyMemory
+
+        torch, e, s = self._torch, self.n_envs, self.season
+        n = self._day_traffic.shape[2]
+        offset = (np.asarray(slots, dtype=np.int64) - self.history) - (self._start - s)
+        return DailyMemory(
+            torch.as_tensor(self._day_traffic, device=self._dev),
+            torch.as_tensor(self._day_params, device=self._dev)[:, None].expand(e, s, n, 4),
+            torch.as_tensor(self.active, device=self._dev).expand(e, s, n),
+            torch.as_tensor(offset, device=self._dev),
+        )
 
     def _active_mask(self, total: int):
         m = self._active_t.get(total)
@@ -483,6 +521,7 @@ class WorldModelDynamics:
             {"active": self._active_mask(h + k * p)},
             time,
             n_chunks=k,
+            memory=self._daily_memory(slots),
         )
         traffic = out[:, :n_slots].detach().cpu().numpy().astype(np.float64)
         traffic = np.where(self.active, np.maximum(traffic, 0.0), 0.0)

@@ -360,6 +360,7 @@ def rollout_section(
         "slots": {},
         "maps": {},
         "metrics": {},
+        "jsd_per_map": {},
         "skipped": {},
     }
     pooled: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {m.name: [] for m in models}
@@ -381,9 +382,14 @@ def rollout_section(
         mask = [r.active[warm : warm + length] for r in recs]
         y = np.concatenate([t[mk] for t, mk in zip(true, mask, strict=True)])
         res["metrics"][scen] = {}
+        res["jsd_per_map"][scen] = {}
         for m in models:
             x = np.concatenate([p[mk] for p, mk in zip(preds[m.name], mask, strict=True)])
             res["metrics"][scen][m.name] = metrics.rollout_metrics(x, y)
+            res["jsd_per_map"][scen][m.name] = [
+                metrics.jsd(p[mk], t[mk])
+                for p, t, mk in zip(preds[m.name], true, mask, strict=True)
+            ]
             pooled[m.name].append((x, y))
             day = np.arange(length) // SLOTS_PER_DAY
             err = np.zeros(day[-1] + 1)
@@ -953,6 +959,18 @@ def to_markdown(results: dict[str, Any]) -> str:
                     ]
                 )
             md.append(_table(["Model"] + scen, rows))
+        per_map = ro.get("jsd_per_map")
+        if per_map:
+            md += [
+                "",
+                "JSD of each map on its own (its own bins), mean over the scenario's maps (the "
+                "table above pools the maps, where errors of opposite sign in two maps cancel):",
+                "",
+            ]
+            cols = [_ranked([float(np.mean(per_map[s][n])) for n in names]) for s in scen]
+            md.append(
+                _table(["Model"] + scen, [[n] + [c[i] for c in cols] for i, n in enumerate(names)])
+            )
         if ro["overall"]:
             md += ["", "All scenarios pooled:", ""]
             keys = ("jsd", "mae", "rmse", "nrmse")

@@ -122,6 +122,15 @@ class TrainConfig:
         "with --season 96: train on daily memories 1..N days old (same slot) and give the "
         "memory its age as an input, for rollouts whose observed memory is days old (1 = off)",
     )
+    pushforward: int = arg(
+        0,
+        "before the --n-chunks loss chunks, roll out 0..N chunks (drawn per step) without "
+        "gradient from the true history, so the loss chunks read the model's own predictions as "
+        "a rollout does (the pushforward trick); validation always uses N (0 = off)",
+    )
+    pushforward_from: int = arg(
+        0, "with --pushforward: the first training step that rolls out free chunks"
+    )
     history_noise: float = arg(
         0.0,
         "training noise on the history traffic: x·exp(σ·n), n = (per-cell offset + per-slot "
@@ -168,7 +177,8 @@ class TrainConfig:
         for name in positive:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("warmup_steps", "patience", "stop_after", "threads"):
+        for name in ("warmup_steps", "patience", "stop_after", "threads", "pushforward",
+                     "pushforward_from"):  # fmt: skip
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not (self.season_mix == -1.0 or 0.0 <= self.season_mix <= 1.0):
@@ -190,7 +200,7 @@ class TrainConfig:
 
     @property
     def window(self) -> int:
-        return self.history + self.n_chunks * self.horizon
+        return self.history + (self.pushforward + self.n_chunks) * self.horizon
 
 
 def model_config(cfg: TrainConfig) -> ModelConfig:
@@ -259,6 +269,32 @@ def perturb_history(
     return out
 
 
+def skip_slots(batch: Mapping[str, torch.Tensor], n: int) -> dict:
+    """``batch`` without its first ``n`` slots (a later start of the same windows)."""
+    keys = ("traffic", "actions", "active", "slot_of_day", "day_of_week", "od")
+    return {k: (v[:, n:] if k in keys else v) for k, v in batch.items()}
+
+
+def free_rollout(
+    model: nn.Module, batch: Mapping[str, torch.Tensor], n_chunks: int, h: int, p: int
+) -> dict:
+    """The pushforward trick: roll ``n_chunks`` chunks from the true history without gradient
+    and return the batch that starts ``n_chunks·P`` slots later, its history traffic made of
+    the last true slots followed by those predictions (MB)."""
+    if n_chunks == 0:
+        return dict(batch)
+    core = model.module if hasattr(model, "module") else model
+    hist = None
+    with torch.no_grad():
+        for k in range(n_chunks):
+            sub = chunk_batch(batch, k, h, p, hist)
+            pred_mb = core.normalizer.denormalize(model(sub))
+            hist = torch.cat([sub["traffic"][:, p:h], pred_mb], dim=1)[:, -h:]
+    out = skip_slots(batch, n_chunks * p)
+    out["traffic"] = torch.cat([hist, out["traffic"][:, h:]], dim=1)
+    return out
+
+
 def multi_chunk_loss(
     model: nn.Module,
     batch: Mapping[str, torch.Tensor],
@@ -267,13 +303,17 @@ def multi_chunk_loss(
     p: int,
     pairs: torch.Tensor | None = None,
     pair_weight: float = 0.0,
+    free_chunks: int = 0,
 ):
     """Sum of per-chunk losses; chunk ``k`` reads the model's own previous predictions.
 
     With ``pairs [M, 2]`` (rows of sibling windows) and ``pair_weight > 0`` every chunk adds
-    ``pair_weight · paired_delta_loss`` (the error of the predicted action effect).
+    ``pair_weight · paired_delta_loss`` (the error of the predicted action effect). With
+    ``free_chunks > 0`` the batch holds that many more chunks first, rolled out without
+    gradient or loss (``free_rollout``).
     """
     core = model.module if hasattr(model, "module") else model
+    batch = free_rollout(model, batch, free_chunks, h, p)
     total, metrics, hist = 0.0, {}, None
     use_pairs = pairs is not None and len(pairs) > 0 and pair_weight > 0
     for k in range(n_chunks):
@@ -364,17 +404,16 @@ class Trainer:
         self.core = core
         self.opt = torch.optim.AdamW(core.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         mem = dict(season=cfg.season, memory_age=cfg.memory_age, seed=cfg.seed)
-        self.train_ds = WindowDataset(
-            self.train_maps, cfg.history, cfg.horizon, cfg.n_chunks, **mem
-        )
+        chunks = cfg.pushforward + cfg.n_chunks
+        self.train_ds = WindowDataset(self.train_maps, cfg.history, cfg.horizon, chunks, **mem)
         self.val_ds = WindowDataset(
-            self.val_maps or self.train_maps, cfg.history, cfg.horizon, cfg.n_chunks, **mem
+            self.val_maps or self.train_maps, cfg.history, cfg.horizon, chunks, **mem
         )
         for what, ds in (("training", self.train_ds), ("validation", self.val_ds)):
             if len(ds) == 0:
                 raise ValueError(
                     f"{cfg.data}: the {what} maps are too short for one window of {ds.window} "
-                    f"slots (history {cfg.history} + {cfg.n_chunks} x horizon {cfg.horizon})"
+                    f"slots (history {cfg.history} + {chunks} x horizon {cfg.horizon})"
                 )
         if len(self.train_ds) < self.world:
             raise ValueError(
@@ -478,7 +517,7 @@ class Trainer:
         for batch, pairs in self._val_batches():
             _, m = multi_chunk_loss(
                 self.core, batch, self.cfg.n_chunks, self.cfg.history, self.cfg.horizon,
-                pairs, self.cfg.pair_weight,
+                pairs, self.cfg.pair_weight, free_chunks=self.cfg.pushforward,
             )  # fmt: skip
             for k, v in m.items():
                 tot[k] = tot.get(k, 0.0) + v
@@ -519,14 +558,21 @@ class Trainer:
         batches = self._batches()
         while self.step < cfg.max_steps:
             batch, pairs = next(batches)
+            free = 0
+            if cfg.pushforward > 0:  # same draw on every rank: ranks stay in step
+                if self.step >= cfg.pushforward_from:
+                    draw = np.random.default_rng([cfg.seed, self.step, 13])
+                    free = int(draw.integers(cfg.pushforward + 1))
+                batch = skip_slots(batch, (cfg.pushforward - free) * cfg.horizon)
             if cfg.history_noise > 0:
                 rng = np.random.default_rng([cfg.seed, self.step, self.rank, 11])
                 batch = perturb_history(batch, pairs, cfg.history_noise, cfg.history, rng)
             for g in self.opt.param_groups:
                 g["lr"] = lr_at(self.step, cfg)
             loss, m = multi_chunk_loss(
-                self.model, batch, cfg.n_chunks, cfg.history, cfg.horizon, pairs, cfg.pair_weight
-            )
+                self.model, batch, cfg.n_chunks, cfg.history, cfg.horizon, pairs, cfg.pair_weight,
+                free_chunks=free,
+            )  # fmt: skip
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
             gnorm = float(nn.utils.clip_grad_norm_(self.core.parameters(), cfg.grad_clip))

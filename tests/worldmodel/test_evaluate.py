@@ -60,6 +60,31 @@ def test_rollout_section_metrics(smoke: Path, model: MobiWM) -> None:
     assert "counterfactual" not in res and res["models"]["wm"]["kind"] == "mobiwm"
 
 
+def test_rollout_jsd_of_each_map(records, model: MobiWM) -> None:
+    """``jsd_per_map``: ``metrics.jsd`` of each map's own rollout; it pools nothing."""
+    from worldmodel import metrics
+
+    models = ev.resolve_models([("wm", model), "seasonal"])
+    res = ev.rollout_section(records, models, quick=True, progress=False)
+    w = res["warm_start"]
+    for scen, per in res["jsd_per_map"].items():
+        recs = [r for r in records if ev.scenario_name(r) == scen]
+        length = res["slots"][scen]
+        preds = ev.rollout_predictions(recs, models, w, length)
+        for name in ("wm", "seasonal"):
+            expect = []
+            for p, r in zip(preds[name], recs, strict=True):
+                on = r.active[w : w + length]
+                expect.append(metrics.jsd(p[on], r.traffic[w : w + length][on]))
+            assert per[name] == pytest.approx(expect, rel=1e-12)
+            if len(recs) == 1:
+                assert per[name][0] == pytest.approx(res["metrics"][scen][name]["jsd"])
+    assert "JSD of each map on its own" in ev.to_markdown(
+        {"config": {"data": "d", "split": "test", "n_maps": 1, "quick": True, "seed": 0},
+         "models": {m.name: m.info() for m in models}, "rollout": res}
+    )  # fmt: skip
+
+
 def test_rollout_never_reads_truth_after_warm_start(records, model: MobiWM) -> None:
     models = ev.resolve_models([("wm", model), "persistence"])
     warm, length = 8, 40

@@ -359,3 +359,50 @@ def test_history_noise_trains_and_resumes_exactly(smoke_data: Path, tmp_path: Pa
     assert any(not torch.equal(wa[k], wp[k]) for k in wa)  # the noise changed the training
     with pytest.raises(ValueError, match="history_noise"):
         tiny(smoke_data, tmp_path, history_noise=-0.1)
+
+
+def test_pushforward_loss_equals_the_last_chunks_of_a_longer_rollout(smoke_data: Path) -> None:
+    """Oracle: ``free_chunks=F`` then ``n`` loss chunks == chunks ``F..F+n-1`` of a plain
+    ``F+n``-chunk loss (each chunk reads the previous predictions either way); no gradient
+    reaches the weights through the free chunks."""
+    from worldmodel.train import multi_chunk_loss
+
+    trainer = Trainer(tiny(smoke_data, smoke_data / "unused", n_chunks=3))
+    model, cfg = trainer.core.eval(), trainer.cfg
+    batch, _ = next(trainer._batches())  # 3 chunks after the history
+    _, whole = multi_chunk_loss(model, batch, 3, cfg.history, cfg.horizon)
+    loss, pushed = multi_chunk_loss(model, batch, 1, cfg.history, cfg.horizon, free_chunks=2)
+    assert pushed["mse_c0"] == pytest.approx(whole["mse_c2"], rel=1e-5)
+    assert pushed["mse_c0"] != pytest.approx(whole["mse_c0"], rel=1e-3)
+    loss.backward()  # the loss chunk's graph only: the free chunks ran under no_grad
+    assert all(p.grad is None or torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+def test_pushforward_trains_resumes_exactly_and_is_validated(
+    smoke_data: Path, tmp_path: Path
+) -> None:
+    a, b, plain = tmp_path / "a", tmp_path / "b", tmp_path / "plain"
+    Trainer(tiny(smoke_data, a, pushforward=2)).train()
+    Trainer(tiny(smoke_data, b, pushforward=2, stop_after=7)).train()
+    Trainer(tiny(smoke_data, b, pushforward=2, resume=True)).train()
+    Trainer(tiny(smoke_data, plain)).train()
+    wa, wb, wp = weights(a / "last"), weights(b / "last"), weights(plain / "last")
+    for k in wa:
+        assert torch.equal(wa[k], wb[k]), k
+    assert any(not torch.equal(wa[k], wp[k]) for k in wa)  # the free chunks changed training
+    assert json.loads((a / "config.json").read_text())["train"]["pushforward"] == 2
+    # free chunks from step 6 on: the same weights as never at step 6, other ones at step 12
+    runs = {}
+    for start in (6, 99):
+        for stop in (6, 0):
+            runs[start, stop] = tmp_path / f"from{start}-stop{stop}"
+            kw = dict(pushforward=2, pushforward_from=start, stop_after=stop)
+            Trainer(tiny(smoke_data, runs[start, stop], **kw)).train()
+    w = {key: weights(path / "last") for key, path in runs.items()}
+    assert all(torch.equal(v, w[99, 6][k]) for k, v in w[6, 6].items())
+    assert any(not torch.equal(v, w[99, 0][k]) for k, v in w[6, 0].items())
+    assert TrainConfig(pushforward=2, n_chunks=2, history=8, horizon=4).window == 8 + 4 * 4
+    with pytest.raises(ValueError, match="pushforward"):
+        tiny(smoke_data, tmp_path, pushforward=-1)
+    with pytest.raises(ValueError, match="pushforward_from"):
+        tiny(smoke_data, tmp_path, pushforward_from=-1)

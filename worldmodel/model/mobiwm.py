@@ -110,7 +110,9 @@ class DailyMemory:
 
     * ``traffic [B, S, N]`` MB, ``actions [B, S, N, 4]`` (physical), ``active [B, S, N]`` bool:
       ``S = season`` consecutive observed slots.
-    * ``offset``: slots from the table's first slot to the call's first history slot.
+    * ``offset``: slots from the table's first slot to the call's first history slot; an
+      ``int`` for every row, or one integer per row (``[B]`` tensor or array: envs that
+      started at different slots).
 
     The memory of a window slot ``a`` (0 = first history slot) that lies after the table
     (``a + offset >= S``) is table row ``(a + offset) mod S`` (the same phase of the season)
@@ -120,7 +122,7 @@ class DailyMemory:
     traffic: torch.Tensor
     actions: torch.Tensor
     active: torch.Tensor
-    offset: int
+    offset: int | torch.Tensor
 
     @property
     def season(self) -> int:
@@ -135,6 +137,23 @@ class DailyMemory:
         h = traffic.shape[1]
         return cls(traffic[:, h - season :], actions[:, h - season :], active[:, h - season :],
                    season - h)  # fmt: skip
+
+
+def _memory_offset(offset: Any, batch: int, device: torch.device) -> int | torch.Tensor:
+    """A ``DailyMemory.offset`` checked: an ``int``, or ``[batch]`` integers as a tensor."""
+    if isinstance(offset, int | np.integer) and not isinstance(offset, bool):
+        return int(offset)
+    if isinstance(offset, np.ndarray | torch.Tensor | list | tuple):
+        arr = torch.as_tensor(offset)
+        if arr.dtype in (torch.bool,) or arr.is_floating_point() or arr.is_complex():
+            raise ValueError(f"memory.offset must be integers, got dtype {arr.dtype}")
+        if arr.shape != (batch,):
+            raise ValueError(
+                f"memory.offset: expected an int or one integer per row [{batch}], got shape "
+                f"{tuple(arr.shape)}"
+            )
+        return arr.to(device=device, dtype=torch.long)
+    raise ValueError(f"memory.offset must be an integer or [B] integers, got {offset!r}")
 
 
 class MobiWM(nn.Module):
@@ -807,13 +826,12 @@ class MobiWM(nn.Module):
             _check("memory.traffic", memory.traffic, (b, s, n))
             _check("memory.actions", memory.actions, (b, s, n, 4))
             _check("memory.active", memory.active, (b, s, n))
-            if isinstance(memory.offset, bool) or not isinstance(memory.offset, int | np.integer):
-                raise ValueError(f"memory.offset must be an integer, got {memory.offset!r}")
             if not bool(torch.isfinite(memory.traffic).all()) or bool((memory.traffic < 0).any()):
                 raise ValueError("memory.traffic must be finite and >= 0")
             table = DailyMemory(
                 memory.traffic.to(hist), memory.actions.to(hist),
-                memory.active.to(device=hist.device, dtype=torch.bool), int(memory.offset),
+                memory.active.to(device=hist.device, dtype=torch.bool),
+                _memory_offset(memory.offset, b, hist.device),
             )  # fmt: skip
             return table
         if memory not in MEMORY_MODES:
@@ -839,14 +857,24 @@ class MobiWM(nn.Module):
         if table is None:
             return traffic, actions, active, None
         m = actions.shape[1] - self.cfg.season
-        a = torch.arange(start, start + m, device=traffic.device) + table.offset
-        if int(a[-1]) < table.season:
+        offset = table.offset if isinstance(table.offset, torch.Tensor) else None
+        if offset is None:  # one offset for every row
+            a = (torch.arange(start, start + m, device=traffic.device) + table.offset)[None]
+        else:  # [B] offsets
+            a = torch.arange(start, start + m, device=traffic.device)[None] + offset[:, None]
+        if int(a.max()) < table.season:
             return traffic, actions, active, None
-        row = a % table.season
-        use = (a >= table.season)[None, :, None] & table.active[:, row]  # [B, M, N]
-        age = torch.where(use, 1 + a[None, :, None] // table.season, 1)
-        mem_t = torch.where(use, table.traffic[:, row], traffic[:, :m])
-        mem_a = torch.where(use[..., None], table.actions[:, row], actions[:, :m])
+        row = a % table.season  # [1 or B, M]
+        rows = torch.arange(traffic.shape[0], device=traffic.device)[:, None]
+        mem_t, mem_a, mem_on = (
+            table.traffic[rows, row],
+            table.actions[rows, row],
+            table.active[rows, row],
+        )
+        use = (a >= table.season)[:, :, None] & mem_on  # [B, M, N]
+        age = torch.where(use, 1 + (a // table.season)[:, :, None], 1)
+        mem_t = torch.where(use, mem_t, traffic[:, :m])
+        mem_a = torch.where(use[..., None], mem_a, actions[:, :m])
         mem_on = active[:, :m] | use
         return (
             torch.cat([mem_t, traffic[:, m:]], dim=1),

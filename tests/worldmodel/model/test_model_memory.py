@@ -132,6 +132,26 @@ def test_a_rollout_continued_with_its_daily_memory_equals_one_rollout() -> None:
     assert not torch.equal(model.rollout(*args, memory="observed"), second)
 
 
+def test_per_row_offsets_equal_each_row_with_its_own_offset() -> None:
+    """Rows that started at different slots (vectorised envs) carry one offset each."""
+    model, batch = _model(memory_age=3), _long_batch(seed=9)
+    table = DailyMemory(batch["traffic"][:, H - S : H], batch["actions"][:, H - S : H],
+                        batch["active"][:, H - S : H], offset=0)  # fmt: skip
+    offsets = [S - H + 5, 2 * S + 3]  # row 0: still partly in the window; row 1: 2 days on
+    args = _args(batch, 0, 2)
+    both = model.rollout(*args, memory=dataclasses.replace(table, offset=torch.tensor(offsets)))
+    for row, off in enumerate(offsets):
+        alone = model.rollout(*args, memory=dataclasses.replace(table, offset=off))
+        torch.testing.assert_close(both[row], alone[row], rtol=0, atol=0)
+    plain = model.rollout(*args, memory=dataclasses.replace(table, offset=offsets[0]))
+    assert not torch.equal(both[1], plain[1])  # the offsets really differ per row
+    as_array = dataclasses.replace(table, offset=__import__("numpy").array(offsets))
+    torch.testing.assert_close(model.rollout(*args, memory=as_array), both, rtol=0, atol=0)
+    for bad, match in (([1, 2, 3], "one integer per row"), (torch.tensor([1.0, 2.0]), "integers")):
+        with pytest.raises(ValueError, match=match):
+            model.rollout(*args, memory=dataclasses.replace(table, offset=bad))
+
+
 def test_memory_validation() -> None:
     model, batch = _model(), _long_batch()
     args = _args(batch, 0, 1)
