@@ -466,10 +466,10 @@ class WorldModelDynamics:
         # MobiWM.predict is deterministic; the generator is kept for stochastic dynamics.
         self.generator.manual_seed(int(seed))
         if self.season:
-            for j, env in enumerate(np.asarray(env_ids, dtype=np.int64)):
-                self._day_traffic[env] = warmups[j].traffic[-self.season :]
-                self._day_params[env] = warmups[j].params
-                self._start[env] = int(slots[j])
+            ids = np.asarray(env_ids, dtype=np.int64)
+            self._day_traffic[ids] = np.stack([w.traffic[-self.season :] for w in warmups])
+            self._day_params[ids] = np.stack([w.params for w in warmups])
+            self._start[ids] = slots
 
     def _daily_memory(self, slots: np.ndarray) -> Any:
         """The warm-up's last day as the rollout's ``DailyMemory`` (or ``"predicted"``).

@@ -229,12 +229,22 @@ def build_model(cfg: TrainConfig) -> nn.Module:
     return MobiWM(model_config(cfg))
 
 
+WINDOW_KEYS = ("traffic", "actions", "active", "slot_of_day", "day_of_week", "od")
+"""Batch entries with a time axis (axis 1); the others are per window."""
+
+
+def _next_history(sub: Mapping[str, torch.Tensor], pred_mb: torch.Tensor, h: int, p: int):
+    """The history of the chunk after ``sub``: its last ``H − P`` history slots, then the
+    ``P`` predicted ones (MB)."""
+    return torch.cat([sub["traffic"][:, p:h], pred_mb], dim=1)[:, -h:]
+
+
 def chunk_batch(batch: Mapping[str, torch.Tensor], k: int, h: int, p: int, history=None) -> dict:
     """The ``k``-th ``H + P`` sub-window of a multi-chunk batch; optional replaced history."""
     a, b = k * p, k * p + h + p
     out = {}
     for key, v in batch.items():
-        if key in ("traffic", "actions", "active", "slot_of_day", "day_of_week", "od"):
+        if key in WINDOW_KEYS:
             out[key] = v[:, a:b]
         else:
             out[key] = v
@@ -271,8 +281,7 @@ def perturb_history(
 
 def skip_slots(batch: Mapping[str, torch.Tensor], n: int) -> dict:
     """``batch`` without its first ``n`` slots (a later start of the same windows)."""
-    keys = ("traffic", "actions", "active", "slot_of_day", "day_of_week", "od")
-    return {k: (v[:, n:] if k in keys else v) for k, v in batch.items()}
+    return {k: (v[:, n:] if k in WINDOW_KEYS else v) for k, v in batch.items()}
 
 
 def free_rollout(
@@ -288,8 +297,7 @@ def free_rollout(
     with torch.no_grad():
         for k in range(n_chunks):
             sub = chunk_batch(batch, k, h, p, hist)
-            pred_mb = core.normalizer.denormalize(model(sub))
-            hist = torch.cat([sub["traffic"][:, p:h], pred_mb], dim=1)[:, -h:]
+            hist = _next_history(sub, core.normalizer.denormalize(model(sub)), h, p)
     out = skip_slots(batch, n_chunks * p)
     out["traffic"] = torch.cat([hist, out["traffic"][:, h:]], dim=1)
     return out
@@ -330,9 +338,7 @@ def multi_chunk_loss(
         for key, v in m.items():
             metrics[f"{key}_c{k}"] = v
         if k + 1 < n_chunks:
-            pred_mb = core.normalizer.denormalize(pred)
-            known = sub["traffic"][:, p:h]  # history slots that stay history
-            hist = torch.cat([known, pred_mb], dim=1)[:, -h:]
+            hist = _next_history(sub, core.normalizer.denormalize(pred), h, p)
     metrics["loss"] = float(total.detach()) / n_chunks
     if pairs is not None and len(pairs) > 0:
         metrics["pair_mse"] = sum(metrics[f"pair_mse_c{k}"] for k in range(n_chunks)) / n_chunks

@@ -347,27 +347,33 @@ def test_history_noise_perturbs_history_only_and_pairs_alike() -> None:
     assert torch.equal(same["traffic"], out["traffic"])  # reproducible from the generator
 
 
-def test_history_noise_trains_and_resumes_exactly(smoke_data: Path, tmp_path: Path) -> None:
+def _trains_resumes_exactly_and_matters(smoke_data: Path, tmp_path: Path, **option) -> None:
+    """A run with ``option`` == the same run stopped at step 7 and resumed, and != a run
+    without it."""
     a, b, plain = tmp_path / "a", tmp_path / "b", tmp_path / "plain"
-    Trainer(tiny(smoke_data, a, history_noise=0.1)).train()
-    Trainer(tiny(smoke_data, b, history_noise=0.1, stop_after=7)).train()
-    Trainer(tiny(smoke_data, b, history_noise=0.1, resume=True)).train()
+    Trainer(tiny(smoke_data, a, **option)).train()
+    Trainer(tiny(smoke_data, b, stop_after=7, **option)).train()
+    Trainer(tiny(smoke_data, b, resume=True, **option)).train()
     Trainer(tiny(smoke_data, plain)).train()
     wa, wb, wp = weights(a / "last"), weights(b / "last"), weights(plain / "last")
     for k in wa:
         assert torch.equal(wa[k], wb[k]), k
-    assert any(not torch.equal(wa[k], wp[k]) for k in wa)  # the noise changed the training
+    assert any(not torch.equal(wa[k], wp[k]) for k in wa)  # the option changed the training
+
+
+def test_history_noise_trains_and_resumes_exactly(smoke_data: Path, tmp_path: Path) -> None:
+    _trains_resumes_exactly_and_matters(smoke_data, tmp_path, history_noise=0.1)
     with pytest.raises(ValueError, match="history_noise"):
         tiny(smoke_data, tmp_path, history_noise=-0.1)
 
 
 def test_pushforward_loss_equals_the_last_chunks_of_a_longer_rollout(smoke_data: Path) -> None:
     """Oracle: ``free_chunks=F`` then ``n`` loss chunks == chunks ``F..F+n-1`` of a plain
-    ``F+n``-chunk loss (each chunk reads the previous predictions either way); no gradient
-    reaches the weights through the free chunks."""
+    ``F+n``-chunk loss (each chunk reads the previous predictions either way); the loss
+    still back-propagates (through the loss chunk)."""
     from worldmodel.train import multi_chunk_loss
 
-    trainer = Trainer(tiny(smoke_data, smoke_data / "unused", n_chunks=3))
+    trainer = Trainer(tiny(smoke_data, smoke_data / "never-written", n_chunks=3))
     model, cfg = trainer.core.eval(), trainer.cfg
     batch, _ = next(trainer._batches())  # 3 chunks after the history
     _, whole = multi_chunk_loss(model, batch, 3, cfg.history, cfg.horizon)
@@ -381,16 +387,8 @@ def test_pushforward_loss_equals_the_last_chunks_of_a_longer_rollout(smoke_data:
 def test_pushforward_trains_resumes_exactly_and_is_validated(
     smoke_data: Path, tmp_path: Path
 ) -> None:
-    a, b, plain = tmp_path / "a", tmp_path / "b", tmp_path / "plain"
-    Trainer(tiny(smoke_data, a, pushforward=2)).train()
-    Trainer(tiny(smoke_data, b, pushforward=2, stop_after=7)).train()
-    Trainer(tiny(smoke_data, b, pushforward=2, resume=True)).train()
-    Trainer(tiny(smoke_data, plain)).train()
-    wa, wb, wp = weights(a / "last"), weights(b / "last"), weights(plain / "last")
-    for k in wa:
-        assert torch.equal(wa[k], wb[k]), k
-    assert any(not torch.equal(wa[k], wp[k]) for k in wa)  # the free chunks changed training
-    assert json.loads((a / "config.json").read_text())["train"]["pushforward"] == 2
+    _trains_resumes_exactly_and_matters(smoke_data, tmp_path, pushforward=2)
+    assert json.loads((tmp_path / "a" / "config.json").read_text())["train"]["pushforward"] == 2
     # free chunks from step 6 on: the same weights as never at step 6, other ones at step 12
     runs = {}
     for start in (6, 99):

@@ -145,7 +145,7 @@ def _memory_offset(offset: Any, batch: int, device: torch.device) -> int | torch
         return int(offset)
     if isinstance(offset, np.ndarray | torch.Tensor | list | tuple):
         arr = torch.as_tensor(offset)
-        if arr.dtype in (torch.bool,) or arr.is_floating_point() or arr.is_complex():
+        if arr.dtype == torch.bool or arr.is_floating_point() or arr.is_complex():
             raise ValueError(f"memory.offset must be integers, got dtype {arr.dtype}")
         if arr.shape != (batch,):
             raise ValueError(
@@ -857,11 +857,8 @@ class MobiWM(nn.Module):
         if table is None:
             return traffic, actions, active, None
         m = actions.shape[1] - self.cfg.season
-        offset = table.offset if isinstance(table.offset, torch.Tensor) else None
-        if offset is None:  # one offset for every row
-            a = (torch.arange(start, start + m, device=traffic.device) + table.offset)[None]
-        else:  # [B] offsets
-            a = torch.arange(start, start + m, device=traffic.device)[None] + offset[:, None]
+        offset = torch.as_tensor(table.offset, device=traffic.device).reshape(-1, 1)  # [1 or B, 1]
+        a = torch.arange(start, start + m, device=traffic.device)[None] + offset
         if int(a.max()) < table.season:
             return traffic, actions, active, None
         row = a % table.season  # [1 or B, M]
