@@ -2,7 +2,7 @@
 
     python -m worldmodel.evaluate --data data/default --models runs/mobiwm-default/best \\
         persistence seasonal --out runs/eval [--split test] [--quick] \\
-        [--sections rollout counterfactual stability]
+        [--sections rollout counterfactual stability lead]
 
 ``--models`` takes checkpoint folders (MobiWM or a trained baseline, ``NAME=PATH`` to name a
 row) and the untrained baselines ``persistence`` and ``seasonal``. ``results.json`` and
@@ -37,6 +37,14 @@ row) and the untrained baselines ``persistence`` and ``seasonal``. ``results.jso
    traffic per slot relative to the twin's range over the map's week, the share of slots
    outside ``[0.5·min, 1.5·max]`` of that range, weekly means and the drift (mean total of the
    last week / first week).
+
+4. **Error by lead time** (``--sections lead``; opt-in). From ``LEAD_ORIGINS`` forecast
+   origins per map (one every ``LEAD_SPACING`` slots from the warm start, so they cover every
+   hour of a day) every model reads the true traffic before the origin and rolls out
+   ``LEAD_SLOTS`` slots. MAE by lead time ``ℓ`` (slots since the last true slot, 1 = the next
+   slot) pooled over origins, maps and active cells, per scenario and over all. Lead 1–P is
+   teacher forcing (one chunk from the truth); the curve shows whether a rollout's error keeps
+   growing (feedback drift) or levels off once the true recent slots are forgotten.
 
 ``--quick``: rollout over at most 192 predicted slots, counterfactuals on the first test map of
 each scenario with 2 random plans, a 2,016-slot stability run.
@@ -77,7 +85,9 @@ from worldmodel.data.format import MapRecord
 from worldmodel.model.mobiwm import MEMORY_MODES, DailyMemory
 from worldmodel.twin.scenario import AZIMUTH, DAYS_PER_WEEK, POWER, SLOTS_PER_DAY, SLOTS_PER_WEEK
 
-SECTIONS = ("rollout", "counterfactual", "stability")
+SECTIONS = ("rollout", "counterfactual", "stability", "lead")
+DEFAULT_SECTIONS = ("rollout", "counterfactual", "stability")
+"""Sections run when ``--sections`` is not given (``lead`` is a diagnostic, opt-in)."""
 NAIVE_BASELINES = ("persistence", "seasonal")
 """Baselines that need no checkpoint (``--models`` names)."""
 PAPER_SCENARIOS = ("urban-para", "urban-topo", "suburb-para", "suburb-topo")
@@ -96,6 +106,12 @@ OVERPOWER_DB = 3.0
 OVERPOWER_AZIMUTH_DEG = 60.0
 OVERPOWER_CELLS = 3
 STABILITY_SEGMENT = 2 * SLOTS_PER_DAY  # slots per rollout call of the stability run
+LEAD_SLOTS = SLOTS_PER_DAY  # longest lead time of the lead section (slots)
+LEAD_ORIGINS = 24  # forecast origins per map, one every LEAD_SPACING slots
+QUICK_LEAD_ORIGINS = 6
+LEAD_SPACING = 4
+LEAD_BATCH = 48  # (map, origin) rows per rollout call
+LEAD_BANDS = ((1, 4), (5, 8), (9, 16), (17, 32), (33, 64), (65, 96))
 PLAN_KINDS = ("random", "overpower", "site_off")
 
 
@@ -804,6 +820,92 @@ def stability_section(
     return res
 
 
+# ---------------------------------------------------------------------- 4. lead time
+def lead_section(
+    records: Sequence[MapRecord],
+    models: Sequence[EvalModel],
+    quick: bool = False,
+    progress: bool = True,
+    lead_slots: int = LEAD_SLOTS,
+    n_origins: int | None = None,
+) -> dict[str, Any]:
+    """Section 4: MAE by lead time from many forecast origins (see module doc)."""
+    warm = max(m.history for m in models)
+    n_origins = n_origins or (QUICK_LEAD_ORIGINS if quick else LEAD_ORIGINS)
+    if lead_slots < 1 or n_origins < 1:
+        raise ValueError(f"lead_slots and n_origins must be >= 1, got {lead_slots}, {n_origins}")
+    chunks = {m.name: -(-lead_slots // m.horizon) for m in models}
+    span = max(k * m.horizon for m, k in zip(models, chunks.values(), strict=True))
+    origins = warm + LEAD_SPACING * np.arange(n_origins)
+    need = int(origins[-1]) + span
+    by_scen: dict[str, list[int]] = {}
+    for i, r in enumerate(records):
+        by_scen.setdefault(scenario_name(r), []).append(i)
+    res: dict[str, Any] = {
+        "lead_slots": lead_slots,
+        "origins": [int(o) for o in origins],
+        "mae_by_lead": {},
+        "overall": {},
+        "skipped": {},
+    }
+    err = {m.name: {} for m in models}  # model -> scenario -> (sum |e| [L], count [L])
+    rows = []  # (record index, origin)
+    for scen in _ordered_scenarios(list(by_scen)):
+        short = [records[i].name for i in by_scen[scen] if records[i].n_slots < need]
+        if short:
+            res["skipped"][scen] = f"maps shorter than {need} slots: {short}"
+            continue
+        rows += [(i, int(o)) for i in by_scen[scen] for o in origins]
+    groups: dict[tuple, list[tuple[int, int]]] = {}
+    for i, o in rows:
+        r = records[i]
+        groups.setdefault((r.poi.shape, r.od.shape[1:], r.facility.shape), []).append((i, o))
+    jobs = [g[j : j + LEAD_BATCH] for g in groups.values() for j in range(0, len(g), LEAD_BATCH)]
+    bar = tqdm(jobs, desc="lead", unit="batch", disable=not progress)
+    for job in bar:
+        items = []
+        for i, o in job:
+            rec = records[i]
+            sel = np.arange(o - warm, o + span)
+            traffic = rec.traffic[sel].copy()
+            traffic[warm:] = 0.0  # nothing after the origin is seen
+            items.append(map_item(rec, sel, traffic, rec.actions[sel], rec.active[sel], i))
+        batch = collate_maps(items)
+        for m in models:
+            k = chunks[m.name]
+            window = slice_window(batch, warm - m.history, warm + k * m.horizon)
+            pred = _run_model(m, window, k)[:, :lead_slots].numpy()
+            for j, (i, o) in enumerate(job):
+                rec = records[i]
+                t = rec.traffic[o : o + lead_slots].astype(np.float64)
+                a = rec.active[o : o + lead_slots]
+                e = np.where(a, np.abs(pred[j, :, : rec.n_cells] - t), 0.0)
+                acc = err[m.name].setdefault(scenario_name(rec), [0.0, 0])
+                acc[0] = acc[0] + e.sum(axis=1)
+                acc[1] = acc[1] + a.sum(axis=1)
+    bar.close()
+
+    def mae(total: np.ndarray, count: np.ndarray) -> list[float | None]:
+        return [float(e / c) if c else None for e, c in zip(total, count, strict=True)]
+
+    for m in models:
+        for scen, (total, count) in err[m.name].items():
+            res["mae_by_lead"].setdefault(scen, {})[m.name] = mae(total, count)
+        if err[m.name]:
+            parts = list(err[m.name].values())
+            res["overall"][m.name] = mae(sum(p[0] for p in parts), sum(p[1] for p in parts))
+    return res
+
+
+def lead_bands(curve: Sequence[float | None], bands=LEAD_BANDS) -> list[float | None]:
+    """Mean of a per-lead MAE curve (lead 1 first) over each ``(first, last)`` band."""
+    out: list[float | None] = []
+    for lo, hi in bands:
+        vals = [v for v in curve[lo - 1 : hi] if v is not None]
+        out.append(float(np.mean(vals)) if vals and hi <= len(curve) else None)
+    return out
+
+
 # ---------------------------------------------------------------------- driver
 def evaluate_models(
     data_root: str | Path,
@@ -811,7 +913,7 @@ def evaluate_models(
     split: str = "test",
     quick: bool = False,
     *,
-    sections: Sequence[str] = SECTIONS,
+    sections: Sequence[str] = DEFAULT_SECTIONS,
     scenarios: Sequence[str] | None = None,
     device: str | torch.device = "cpu",
     progress: bool = True,
@@ -853,6 +955,7 @@ def evaluate_models(
             records, models, quick, progress, cf_random_plans, max_maps=cf_max_maps, seed=seed
         ),
         "stability": lambda: stability_section(records, models, quick, progress, stability_slots),
+        "lead": lambda: lead_section(records, models, quick, progress),
     }
     for name in SECTIONS:
         if name in sections:
@@ -981,6 +1084,19 @@ def to_markdown(results: dict[str, Any]) -> str:
                     [[n] + [c[i] for c in cols] for i, n in enumerate(names)],
                 )
             )
+        if all("bias_pct" in ro["metrics"][s][n] for s in scen for n in names):
+            md += [
+                "",
+                "Total-traffic bias (%, + = over-predicts; `metrics.bias_pct`), a level error "
+                "that pooling maps does not cancel:",
+                "",
+            ]
+            rows = [
+                [n] + [f"{ro['metrics'][s][n]['bias_pct']:+.2f}" for s in scen]
+                + [f"{ro['overall'][n]['bias_pct']:+.2f}"]
+                for n in names
+            ]  # fmt: skip
+            md.append(_table(["Model", *scen, "pooled"], rows))
         if ro["mae_by_day"]:
             n_days = max(len(v) for v in ro["mae_by_day"].values())
             md += ["", f"MAE by rollout day ({unit}, all scenarios):", ""]
@@ -1068,6 +1184,34 @@ def to_markdown(results: dict[str, Any]) -> str:
         )
         if not rows:
             md.append("\n*No checkpoint model: naive baselines are stable by construction.*")
+    ld = results.get("lead")
+    if ld and ld["overall"]:
+        bands = [b for b in LEAD_BANDS if b[1] <= ld["lead_slots"]]
+        md += [
+            "",
+            "## 4. Error by lead time",
+            "",
+            f"MAE ({unit}) by slots since the last true slot, from {len(ld['origins'])} "
+            "forecast origins per map (every hour of a day), pooled over maps and scenarios; "
+            "the first band is one chunk from the true history (teacher forcing).",
+            "",
+        ]
+        cols = [
+            _ranked(c)
+            for c in zip(
+                *(lead_bands(ld["overall"][n], bands) for n in names if n in ld["overall"]),
+                strict=True,
+            )
+        ]
+        shown = [n for n in names if n in ld["overall"]]
+        md.append(
+            _table(
+                ["Model"] + [f"lead {lo}–{hi}" for lo, hi in bands],
+                [[n] + [c[i] for c in cols] for i, n in enumerate(shown)],
+            )
+        )
+        for s, why in ld.get("skipped", {}).items():
+            md.append(f"\n*{s} skipped: {why}.*")
     secs = results.get("seconds", {})
     if secs:
         md += ["", "Wall time: " + ", ".join(f"{k} {v:.1f} s" for k, v in secs.items()) + "."]
@@ -1158,7 +1302,9 @@ class EvalConfig:
     out: str = arg("runs/eval", "output folder for results.json and results.md")
     split: str = arg("test", "dataset split: train | val | test")
     quick: bool = arg(False, "short rollouts, 1 map per scenario for counterfactuals")
-    sections: tuple[str, ...] = arg(SECTIONS, f"sections to run: {' '.join(SECTIONS)}")
+    sections: tuple[str, ...] = arg(
+        DEFAULT_SECTIONS, f"sections to run: {' '.join(SECTIONS)} (lead: opt-in)"
+    )
     scenarios: tuple[str, ...] = arg((), "only these scenarios (empty = all)")
     seed: int = arg(0, "seed of the counterfactual plans")
     cf_random_plans: int = arg(

@@ -189,16 +189,28 @@ def nrmse(pred: ArrayLike, true: ArrayLike, mask: ArrayLike | None = None) -> fl
     return float(np.sqrt(np.square(x - y).mean()) / span)
 
 
+def bias_pct(pred: ArrayLike, true: ArrayLike, mask: ArrayLike | None = None) -> float:
+    """Total-traffic bias ``100 · (Σ pred − Σ true) / Σ true`` (%) over the masked entries.
+
+    Positive = over-predicts. A level error that JSD sees in every map (it does not cancel when
+    maps are pooled, unlike errors of opposite sign). NaN when the true total is 0.
+    """
+    x, y = _pair(pred, true, mask)
+    total = float(y.sum())
+    return float("nan") if total == 0 else 100.0 * (float(x.sum()) - total) / total
+
+
 def rollout_metrics(
     pred: ArrayLike, true: ArrayLike, mask: ArrayLike | None = None, n_bins: int = 50
 ) -> dict[str, float]:
-    """``{"jsd", "mae", "rmse", "nrmse"}`` of a rollout over the masked entries."""
+    """``{"jsd", "mae", "rmse", "nrmse", "bias_pct"}`` of a rollout over the masked entries."""
     x, y = _pair(pred, true, mask)  # validate once; the metrics below see 1-D arrays
     return {
         "jsd": jsd(x, y, n_bins=n_bins),
         "mae": mae(x, y),
         "rmse": rmse(x, y),
         "nrmse": nrmse(x, y),
+        "bias_pct": bias_pct(x, y),
     }
 
 

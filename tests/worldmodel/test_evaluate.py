@@ -52,7 +52,7 @@ def test_rollout_section_metrics(smoke: Path, model: MobiWM) -> None:
     for per in ro["metrics"].values():
         assert set(per) == {"wm", "persistence"}
         for m in per.values():
-            assert set(m) == {"jsd", "mae", "rmse", "nrmse"}
+            assert set(m) == {"jsd", "mae", "rmse", "nrmse", "bias_pct"}
             assert all(math.isfinite(v) for v in m.values())
             assert 0.0 <= m["jsd"] <= 1.0
     assert set(ro["improvement_jsd_pct"]["wm"]) == {"urban-para", "suburb-topo"}
@@ -228,6 +228,10 @@ def test_cli_writes_results(smoke: Path, model: MobiWM, tmp_path: Path, capsys) 
         "## 3. Rollout stability",
     ):
         assert head in md
+    bias_row = md.split("Total-traffic bias")[1].split("| tiny |")[1].split("\n")[0]
+    assert (
+        bias_row.split("|")[-2].strip() == f"{res['rollout']['overall']['tiny']['bias_pct']:+.2f}"
+    )
     summary = md.split("## Summary")[1].split("## 1.")[0]
     tiny_row = next(line for line in summary.splitlines() if line.startswith("| tiny |"))
     jsd = res["rollout"]["overall"]["tiny"]["jsd"]
@@ -254,3 +258,57 @@ def test_bad_model_specs(smoke: Path, tmp_path: Path) -> None:
         ev.main(["--data", str(smoke), "--models", "seasnal", "--out", str(tmp_path / "o")])
     with pytest.raises(ValueError, match="plots"):
         ev.evaluate_models(smoke, ["persistence"], sections=("rollout", "plots"))
+
+
+def test_lead_section_matches_direct_forecasts(records, model: MobiWM) -> None:
+    """Lead ℓ of origin o scores slot o + ℓ − 1: persistence against the last true value, the
+    model's first chunk against one prediction from the true history (teacher forcing)."""
+    models = ev.resolve_models([("wm", model), "persistence"])
+    lead, n_org = 12, 3
+    res = ev.lead_section(records, models, progress=False, lead_slots=lead, n_origins=n_org)
+    warm = max(m.history for m in models)
+    assert res["origins"] == [warm, warm + 4, warm + 8]
+    wm = models[0].wm
+    err = {n: np.zeros(lead) for n in ("wm", "persistence")}
+    cnt = np.zeros(lead)
+    for i, rec in enumerate(records):
+        for o in res["origins"]:
+            t = rec.traffic[o : o + lead].astype(np.float64)
+            a = rec.active[o : o + lead]
+            last = np.broadcast_to(rec.traffic[o - 1], t.shape)
+            err["persistence"] += np.where(a, np.abs(last - t), 0).sum(1)
+            rows = np.arange(o - wm.history, o + wm.horizon)
+            hist = np.where(rows[:, None] < o, rec.traffic[rows], 0.0)
+            item = ev.map_item(rec, rows, hist, rec.actions[rows], rec.active[rows], i)
+            with torch.no_grad():
+                p = wm.predict_batch(ev.collate_maps([item]))[0, :, : rec.n_cells].numpy()
+            err["wm"][: wm.horizon] += np.where(
+                a[: wm.horizon], np.abs(p - t[: wm.horizon]), 0
+            ).sum(1)
+            cnt += a.sum(1)
+    np.testing.assert_allclose(res["overall"]["persistence"], err["persistence"] / cnt, rtol=1e-6)
+    h = wm.horizon
+    np.testing.assert_allclose(res["overall"]["wm"][:h], err["wm"][:h] / cnt[:h], rtol=1e-5)
+    assert len(res["overall"]["wm"]) == lead and set(res["mae_by_lead"]) == {
+        "urban-para",
+        "suburb-topo",
+    }
+    assert ev.lead_bands(res["overall"]["wm"], ((1, 4), (5, 12), (9, 16))) == [
+        pytest.approx(np.mean(res["overall"]["wm"][:4])),
+        pytest.approx(np.mean(res["overall"]["wm"][4:12])),
+        None,
+    ]
+    short = ev.lead_section(records, models, progress=False, lead_slots=200, n_origins=1)
+    assert set(short["skipped"]) == {"urban-para", "suburb-topo"} and not short["overall"]
+
+
+def test_cli_lead_section(smoke: Path, model: MobiWM, tmp_path: Path) -> None:
+    ckpt = save_checkpoint(model, tmp_path / "ckpt" / "best")
+    out = tmp_path / "eval"
+    argv = ["--data", str(smoke), "--models", f"tiny={ckpt}", "persistence", "--out", str(out)]
+    assert ev.main([*argv, "--quick", "--no-progress", "--sections", "lead"]) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert set(res) >= {"lead"} and "rollout" not in res
+    assert len(res["lead"]["overall"]["tiny"]) == ev.LEAD_SLOTS
+    md = (out / "results.md").read_text()
+    assert "## 4. Error by lead time" in md and "| tiny |" in md.split("## 4.")[1]

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from worldmodel.metrics import (
+    bias_pct,
     delta_r2,
     jsd,
     jsd_per_cell,
@@ -136,8 +137,11 @@ def test_mae_rmse_nrmse_by_hand() -> None:
     assert nrmse(pred, true, mask) == pytest.approx(math.sqrt(1 / 3) / 10.0)
     assert math.isnan(nrmse(pred, np.full_like(true, 2.0)))
     m = rollout_metrics(torch.as_tensor(pred), torch.as_tensor(true), mask)
-    assert set(m) == {"jsd", "mae", "rmse", "nrmse"}
+    assert set(m) == {"jsd", "mae", "rmse", "nrmse", "bias_pct"}
     assert m["mae"] == pytest.approx(1 / 3)
+    assert m["bias_pct"] == pytest.approx(100 * (13 - 12) / 12)  # (1+2+10) vs (0+2+10)
+    assert bias_pct(pred, true) == pytest.approx(100 * (14 - 16) / 16)
+    assert math.isnan(bias_pct(pred, np.zeros_like(true)))
     assert all(isinstance(v, float) for v in m.values())
 
 

@@ -2,6 +2,7 @@
 
     python -m worldmodel.data.generate --preset default --out data/default
     python -m worldmodel.data.generate --preset smoke --out /tmp/smoke --workers 1
+    python -m worldmodel.data.generate --preset default --splits test --test-maps 12 --out data/test12
 
 Each map is one ``.npz`` file (see ``worldmodel.data.format``) named
 ``{scenario}-{dataset}-{split}-{index:03d}.npz``; ``manifest.json`` lists the maps, their
@@ -148,6 +149,32 @@ def map_seed(base_seed: int, spec: ScenarioSpec, split: str, index: int) -> int:
     kinds = ("hex", "urban", "suburb")
     key = [base_seed, kinds.index(spec.kind), DATASETS.index(spec.dataset), SPLITS.index(split)]
     return int(np.random.SeedSequence([*key, index]).generate_state(1)[0])
+
+
+def with_map_counts(
+    cfg: GenerateConfig,
+    splits: tuple[str, ...] | None = None,
+    val_maps: int | None = None,
+    test_maps: int | None = None,
+) -> GenerateConfig:
+    """``cfg`` with only the maps of ``splits`` (others get 0) and, if given, ``val_maps`` /
+    ``test_maps`` maps per scenario in those splits. Seeds depend on (scenario, split, index)
+    only, so a map keeps its seed and content: ``test_maps=12`` of a preset holds the preset's
+    test maps plus new ones (a larger held-out set for evaluation)."""
+    keep = SPLITS if splits is None else tuple(splits)
+    bad = [s for s in keep if s not in SPLITS]
+    if bad or not keep:
+        raise ValueError(f"splits must be a non-empty subset of {SPLITS}, got {list(keep)}")
+    for name, n in (("val_maps", val_maps), ("test_maps", test_maps)):
+        if n is not None and (not isinstance(n, int) or n < 0):
+            raise ValueError(f"{name} must be an integer >= 0, got {n!r}")
+    specs = []
+    for spec in cfg.scenarios:
+        counts = dict(zip(SPLITS, spec.maps, strict=True))
+        counts["val"] = counts["val"] if val_maps is None else val_maps
+        counts["test"] = counts["test"] if test_maps is None else test_maps
+        specs.append(replace(spec, maps=tuple(counts[s] if s in keep else 0 for s in SPLITS)))
+    return replace(cfg, scenarios=tuple(specs))
 
 
 def plan_jobs(cfg: GenerateConfig, out: Path) -> list[MapJob]:
@@ -379,6 +406,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--branches", type=int, default=None, help="override counterfactual branches per map"
     )
+    p.add_argument(
+        "--splits", nargs="+", choices=SPLITS, default=None,
+        help="generate only these splits (default: all)",
+    )  # fmt: skip
+    for split in ("val", "test"):
+        p.add_argument(
+            f"--{split}-maps", type=int, default=None, metavar="N",
+            help=f"{split} maps per scenario (default: the preset's); the preset's {split} maps "
+            "are the first ones, unchanged",
+        )  # fmt: skip
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
@@ -392,6 +429,12 @@ def main(argv: list[str] | None = None) -> int:
         cfg = replace(cfg, n_slots=args.slots)
     if args.branches is not None:
         cfg = replace(cfg, branches=args.branches)
+    for name in ("val_maps", "test_maps"):
+        if getattr(args, name) is not None and getattr(args, name) < 0:
+            raise SystemExit(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
+    if args.splits is not None or args.val_maps is not None or args.test_maps is not None:
+        splits = None if args.splits is None else tuple(args.splits)
+        cfg = with_map_counts(cfg, splits, args.val_maps, args.test_maps)
     manifest = generate(cfg, args.out, workers=args.workers, progress=not args.quiet)
     print_summary(manifest)
     return 0

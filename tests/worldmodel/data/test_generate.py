@@ -19,6 +19,7 @@ from worldmodel.data.generate import (
     map_seed,
     plan_jobs,
     scenario_of,
+    with_map_counts,
 )
 from worldmodel.data.schedules import (
     BranchConfig,
@@ -189,6 +190,41 @@ def test_cli_runs_smoke_preset_with_overrides(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "maps" in out and "urban-para-train-000.npz" in out
     assert load_map(tmp_path / "urban-para-train-000.npz").n_slots == 24
+
+
+def test_larger_test_set_keeps_the_preset_test_maps(tmp_path):
+    """``--splits test --test-maps N``: only test maps, the preset's first ones unchanged."""
+    base = tmp_path / "base"
+    generate(TINY, base, progress=False)
+    cli = tmp_path / "cli"
+    args = ["--preset", "smoke", "--out", str(cli), "--slots", "24", "--quiet"]
+    assert main([*args, "--splits", "test", "--test-maps", "2"]) == 0
+    assert sorted(p.name for p in cli.glob("*.npz")) == [
+        "suburb-topo-test-000.npz", "suburb-topo-test-001.npz",
+        "urban-para-test-000.npz", "urban-para-test-001.npz",
+    ]  # fmt: skip
+    more = tmp_path / "more"
+    cfg = with_map_counts(TINY, ("test",), test_maps=2)
+    assert [s.maps for s in cfg.scenarios] == [(0, 0, 2), (0, 0, 2)]
+    assert [s.maps for s in with_map_counts(TINY, None, 3).scenarios] == [(1, 3, 1), (1, 3, 0)]
+    manifest = generate(cfg, more, progress=False)
+    assert sorted(r["file"] for r in manifest["maps"]) == [
+        "suburb-topo-test-000.npz", "suburb-topo-test-001.npz",
+        "urban-para-test-000.npz", "urban-para-test-001.npz",
+    ]  # fmt: skip
+    a = load_map(base / "urban-para-test-000.npz")
+    b = load_map(more / "urban-para-test-000.npz")
+    np.testing.assert_array_equal(a.traffic, b.traffic)
+    np.testing.assert_array_equal(a.actions, b.actions)
+    c = load_map(more / "urban-para-test-001.npz")
+    assert c.metadata["seed"] != a.metadata["seed"]
+    assert not np.array_equal(c.traffic, a.traffic)
+    with pytest.raises(ValueError, match="splits"):
+        with_map_counts(TINY, ("tset",))
+    with pytest.raises(ValueError, match="test_maps"):
+        with_map_counts(TINY, None, None, -1)
+    with pytest.raises(SystemExit):
+        main(["--preset", "smoke", "--out", str(tmp_path / "x"), "--splits", "tset"])
 
 
 def test_presets_are_consistent():
