@@ -96,6 +96,8 @@ QUICK_ROLLOUT_SLOTS = 2 * SLOTS_PER_DAY
 QUICK_STABILITY_SLOTS = 3 * SLOTS_PER_WEEK
 STABILITY_SLOTS = 10_000
 CF_HORIZON = 24
+JSD_TARGET_PCT = 25.0  # issue target: JSD this much below the best baseline per scenario
+JSD_BOOTSTRAP = 1000  # map resamples for the spread of the JSD improvement
 CF_RANDOM_PLANS = 4
 CF_QUICK_RANDOM_PLANS = 2
 CF_START_SLOT_OF_DAY = 32  # 08:00
@@ -304,11 +306,16 @@ def _warm_memory(model: EvalModel, rec: MapRecord) -> DailyMemory | None:
     )  # fmt: skip
 
 
+def _shape_key(rec: MapRecord) -> tuple:
+    """Maps with equal keys can share one ``collate_maps`` batch (same context shapes)."""
+    return (rec.poi.shape, rec.od.shape[1:], rec.facility.shape)
+
+
 def _group_by_shape(records: Sequence[MapRecord]) -> list[list[int]]:
     """Indices of maps that ``collate_maps`` can batch together (same context shapes)."""
     groups: dict[tuple, list[int]] = {}
     for i, r in enumerate(records):
-        groups.setdefault((r.poi.shape, r.od.shape[1:], r.facility.shape), []).append(i)
+        groups.setdefault(_shape_key(r), []).append(i)
     return list(groups.values())
 
 
@@ -380,6 +387,7 @@ def rollout_section(
         "skipped": {},
     }
     pooled: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {m.name: [] for m in models}
+    boot: dict[str, dict[str, dict[str, float]]] = {}
     by_day: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {m.name: [] for m in models}
     bar = tqdm(scenarios, desc="rollout", unit="scenario", disable=not progress)
     for scen in bar:
@@ -399,6 +407,7 @@ def rollout_section(
         y = np.concatenate([t[mk] for t, mk in zip(true, mask, strict=True)])
         res["metrics"][scen] = {}
         res["jsd_per_map"][scen] = {}
+        boot[scen] = _bootstrap_improvement(preds, true, mask, models)
         for m in models:
             x = np.concatenate([p[mk] for p, mk in zip(preds[m.name], mask, strict=True)])
             res["metrics"][scen][m.name] = metrics.rollout_metrics(x, y)
@@ -434,7 +443,45 @@ def rollout_section(
                 float(e / c) if c else None for e, c in zip(err, cnt, strict=True)
             ]
     res["improvement_jsd_pct"] = _improvement(res["metrics"], models)
+    res["improvement_jsd_bootstrap"] = {
+        name: {scen: b[name] for scen, b in boot.items() if name in b}
+        for name in res["improvement_jsd_pct"]
+    }
     return res
+
+
+def _bootstrap_improvement(
+    preds: dict[str, list[np.ndarray]],
+    true: list[np.ndarray],
+    mask: list[np.ndarray],
+    models: Sequence[EvalModel],
+    n_boot: int = JSD_BOOTSTRAP,
+) -> dict[str, dict[str, float]]:
+    """Spread of each MobiWM model's pooled-JSD improvement over the best baseline when the
+    scenario's maps are resampled (``metrics.map_bootstrap_jsd``, seed 0; the best baseline is
+    picked in every resample): 5th / 50th / 95th percentile (%) and the share of resamples
+    that meet ``JSD_TARGET_PCT``."""
+    ours = [m.name for m in models if m.kind == "mobiwm"]
+    base = [m.name for m in models if m.kind != "mobiwm"]
+    if not ours or not base:
+        return {}
+    sel = {n: [p[mk] for p, mk in zip(preds[n], mask, strict=True)] for n in ours + base}
+    js = metrics.map_bootstrap_jsd(sel, [t[mk] for t, mk in zip(true, mask, strict=True)], n_boot)
+    best = np.min(np.stack([js[b] for b in base]), axis=0)
+    out = {}
+    for n in ours:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            pct = np.where(best > 0, 100.0 * (best - js[n]) / best, np.nan)
+        q05, q50, q95 = np.nanpercentile(pct, [5, 50, 95])
+        out[n] = {
+            "p05": float(q05),
+            "p50": float(q50),
+            "p95": float(q95),
+            "share_meeting_target": float(np.mean(pct >= JSD_TARGET_PCT)),
+            "n_boot": n_boot,
+            "n_maps": len(true),
+        }
+    return out
 
 
 def _improvement(table: dict[str, dict[str, dict[str, float]]], models: Sequence[EvalModel]):
@@ -848,7 +895,7 @@ def lead_section(
         "overall": {},
         "skipped": {},
     }
-    err = {m.name: {} for m in models}  # model -> scenario -> (sum |e| [L], count [L])
+    err = {m.name: {} for m in models}  # model -> scenario -> [sum |e| [L], count [L]]
     rows = []  # (record index, origin)
     for scen in _ordered_scenarios(list(by_scen)):
         short = [records[i].name for i in by_scen[scen] if records[i].n_slots < need]
@@ -858,8 +905,7 @@ def lead_section(
         rows += [(i, int(o)) for i in by_scen[scen] for o in origins]
     groups: dict[tuple, list[tuple[int, int]]] = {}
     for i, o in rows:
-        r = records[i]
-        groups.setdefault((r.poi.shape, r.od.shape[1:], r.facility.shape), []).append((i, o))
+        groups.setdefault(_shape_key(records[i]), []).append((i, o))
     jobs = [g[j : j + LEAD_BATCH] for g in groups.values() for j in range(0, len(g), LEAD_BATCH)]
     bar = tqdm(jobs, desc="lead", unit="batch", disable=not progress)
     for job in bar:
@@ -1062,6 +1108,26 @@ def to_markdown(results: dict[str, Any]) -> str:
                     ]
                 )
             md.append(_table(["Model"] + scen, rows))
+        bs = ro.get("improvement_jsd_bootstrap")
+        if bs and any(bs.values()):
+            md += [
+                "",
+                f"Spread of that improvement when each scenario's maps are resampled "
+                f"({JSD_BOOTSTRAP} bootstrap draws, bins fixed): 5th–95th percentile (%) and the "
+                f"share of draws at least {JSD_TARGET_PCT:g}% better than the best baseline:",
+                "",
+            ]
+            rows = [
+                [n]
+                + [
+                    f"{per[s]['p05']:+.1f} … {per[s]['p95']:+.1f} ({per[s]['share_meeting_target']:.0%})"
+                    if s in per
+                    else "–"
+                    for s in scen
+                ]
+                for n, per in bs.items()
+            ]
+            md.append(_table(["Model"] + scen, rows))
         per_map = ro.get("jsd_per_map")
         if per_map:
             md += [
@@ -1185,7 +1251,7 @@ def to_markdown(results: dict[str, Any]) -> str:
         if not rows:
             md.append("\n*No checkpoint model: naive baselines are stable by construction.*")
     ld = results.get("lead")
-    if ld and ld["overall"]:
+    if ld:
         bands = [b for b in LEAD_BANDS if b[1] <= ld["lead_slots"]]
         md += [
             "",
@@ -1196,20 +1262,16 @@ def to_markdown(results: dict[str, Any]) -> str:
             "the first band is one chunk from the true history (teacher forcing).",
             "",
         ]
-        cols = [
-            _ranked(c)
-            for c in zip(
-                *(lead_bands(ld["overall"][n], bands) for n in names if n in ld["overall"]),
-                strict=True,
-            )
-        ]
         shown = [n for n in names if n in ld["overall"]]
-        md.append(
-            _table(
-                ["Model"] + [f"lead {lo}–{hi}" for lo, hi in bands],
-                [[n] + [c[i] for c in cols] for i, n in enumerate(shown)],
+        if shown:
+            curves = [lead_bands(ld["overall"][n], bands) for n in shown]
+            cols = [_ranked(list(c)) for c in zip(*curves, strict=True)]
+            md.append(
+                _table(
+                    ["Model"] + [f"lead {lo}–{hi}" for lo, hi in bands],
+                    [[n] + [c[i] for c in cols] for i, n in enumerate(shown)],
+                )
             )
-        )
         for s, why in ld.get("skipped", {}).items():
             md.append(f"\n*{s} skipped: {why}.*")
     secs = results.get("seconds", {})

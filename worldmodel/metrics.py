@@ -121,6 +121,45 @@ def jsd(pred: ArrayLike, true: ArrayLike, mask: ArrayLike | None = None, n_bins:
     return float(_jsd_from_counts(cx, cy))
 
 
+def map_bootstrap_jsd(
+    preds: dict[str, list[ArrayLike]],
+    true: list[ArrayLike],
+    n_boot: int = 1000,
+    seed: int = 0,
+    n_bins: int = 50,
+) -> dict[str, np.ndarray]:
+    """Pooled JSD of every model over bootstrap resamples of the maps → ``{model: [n_boot]}``.
+
+    ``true[i]`` and ``preds[model][i]`` are map ``i``'s selected values (any shape, flattened).
+    Each resample draws as many maps as given, with replacement (the same draw for every
+    model), and pools them as ``jsd`` does, except that the bins stay those of the full pool
+    (edge = 99.5th percentile of all true values), so a resample is a sum of per-map counts.
+    """
+    _check_bins(n_bins)
+    if not true or n_boot < 1:
+        raise ValueError(f"need at least one map and n_boot >= 1, got {len(true)}, {n_boot}")
+    ys = [_to_numpy(t, "true").ravel().astype(np.float64) for t in true]
+    upper = float(np.percentile(np.concatenate(ys), UPPER_PERCENTILE))
+    if upper <= 0:
+        upper = float(max(max(y.max() for y in ys), 1e-12))
+
+    def counts(arrs: list[np.ndarray]) -> np.ndarray:
+        return np.stack(
+            [np.bincount(_bin_index(a, upper, n_bins), minlength=n_bins + 1) for a in arrs]
+        ).astype(np.float64)
+
+    ct = counts(ys)
+    draw = np.random.default_rng(seed).integers(0, len(ys), size=(n_boot, len(ys)))
+    pick = np.stack([np.bincount(d, minlength=len(ys)) for d in draw]).astype(np.float64)
+    out = {}
+    for name, maps in preds.items():
+        if len(maps) != len(ys):
+            raise ValueError(f"{name}: {len(maps)} maps of predictions for {len(ys)} true maps")
+        cp = counts([_to_numpy(m, name).ravel().astype(np.float64) for m in maps])
+        out[name] = _jsd_from_counts(pick @ cp, pick @ ct)
+    return out
+
+
 def jsd_per_cell(
     pred: ArrayLike, true: ArrayLike, mask: ArrayLike | None = None, n_bins: int = 50
 ) -> float:

@@ -56,6 +56,11 @@ def test_rollout_section_metrics(smoke: Path, model: MobiWM) -> None:
             assert all(math.isfinite(v) for v in m.values())
             assert 0.0 <= m["jsd"] <= 1.0
     assert set(ro["improvement_jsd_pct"]["wm"]) == {"urban-para", "suburb-topo"}
+    for b in ro["improvement_jsd_bootstrap"]["wm"].values():
+        assert b["p05"] <= b["p50"] <= b["p95"] and 0.0 <= b["share_meeting_target"] <= 1.0
+        assert b["n_maps"] == 1 and b["p05"] == pytest.approx(b["p95"])  # one map: no spread
+    pct = ro["improvement_jsd_pct"]["wm"]["urban-para"]["pct"]
+    assert ro["improvement_jsd_bootstrap"]["wm"]["urban-para"]["p50"] == pytest.approx(pct)
     assert set(ro["overall"]) == {"wm", "persistence"}
     assert "counterfactual" not in res and res["models"]["wm"]["kind"] == "mobiwm"
 

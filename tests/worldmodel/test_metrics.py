@@ -17,6 +17,7 @@ from worldmodel.metrics import (
     jsd,
     jsd_per_cell,
     mae,
+    map_bootstrap_jsd,
     nrmse,
     rmse,
     rollout_metrics,
@@ -171,3 +172,23 @@ def test_sign_agreement() -> None:
     assert math.isnan(sign_agreement(pred, true, tol=10.0))
     with pytest.raises(ValueError, match="tol"):
         sign_agreement(pred, true, tol=-1.0)
+
+
+def test_map_bootstrap_jsd() -> None:
+    rng = np.random.default_rng(3)
+    true = [rng.gamma(2.0, 10.0, 400), rng.gamma(2.0, 30.0, 300)]
+    good = [t * rng.uniform(0.95, 1.05, t.shape) for t in true]
+    bad = [true[0] * 1.5, true[1]]
+    # one map: every draw is that map, with the map's own bins = jsd exactly
+    one = map_bootstrap_jsd({"m": [good[0]]}, [true[0]], n_boot=5)
+    np.testing.assert_allclose(one["m"], jsd(good[0], true[0]), rtol=1e-12)
+    out = map_bootstrap_jsd({"good": good, "bad": bad}, true, n_boot=200, seed=7)
+    assert out["good"].shape == (200,) and (out["good"] < out["bad"]).mean() > 0.5
+    # draws that picked map 1 twice score the bad model 0 (it is exact on map 1)
+    draw = np.random.default_rng(7).integers(0, 2, size=(200, 2))
+    only1 = (draw == 1).all(axis=1)
+    assert only1.any() and np.all(out["bad"][only1] == 0.0) and np.all(out["bad"][~only1] > 0)
+    with pytest.raises(ValueError, match="maps of predictions"):
+        map_bootstrap_jsd({"m": good[:1]}, true)
+    with pytest.raises(ValueError, match="n_boot"):
+        map_bootstrap_jsd({"m": good}, true, n_boot=0)
