@@ -97,7 +97,7 @@ QUICK_STABILITY_SLOTS = 3 * SLOTS_PER_WEEK
 STABILITY_SLOTS = 10_000
 CF_HORIZON = 24
 JSD_TARGET_PCT = 25.0  # issue target: JSD this much below the best baseline per scenario
-JSD_BOOTSTRAP = 1000  # map resamples for the spread of the JSD improvement
+JSD_Z90 = 1.6449  # two-sided 90% normal quantile of the jackknife interval
 CF_RANDOM_PLANS = 4
 CF_QUICK_RANDOM_PLANS = 2
 CF_START_SLOT_OF_DAY = 32  # 08:00
@@ -387,7 +387,7 @@ def rollout_section(
         "skipped": {},
     }
     pooled: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {m.name: [] for m in models}
-    boot: dict[str, dict[str, dict[str, float]]] = {}
+    kept: dict[str, tuple] = {}  # scenario -> (preds, true, mask) for the jackknife
     by_day: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {m.name: [] for m in models}
     bar = tqdm(scenarios, desc="rollout", unit="scenario", disable=not progress)
     for scen in bar:
@@ -405,9 +405,9 @@ def rollout_section(
         true = [r.traffic[warm : warm + length].astype(np.float64) for r in recs]
         mask = [r.active[warm : warm + length] for r in recs]
         y = np.concatenate([t[mk] for t, mk in zip(true, mask, strict=True)])
+        kept[scen] = (preds, true, mask)
         res["metrics"][scen] = {}
         res["jsd_per_map"][scen] = {}
-        boot[scen] = _bootstrap_improvement(preds, true, mask, models)
         for m in models:
             x = np.concatenate([p[mk] for p, mk in zip(preds[m.name], mask, strict=True)])
             res["metrics"][scen][m.name] = metrics.rollout_metrics(x, y)
@@ -443,43 +443,45 @@ def rollout_section(
                 float(e / c) if c else None for e, c in zip(err, cnt, strict=True)
             ]
     res["improvement_jsd_pct"] = _improvement(res["metrics"], models)
-    res["improvement_jsd_bootstrap"] = {
-        name: {scen: b[name] for scen, b in boot.items() if name in b}
-        for name in res["improvement_jsd_pct"]
-    }
+    res["improvement_jsd_jackknife"] = {name: {} for name in res["improvement_jsd_pct"]}
+    for scen, (preds, true, mask) in kept.items():
+        point = {n: (per[scen] or {}).get("pct") for n, per in res["improvement_jsd_pct"].items()}
+        for n, v in _jackknife_improvement(preds, true, mask, models, point).items():
+            res["improvement_jsd_jackknife"][n][scen] = v
     return res
 
 
-def _bootstrap_improvement(
+def _jackknife_improvement(
     preds: dict[str, list[np.ndarray]],
     true: list[np.ndarray],
     mask: list[np.ndarray],
     models: Sequence[EvalModel],
-    n_boot: int = JSD_BOOTSTRAP,
+    point: dict[str, float],
 ) -> dict[str, dict[str, float]]:
-    """Spread of each MobiWM model's pooled-JSD improvement over the best baseline when the
-    scenario's maps are resampled (``metrics.map_bootstrap_jsd``, seed 0; the best baseline is
-    picked in every resample): 5th / 50th / 95th percentile (%) and the share of resamples
-    that meet ``JSD_TARGET_PCT``."""
+    """Leave-one-map-out jackknife of each MobiWM model's pooled-JSD improvement over the best
+    baseline (picked again in every replicate; ``metrics.leave_one_map_out_jsd``): the standard
+    error ``se = sqrt((n−1)/n · Σ (θ_i − θ̄)²)``, the 90% interval ``point ± 1.645·se`` and the
+    lowest leave-one-out value (%). Empty with fewer than two maps."""
     ours = [m.name for m in models if m.kind == "mobiwm"]
     base = [m.name for m in models if m.kind != "mobiwm"]
-    if not ours or not base:
+    if not ours or not base or len(true) < 2:
         return {}
     sel = {n: [p[mk] for p, mk in zip(preds[n], mask, strict=True)] for n in ours + base}
-    js = metrics.map_bootstrap_jsd(sel, [t[mk] for t, mk in zip(true, mask, strict=True)], n_boot)
+    js = metrics.leave_one_map_out_jsd(sel, [t[mk] for t, mk in zip(true, mask, strict=True)])
     best = np.min(np.stack([js[b] for b in base]), axis=0)
+    n_maps = len(true)
     out = {}
     for n in ours:
-        with np.errstate(divide="ignore", invalid="ignore"):
-            pct = np.where(best > 0, 100.0 * (best - js[n]) / best, np.nan)
-        q05, q50, q95 = np.nanpercentile(pct, [5, 50, 95])
+        if point.get(n) is None or not np.all(best > 0):
+            continue
+        theta = 100.0 * (best - js[n]) / best
+        se = float(np.sqrt((n_maps - 1) / n_maps * np.sum((theta - theta.mean()) ** 2)))
         out[n] = {
-            "p05": float(q05),
-            "p50": float(q50),
-            "p95": float(q95),
-            "share_meeting_target": float(np.mean(pct >= JSD_TARGET_PCT)),
-            "n_boot": n_boot,
-            "n_maps": len(true),
+            "se": se,
+            "lo90": point[n] - JSD_Z90 * se,
+            "hi90": point[n] + JSD_Z90 * se,
+            "min_leave_one_out": float(theta.min()),
+            "n_maps": n_maps,
         }
     return out
 
@@ -1108,24 +1110,25 @@ def to_markdown(results: dict[str, Any]) -> str:
                     ]
                 )
             md.append(_table(["Model"] + scen, rows))
-        bs = ro.get("improvement_jsd_bootstrap")
-        if bs and any(bs.values()):
+        jk = ro.get("improvement_jsd_jackknife")
+        if jk and any(jk.values()):
             md += [
                 "",
-                f"Spread of that improvement when each scenario's maps are resampled "
-                f"({JSD_BOOTSTRAP} bootstrap draws, bins fixed): 5th–95th percentile (%) and the "
-                f"share of draws at least {JSD_TARGET_PCT:g}% better than the best baseline:",
+                "How much that improvement depends on the maps drawn: leave-one-map-out "
+                "jackknife, 90% interval (point ± 1.645·se) and, in brackets, the lowest value "
+                f"with one map left out (%; the target is {JSD_TARGET_PCT:g}):",
                 "",
             ]
             rows = [
                 [n]
                 + [
-                    f"{per[s]['p05']:+.1f} … {per[s]['p95']:+.1f} ({per[s]['share_meeting_target']:.0%})"
+                    f"{per[s]['lo90']:+.1f} … {per[s]['hi90']:+.1f} "
+                    f"[{per[s]['min_leave_one_out']:+.1f}]"
                     if s in per
                     else "–"
                     for s in scen
                 ]
-                for n, per in bs.items()
+                for n, per in jk.items()
             ]
             md.append(_table(["Model"] + scen, rows))
         per_map = ro.get("jsd_per_map")

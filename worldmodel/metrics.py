@@ -121,23 +121,20 @@ def jsd(pred: ArrayLike, true: ArrayLike, mask: ArrayLike | None = None, n_bins:
     return float(_jsd_from_counts(cx, cy))
 
 
-def map_bootstrap_jsd(
-    preds: dict[str, list[ArrayLike]],
-    true: list[ArrayLike],
-    n_boot: int = 1000,
-    seed: int = 0,
-    n_bins: int = 50,
+def leave_one_map_out_jsd(
+    preds: dict[str, list[ArrayLike]], true: list[ArrayLike], n_bins: int = 50
 ) -> dict[str, np.ndarray]:
-    """Pooled JSD of every model over bootstrap resamples of the maps → ``{model: [n_boot]}``.
+    """Pooled JSD of every model with each map left out in turn → ``{model: [n_maps]}``.
 
-    ``true[i]`` and ``preds[model][i]`` are map ``i``'s selected values (any shape, flattened).
-    Each resample draws as many maps as given, with replacement (the same draw for every
-    model), and pools them as ``jsd`` does, except that the bins stay those of the full pool
-    (edge = 99.5th percentile of all true values), so a resample is a sum of per-map counts.
+    ``true[i]`` and ``preds[model][i]`` are map ``i``'s selected values (any shape, flattened);
+    entry ``i`` pools every map but ``i``. The bins stay those of the full pool (edge = 99.5th
+    percentile of all true values), so a leave-out is the total count minus one map's. The
+    input of a jackknife: it keeps n − 1 distinct maps in every replicate, where a bootstrap
+    draw repeats maps, and a pooled JSD depends on how many distinct maps' errors can cancel.
     """
     _check_bins(n_bins)
-    if not true or n_boot < 1:
-        raise ValueError(f"need at least one map and n_boot >= 1, got {len(true)}, {n_boot}")
+    if len(true) < 2:
+        raise ValueError(f"need at least two maps to leave one out, got {len(true)}")
     ys = [_to_numpy(t, "true").ravel().astype(np.float64) for t in true]
     upper = float(np.percentile(np.concatenate(ys), UPPER_PERCENTILE))
     if upper <= 0:
@@ -149,14 +146,12 @@ def map_bootstrap_jsd(
         ).astype(np.float64)
 
     ct = counts(ys)
-    draw = np.random.default_rng(seed).integers(0, len(ys), size=(n_boot, len(ys)))
-    pick = np.stack([np.bincount(d, minlength=len(ys)) for d in draw]).astype(np.float64)
     out = {}
     for name, maps in preds.items():
         if len(maps) != len(ys):
             raise ValueError(f"{name}: {len(maps)} maps of predictions for {len(ys)} true maps")
         cp = counts([_to_numpy(m, name).ravel().astype(np.float64) for m in maps])
-        out[name] = _jsd_from_counts(pick @ cp, pick @ ct)
+        out[name] = _jsd_from_counts(cp.sum(0) - cp, ct.sum(0) - ct)
     return out
 
 

@@ -56,11 +56,7 @@ def test_rollout_section_metrics(smoke: Path, model: MobiWM) -> None:
             assert all(math.isfinite(v) for v in m.values())
             assert 0.0 <= m["jsd"] <= 1.0
     assert set(ro["improvement_jsd_pct"]["wm"]) == {"urban-para", "suburb-topo"}
-    for b in ro["improvement_jsd_bootstrap"]["wm"].values():
-        assert b["p05"] <= b["p50"] <= b["p95"] and 0.0 <= b["share_meeting_target"] <= 1.0
-        assert b["n_maps"] == 1 and b["p05"] == pytest.approx(b["p95"])  # one map: no spread
-    pct = ro["improvement_jsd_pct"]["wm"]["urban-para"]["pct"]
-    assert ro["improvement_jsd_bootstrap"]["wm"]["urban-para"]["p50"] == pytest.approx(pct)
+    assert ro["improvement_jsd_jackknife"] == {"wm": {}}  # one map per scenario: no jackknife
     assert set(ro["overall"]) == {"wm", "persistence"}
     assert "counterfactual" not in res and res["models"]["wm"]["kind"] == "mobiwm"
 
@@ -263,6 +259,25 @@ def test_bad_model_specs(smoke: Path, tmp_path: Path) -> None:
         ev.main(["--data", str(smoke), "--models", "seasnal", "--out", str(tmp_path / "o")])
     with pytest.raises(ValueError, match="plots"):
         ev.evaluate_models(smoke, ["persistence"], sections=("rollout", "plots"))
+
+
+def test_rollout_jackknife_of_the_improvement(records, model: MobiWM) -> None:
+    """Two copies of the test maps: the leave-one-out replicates are the point estimate itself
+    (a copy is left), so se = 0; with one map perturbed the interval opens."""
+    recs = records + [copy.deepcopy(r) for r in records]
+    for i, r in enumerate(recs[len(records) :]):
+        r.metadata = {**r.metadata, "name": f"{r.name}-copy{i}"}
+    models = ev.resolve_models([("wm", model), "persistence", "seasonal"])
+    ro = ev.rollout_section(recs, models, progress=False, max_slots=48)
+    for scen, jk in ro["improvement_jsd_jackknife"]["wm"].items():
+        pct = ro["improvement_jsd_pct"]["wm"][scen]["pct"]
+        assert jk["n_maps"] == 2 and jk["se"] == pytest.approx(0.0, abs=1e-9)
+        assert jk["lo90"] == pytest.approx(pct) and jk["min_leave_one_out"] == pytest.approx(pct)
+    recs[-1].traffic = recs[-1].traffic * 1.7
+    ro = ev.rollout_section(recs, models, progress=False, max_slots=48)
+    jk = ro["improvement_jsd_jackknife"]["wm"][ev.scenario_name(recs[-1])]
+    pct = ro["improvement_jsd_pct"]["wm"][ev.scenario_name(recs[-1])]["pct"]
+    assert jk["se"] > 0 and jk["lo90"] < pct < jk["hi90"]
 
 
 def test_lead_section_matches_direct_forecasts(records, model: MobiWM) -> None:

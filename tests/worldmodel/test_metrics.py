@@ -16,8 +16,8 @@ from worldmodel.metrics import (
     delta_r2,
     jsd,
     jsd_per_cell,
+    leave_one_map_out_jsd,
     mae,
-    map_bootstrap_jsd,
     nrmse,
     rmse,
     rollout_metrics,
@@ -174,21 +174,36 @@ def test_sign_agreement() -> None:
         sign_agreement(pred, true, tol=-1.0)
 
 
-def test_map_bootstrap_jsd() -> None:
+def test_leave_one_map_out_jsd() -> None:
     rng = np.random.default_rng(3)
-    true = [rng.gamma(2.0, 10.0, 400), rng.gamma(2.0, 30.0, 300)]
-    good = [t * rng.uniform(0.95, 1.05, t.shape) for t in true]
-    bad = [true[0] * 1.5, true[1]]
-    # one map: every draw is that map, with the map's own bins = jsd exactly
-    one = map_bootstrap_jsd({"m": [good[0]]}, [true[0]], n_boot=5)
-    np.testing.assert_allclose(one["m"], jsd(good[0], true[0]), rtol=1e-12)
-    out = map_bootstrap_jsd({"good": good, "bad": bad}, true, n_boot=200, seed=7)
-    assert out["good"].shape == (200,) and (out["good"] < out["bad"]).mean() > 0.5
-    # draws that picked map 1 twice score the bad model 0 (it is exact on map 1)
-    draw = np.random.default_rng(7).integers(0, 2, size=(200, 2))
-    only1 = (draw == 1).all(axis=1)
-    assert only1.any() and np.all(out["bad"][only1] == 0.0) and np.all(out["bad"][~only1] > 0)
+    true = [rng.gamma(2.0, 10.0, 400), rng.gamma(2.0, 30.0, 300), rng.gamma(3.0, 20.0, 350)]
+    pred = [t * rng.uniform(0.9, 1.1, t.shape) for t in true]
+    pred[2] = true[2] * 1.5  # only map 2 is badly predicted
+    out = leave_one_map_out_jsd({"m": pred, "exact": true}, true)["m"]
+    assert out.shape == (3,)
+    np.testing.assert_array_equal(leave_one_map_out_jsd({"e": true}, true)["e"], 0.0)
+    # leaving out map 2 removes the bad map: the lowest JSD by far
+    assert out.argmin() == 2 and out[2] < 0.7 * out[:2].min()
+    # by hand: the pool without map 0, on the bins of the full pool
+    upper = np.percentile(np.concatenate(true), 99.5)
+    rest_p, rest_t = np.concatenate(pred[1:]), np.concatenate(true[1:])
+    cp = np.bincount(metrics_bin(rest_p, upper), minlength=51)
+    ct = np.bincount(metrics_bin(rest_t, upper), minlength=51)
+    p, q = cp / cp.sum(), ct / ct.sum()
+    m = 0.5 * (p + q)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        want = 0.5 * (
+            np.where(p > 0, p * np.log2(p / m), 0).sum()
+            + np.where(q > 0, q * np.log2(q / m), 0).sum()
+        )
+    assert out[0] == pytest.approx(want, rel=1e-12)
     with pytest.raises(ValueError, match="maps of predictions"):
-        map_bootstrap_jsd({"m": good[:1]}, true)
-    with pytest.raises(ValueError, match="n_boot"):
-        map_bootstrap_jsd({"m": good}, true, n_boot=0)
+        leave_one_map_out_jsd({"m": pred[:2]}, true)
+    with pytest.raises(ValueError, match="two maps"):
+        leave_one_map_out_jsd({"m": pred[:1]}, true[:1])
+
+
+def metrics_bin(x: np.ndarray, upper: float) -> np.ndarray:
+    """The JSD binning of the metrics module docstring, written out: 50 bins + overflow."""
+    idx = np.minimum(np.floor(np.clip(x, 0, None) / upper * 50), 49).astype(int)
+    return np.where(x > upper, 50, idx)
