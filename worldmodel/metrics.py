@@ -135,10 +135,17 @@ def leave_one_map_out_jsd(
     _check_bins(n_bins)
     if len(true) < 2:
         raise ValueError(f"need at least two maps to leave one out, got {len(true)}")
-    ys = [_to_numpy(t, "true").ravel().astype(np.float64) for t in true]
+
+    def flat(arrs: list[ArrayLike], name: str) -> list[np.ndarray]:
+        out = [_to_numpy(a, name).ravel().astype(np.float64) for a in arrs]
+        if any(a.size == 0 or not np.isfinite(a).all() for a in out):
+            raise ValueError(f"{name}: every map needs finite values, at least one")
+        return out
+
+    ys = flat(true, "true")
     upper = float(np.percentile(np.concatenate(ys), UPPER_PERCENTILE))
     if upper <= 0:
-        upper = float(max(max(y.max() for y in ys), 1e-12))
+        upper = max(float(max(y.max() for y in ys)), 1e-12)
 
     def counts(arrs: list[np.ndarray]) -> np.ndarray:
         return np.stack(
@@ -150,7 +157,7 @@ def leave_one_map_out_jsd(
     for name, maps in preds.items():
         if len(maps) != len(ys):
             raise ValueError(f"{name}: {len(maps)} maps of predictions for {len(ys)} true maps")
-        cp = counts([_to_numpy(m, name).ravel().astype(np.float64) for m in maps])
+        cp = counts(flat(maps, name))
         out[name] = _jsd_from_counts(cp.sum(0) - cp, ct.sum(0) - ct)
     return out
 

@@ -201,6 +201,8 @@ def test_leave_one_map_out_jsd() -> None:
         leave_one_map_out_jsd({"m": pred[:2]}, true)
     with pytest.raises(ValueError, match="two maps"):
         leave_one_map_out_jsd({"m": pred[:1]}, true[:1])
+    with pytest.raises(ValueError, match="m: every map needs finite"):
+        leave_one_map_out_jsd({"m": [pred[0], pred[1], np.full(3, np.nan)]}, true)
 
 
 def metrics_bin(x: np.ndarray, upper: float) -> np.ndarray:
