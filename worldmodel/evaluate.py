@@ -451,6 +451,13 @@ def rollout_section(
     return res
 
 
+def _ours_and_baselines(models: Sequence[EvalModel]) -> tuple[list[str], list[str]]:
+    """Names of the MobiWM models and of the baselines they are scored against."""
+    return [m.name for m in models if m.kind == "mobiwm"], [
+        m.name for m in models if m.kind != "mobiwm"
+    ]
+
+
 def _jackknife_improvement(
     preds: dict[str, list[np.ndarray]],
     true: list[np.ndarray],
@@ -462,8 +469,7 @@ def _jackknife_improvement(
     baseline (picked again in every replicate; ``metrics.leave_one_map_out_jsd``): the standard
     error ``se = sqrt((n−1)/n · Σ (θ_i − θ̄)²)``, the 90% interval ``point ± 1.645·se`` and the
     lowest leave-one-out value (%). Empty with fewer than two maps."""
-    ours = [m.name for m in models if m.kind == "mobiwm"]
-    base = [m.name for m in models if m.kind != "mobiwm"]
+    ours, base = _ours_and_baselines(models)
     if not ours or not base or len(true) < 2:
         return {}
     sel = {n: [p[mk] for p, mk in zip(preds[n], mask, strict=True)] for n in ours + base}
@@ -488,8 +494,7 @@ def _jackknife_improvement(
 
 def _improvement(table: dict[str, dict[str, dict[str, float]]], models: Sequence[EvalModel]):
     """``{mobiwm model: {scenario: 100·(best baseline JSD − model JSD) / best baseline JSD}}``."""
-    ours = [m.name for m in models if m.kind == "mobiwm"]
-    base = [m.name for m in models if m.kind != "mobiwm"]
+    ours, base = _ours_and_baselines(models)
     out: dict[str, dict[str, Any]] = {}
     for name in ours:
         row: dict[str, Any] = {}

@@ -421,7 +421,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     cfg = PRESETS[args.preset]
     if args.seed is not None:
         cfg = replace(cfg, seed=args.seed)
@@ -429,12 +430,14 @@ def main(argv: list[str] | None = None) -> int:
         cfg = replace(cfg, n_slots=args.slots)
     if args.branches is not None:
         cfg = replace(cfg, branches=args.branches)
-    for name in ("val_maps", "test_maps"):
-        if getattr(args, name) is not None and getattr(args, name) < 0:
-            raise SystemExit(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
     if args.splits is not None or args.val_maps is not None or args.test_maps is not None:
         splits = None if args.splits is None else tuple(args.splits)
-        cfg = with_map_counts(cfg, splits, args.val_maps, args.test_maps)
+        try:
+            cfg = with_map_counts(cfg, splits, args.val_maps, args.test_maps)
+        except ValueError as err:  # one check, in with_map_counts; argparse-style exit 2
+            parser.error(
+                str(err).replace("val_maps", "--val-maps").replace("test_maps", "--test-maps")
+            )
     manifest = generate(cfg, args.out, workers=args.workers, progress=not args.quiet)
     print_summary(manifest)
     return 0

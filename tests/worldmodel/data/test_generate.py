@@ -225,6 +225,8 @@ def test_larger_test_set_keeps_the_preset_test_maps(tmp_path):
         with_map_counts(TINY, None, None, -1)
     with pytest.raises(SystemExit):
         main(["--preset", "smoke", "--out", str(tmp_path / "x"), "--splits", "tset"])
+    with pytest.raises(SystemExit):
+        main(["--preset", "smoke", "--out", str(tmp_path / "x"), "--test-maps", "-1"])
 
 
 def test_presets_are_consistent():
