@@ -30,7 +30,7 @@ from gymnasium.vector import AutoresetMode
 import mobiwm_env
 from mobiwm_env.config import DEFAULT_CHECKPOINT, EnvConfig
 from mobiwm_env.core import LoadBalanceCore
-from mobiwm_env.dynamics import DynamicsStep, TwinDynamics
+from mobiwm_env.dynamics import DynamicsStep, TwinDynamics, WorldModelDynamics
 from mobiwm_env.sb3 import SB3VecEnv
 from mobiwm_env.spaces import PARAM_FEATURES, TIME_FEATURES
 from worldmodel.twin.network import ASSOCIATION_FIELDS, TwinState
@@ -245,6 +245,12 @@ class EnvState:
     ``association``: the twin's A3 association state (``ASSOCIATION_FIELDS`` → ``[E, pixels]``)
     when the snapshot comes from a twin-backed env; ``None`` otherwise. A twin-backed core can
     only be loaded from a state that has it (a world-model core ignores it).
+
+    ``memory``: a world-model env's daily memory (``WorldModelDynamics.memory_state``:
+    ``traffic``, ``params``, ``start``) when the snapshot comes from one that has it; ``None``
+    otherwise. A world-model core with a daily memory is loaded with it when its length matches,
+    else with the last day of ``hist_traffic`` (the observed yesterday: exact for plans shorter
+    than a day).
     """
 
     params: np.ndarray  # [E, N, 4] parameters now
@@ -252,6 +258,7 @@ class EnvState:
     hist_traffic: np.ndarray  # [E, W, N] MB per slot, oldest first
     hist_params: np.ndarray  # [E, W, N, 4] parameters of those slots
     association: dict[str, np.ndarray] | None = None
+    memory: dict[str, np.ndarray] | None = None
 
     @property
     def n_envs(self) -> int:
@@ -261,16 +268,19 @@ class EnvState:
     def from_env(cls, env: Any) -> EnvState:
         """Exact snapshot of every sub-env of ``env``."""
         core = find_core(env)
-        association = None
+        association = memory = None
         if isinstance(core.dynamics, TwinDynamics):
             twin = core.dynamics.twin.get_state()
             association = {name: getattr(twin, name) for name in ASSOCIATION_FIELDS}  # copies
+        elif isinstance(core.dynamics, WorldModelDynamics):
+            memory = core.dynamics.memory_state()
         return cls(
             core.params.copy(),
             core.slot.copy(),
             core.hist_traffic.copy(),
             core.hist_params.copy(),
             association,
+            memory,
         )
 
     @classmethod
@@ -295,20 +305,39 @@ class EnvState:
 
     def repeat(self, k: int) -> EnvState:
         """Each env repeated ``k`` times (env-major: rows ``i*k .. i*k+k-1`` are env ``i``)."""
-        assoc = self.association
+
+        def rows(d: dict[str, np.ndarray] | None) -> dict[str, np.ndarray] | None:
+            return None if d is None else {n: np.repeat(a, k, axis=0) for n, a in d.items()}
+
         return EnvState(
             *(
                 np.repeat(a, k, axis=0)
                 for a in (self.params, self.slot, self.hist_traffic, self.hist_params)
             ),
-            None if assoc is None else {n: np.repeat(a, k, axis=0) for n, a in assoc.items()},
+            rows(self.association),
+            rows(self.memory),
         )
+
+    def _memory_for(self, season: int) -> dict[str, np.ndarray]:
+        """The daily memory of ``season`` slots to load: the snapshot's own when it has one of
+        that length, else the history's last ``season`` slots, ending at ``slot`` (``load_into``
+        has checked that the history is long enough: ``season <= warmup_slots``)."""
+        mem = self.memory
+        if mem is not None and mem["traffic"].shape[1] == season:
+            return mem
+        return {
+            "traffic": self.hist_traffic[:, self.hist_traffic.shape[1] - season :],
+            "params": self.hist_params[:, self.hist_params.shape[1] - season :],
+            "start": self.slot,
+        }
 
     def load_into(self, core: LoadBalanceCore) -> None:
         """Put ``core`` (``n_envs == E``) into this state; its episodes restart at step 0.
 
         A twin-backed core also gets the twin's slot, parameters and A3 association state (its
-        fast-fading generator is left as it is), so it continues like the snapshotted env.
+        fast-fading generator is left as it is), so it continues like the snapshotted env. A
+        world-model core with a daily memory also gets one (see the class doc): without it the
+        model would read a memory left from the core's own past (or zeros).
         """
         if core.n_envs != self.n_envs:
             raise ValueError(f"core has {core.n_envs} envs, the state {self.n_envs}")
@@ -330,6 +359,8 @@ class EnvState:
                 ),
                 rng=False,
             )
+        if isinstance(core.dynamics, WorldModelDynamics):
+            core.dynamics.load_memory(**self._memory_for(core.dynamics.season))
         core.params = self.params.astype(np.float64).copy()
         core.slot = self.slot.astype(np.int64).copy()
         core.hist_traffic = self.hist_traffic[:, -w:].astype(np.float32).copy()

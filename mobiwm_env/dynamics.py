@@ -444,7 +444,7 @@ class WorldModelDynamics:
         if self.season > warmup_slots:
             raise ValueError(f"warmup_slots={warmup_slots} < the model's season {self.season}")
         self._day_traffic = np.zeros((self.n_envs, self.season, n), dtype=np.float32)
-        self._day_params = np.zeros((self.n_envs, n, 4), dtype=np.float32)
+        self._day_params = np.zeros((self.n_envs, self.season, n, 4), dtype=np.float32)
         self._start = np.zeros(self.n_envs, dtype=np.int64)
         with torch.no_grad():
             ctx = self.model.encode_context(
@@ -468,11 +468,46 @@ class WorldModelDynamics:
         if self.season:
             ids = np.asarray(env_ids, dtype=np.int64)
             self._day_traffic[ids] = np.stack([w.traffic[-self.season :] for w in warmups])
-            self._day_params[ids] = np.stack([w.params for w in warmups])
+            self._day_params[ids] = np.stack([w.params for w in warmups])[:, None]
             self._start[ids] = slots
 
+    def memory_state(self) -> dict[str, np.ndarray] | None:
+        """Copy of the daily memory (``traffic [E, S, N]`` MB, ``params [E, S, N, 4]``
+        physical, ``start [E]`` the slot each env's memory day ended at), or ``None`` without
+        one (``memory="predicted"`` or no season)."""
+        if not self.season:
+            return None
+        return {
+            "traffic": self._day_traffic.copy(),
+            "params": self._day_params.copy(),
+            "start": self._start.copy(),
+        }
+
+    def load_memory(self, traffic: np.ndarray, params: np.ndarray, start: np.ndarray) -> None:
+        """Replace every env's daily memory: the ``S = season`` observed slots ``start − S ..
+        start − 1`` (``traffic [E, S, N]`` MB, ``params [E, S, N, 4]`` physical, ``start
+        [E]`` absolute slots). A no-op without a memory."""
+        if not self.season:
+            return
+        e, s, n = self.n_envs, self.season, self._day_traffic.shape[2]
+        traffic, params = np.asarray(traffic), np.asarray(params)
+        start = np.asarray(start)
+        for name, arr, shape in (
+            ("traffic", traffic, (e, s, n)),
+            ("params", params, (e, s, n, 4)),
+            ("start", start, (e,)),
+        ):
+            if arr.shape != shape:
+                raise ValueError(f"memory {name}: expected shape {shape}, got {arr.shape}")
+        if not (np.isfinite(traffic).all() and np.isfinite(params).all()):
+            raise ValueError("memory traffic and params must be finite")
+        self._day_traffic = traffic.astype(np.float32, copy=True)
+        self._day_params = params.astype(np.float32, copy=True)
+        self._start = start.astype(np.int64, copy=True)
+
     def _daily_memory(self, slots: np.ndarray) -> Any:
-        """The warm-up's last day as the rollout's ``DailyMemory`` (or ``"predicted"``).
+        """The memory day (the warm-up's last day, or one ``load_memory`` put there) as the
+        rollout's ``DailyMemory`` (or ``"predicted"``).
 
         Each env's offset is from its warm-up day's first slot (``start − season``) to the
         call's first history slot (``slot − H``)."""
@@ -485,7 +520,7 @@ class WorldModelDynamics:
         offset = (np.asarray(slots, dtype=np.int64) - self.history) - (self._start - s)
         return DailyMemory(
             torch.as_tensor(self._day_traffic, device=self._dev),
-            torch.as_tensor(self._day_params, device=self._dev)[:, None].expand(e, s, n, 4),
+            torch.as_tensor(self._day_params, device=self._dev),
             torch.as_tensor(self.active, device=self._dev).expand(e, s, n),
             torch.as_tensor(offset, device=self._dev),
         )

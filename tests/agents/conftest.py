@@ -1,5 +1,6 @@
 """Fixtures of the agent tests: headless pygame, tiny world-model checkpoints
-(untrained MobiWM ``debug`` preset and a small GRU world model); never the shipped one."""
+(untrained MobiWM ``debug`` preset, with and without a daily memory, and a small GRU world
+model); never the shipped one."""
 
 from __future__ import annotations
 
@@ -14,18 +15,21 @@ from pathlib import Path  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
+from tests.conftest import MEMORY_LAYOUT, save_untrained_mobiwm  # noqa: E402
+
 
 @pytest.fixture(scope="session")
 def debug_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An untrained MobiWM (``debug`` preset) with plausible normaliser statistics."""
-    from worldmodel.model.checkpoint import save_checkpoint
-    from worldmodel.model.config import preset
-    from worldmodel.model.mobiwm import MobiWM
+    return save_untrained_mobiwm(tmp_path_factory.mktemp("ckpt") / "mobiwm-debug", 1500.0)
 
-    torch.manual_seed(0)
-    model = MobiWM(preset("debug"))
-    model.normalizer.set_stats(1500.0, 0.7, 0.8)  # MB per slot
-    return save_checkpoint(model, tmp_path_factory.mktemp("ckpt") / "mobiwm-debug")
+
+@pytest.fixture(scope="session")
+def memory_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An untrained MobiWM ``debug`` with a one-day memory (``H = 104``, yesterday-anchored),
+    the shipped checkpoint's layout."""
+    path = tmp_path_factory.mktemp("ckpt") / "mobiwm-memory"
+    return save_untrained_mobiwm(path, 1500.0, **MEMORY_LAYOUT)
 
 
 @pytest.fixture(scope="session")

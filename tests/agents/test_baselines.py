@@ -83,6 +83,68 @@ def test_mpc_exact_state_matches_env(debug_checkpoint):
     np.testing.assert_allclose(planned, reward, rtol=1e-5, atol=1e-4)
 
 
+def _plan(ctrl, e: int, steps: int, seed: int = 0) -> np.ndarray:
+    """Random plans ``[E, 1, steps, N, 4]`` in ``[-1, 1]``."""
+    rng = np.random.default_rng(seed)
+    return rng.uniform(-1, 1, (e, 1, steps, ctrl.facts.n_cells, 4)).astype(np.float32)
+
+
+def test_mpc_exact_state_carries_the_daily_memory(memory_checkpoint):
+    """With a daily-memory model (the shipped layout), a snapshot of a world-model env carries
+    the env's memory day, so a 2-step plan scores exactly what the env then returns. (The
+    planner's own core, never reset, once read a memory of zeros.)"""
+    venv = make_vector_env("world_model", 2, memory_checkpoint, episode_steps=8)
+    venv.reset(seed=1)
+    for _ in range(3):
+        venv.step(np.zeros(venv.action_space.shape, dtype=np.float32))
+    state = EnvState.from_env(venv)
+    assert state.memory is not None and state.memory["traffic"].shape[1] == 96
+    ctrl = make_controller("mpc", venv, checkpoint=memory_checkpoint, **MPC)
+    seq = _plan(ctrl, 2, 2)
+    planned = ctrl.score(state, seq)[:, 0]
+    env_return = sum(venv.step(seq[:, 0, h].reshape(2, -1))[1] for h in range(2))
+    np.testing.assert_allclose(planned, env_return, rtol=1e-5, atol=1e-4)
+
+
+def test_mpc_from_a_twin_snapshot_reads_the_observed_yesterday(memory_checkpoint):
+    """From a twin snapshot (no memory of its own) the planner's memory is the history's last
+    day. For a plan shorter than a day that equals reading the window itself, i.e. the
+    ``"predicted"`` memory mode, an independent path through ``MobiWM.rollout``."""
+    venv = make_vector_env("twin", 2, episode_steps=8)
+    venv.reset(seed=2)
+    venv.step(np.random.default_rng(1).uniform(-1, 1, venv.action_space.shape).astype(np.float32))
+    state = EnvState.from_env(venv)
+    assert state.memory is None
+    facts = EnvFacts.from_env(venv)
+    observed = make_controller("mpc", facts, checkpoint=memory_checkpoint, **MPC)
+    predicted = make_controller(
+        "mpc",
+        dataclasses.replace(facts, config=dataclasses.replace(facts.config, memory="predicted")),
+        checkpoint=memory_checkpoint,
+        **MPC,
+    )
+    seq = _plan(observed, 2, 2, seed=3)
+    a, b = observed.score(state, seq), predicted.score(state, seq)
+    assert observed._core.dynamics.season == 96 and predicted._core.dynamics.season == 0
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-4)
+
+
+def test_world_model_memory_is_validated(memory_checkpoint):
+    from agents.envs import find_core
+
+    venv = make_vector_env("world_model", 2, memory_checkpoint, episode_steps=2)
+    venv.reset(seed=0)
+    dyn = find_core(venv).dynamics
+    mem = dyn.memory_state()
+    dyn.load_memory(**mem)  # round trip
+    with pytest.raises(ValueError, match=r"memory traffic: expected shape \(2, 96, "):
+        dyn.load_memory(mem["traffic"][:, :95], mem["params"], mem["start"])
+    bad = mem["params"].copy()
+    bad[0, 0, 0, 0] = np.nan
+    with pytest.raises(ValueError, match="must be finite"):
+        dyn.load_memory(mem["traffic"], bad, mem["start"])
+
+
 def test_checkpoint_labels(debug_checkpoint, gru_checkpoint):
     assert checkpoint_label(debug_checkpoint) == "MobiWM"
     assert checkpoint_label(gru_checkpoint) == "GRU-WM"

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from mobiwm_env.config import MEMORY_MODES
+from tests.conftest import MEMORY_LAYOUT, save_untrained_mobiwm
 from tests.mobiwm_env.conftest import WM_ID
 
 DAY_STEPS = 24  # 96 slots at 4 slots per step
@@ -18,18 +19,9 @@ STEPS = DAY_STEPS + 6
 @pytest.fixture(scope="module")
 def memory_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny untrained MobiWM with a one-day memory (``H = 104``, yesterday-anchored)."""
-    import torch
-
-    from worldmodel.model.checkpoint import save_checkpoint
-    from worldmodel.model.config import preset
-    from worldmodel.model.mobiwm import MobiWM
-
-    torch.manual_seed(0)
-    cfg = preset("debug", history=104, season=96, horizon=4, season_anchor="yesterday",
-                 memory_age=6)  # fmt: skip
-    model = MobiWM(cfg)
-    model.normalizer.set_stats(200.0, 0.7, 0.8)
-    return save_checkpoint(model, tmp_path_factory.mktemp("ckpt") / "mobiwm-memory")
+    return save_untrained_mobiwm(
+        tmp_path_factory.mktemp("ckpt") / "mobiwm-memory", 200.0, **MEMORY_LAYOUT
+    )
 
 
 def _episode(ckpt: Path, memory: str) -> tuple[np.ndarray, dict]:
