@@ -404,3 +404,51 @@ def test_pushforward_trains_resumes_exactly_and_is_validated(
         tiny(smoke_data, tmp_path, pushforward=-1)
     with pytest.raises(ValueError, match="pushforward_from"):
         tiny(smoke_data, tmp_path, pushforward_from=-1)
+
+
+def _flags(argv: list[str]) -> dict[str, tuple[str, ...]]:
+    """``--flag v1 v2`` → ``{"--flag": ("v1", "v2")}`` (a bare switch maps to ``()``)."""
+    flags: dict[str, tuple[str, ...]] = {}
+    key = None
+    for tok in argv:
+        if tok.startswith("--"):
+            key = tok
+            flags[key] = ()
+        elif key is not None:
+            flags[key] += (tok,)
+    return flags
+
+
+def test_ablation_script_trains_the_readme_recipe() -> None:
+    """``scripts/ablation.sh``'s rows are the README's shipped-model command, changed only in
+    budget and bookkeeping, plus each row's own removal."""
+    import shlex
+
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    start = text.index("python -m worldmodel.train --data data/default --out runs/mobiwm-default")
+    block = text[start : text.index("\n```", start)].split("\ntensorboard")[0]
+    readme = _flags(shlex.split(block.replace("\\\n", " "))[3:])
+    env = {**os.environ, "DRY_RUN": "1", "STEPS": "600"}
+    rows = ("full", "cov", "trn", "od")
+    res = subprocess.run(
+        ["bash", str(REPO / "scripts" / "ablation.sh"), "runs/x", *rows],
+        capture_output=True, text=True, env=env, check=True,
+    )  # fmt: skip
+    lines = res.stdout.strip().splitlines()
+    assert len(lines) == len(rows) + 1 and "worldmodel.evaluate" in lines[-1]
+    budget = {"--out", "--max-steps", "--max-minutes", "--threads", "--no-progress"}
+    cov = {"--coverage-prior", "--coverage-daily-demand", "--coverage-calibrate"}
+    for row, line in zip(rows, lines, strict=False):
+        got = _flags(shlex.split(line)[3:])
+        assert got["--out"] == (f"runs/x/{row}",) and got["--max-steps"] == ("600",)
+        want = {k: v for k, v in readme.items() if k not in budget}
+        if row == "cov":
+            want = {k: v for k, v in want.items() if k not in cov}
+        if row in ("trn", "od"):
+            want["--ablate"] = (row,)
+        assert {k: v for k, v in got.items() if k not in budget} == want, row
+    bad = subprocess.run(
+        ["bash", str(REPO / "scripts" / "ablation.sh"), "runs/x", "full", "bogus"],
+        capture_output=True, text=True, env=env,
+    )  # fmt: skip
+    assert bad.returncode == 2 and "unknown row bogus" in bad.stderr and not bad.stdout

@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# The §5.3 ablation study on the shipped recipe (README "Training MobiWM"), at a shorter budget:
+# one training run per row, two rows at a time on one torch thread each, then one evaluation of
+# every row on the test maps (rollout and counterfactual sections).
+#
+#   bash scripts/ablation.sh [OUT] [ROW ...]
+#
+# OUT defaults to runs/ablation. ROWs default to every row: full, trn, spe, lg, fa, od (an
+# --ablate name each) and cov (without the coverage prior). STEPS (default 600) and SEED (default 1)
+# come from the environment. Each row trains STEPS steps on data/default (generate it first, see
+# README "Datasets"); a row whose OUT/ROW/best exists is not trained again. On this 2-core CPU a
+# row took 23–45 min (two at a time, beside other jobs; docs/RESULTS.md, session 13).
+# DRY_RUN=1 prints the commands instead of running them (a test checks them against the README).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=${1:-runs/ablation}
+shift || true
+rows=("$@")
+[ ${#rows[@]} -gt 0 ] || rows=(full trn spe lg fa od cov)
+steps=${STEPS:-600}
+seed=${SEED:-1}
+py=.venv/bin/python
+dry=${DRY_RUN:-0}
+run() { if [ "$dry" = 1 ]; then echo "$*"; else "$@"; fi; }
+
+train_row() {
+    local row=$1 extra=() cov=(--coverage-prior --coverage-daily-demand --coverage-calibrate 3)
+    case $row in
+    full) ;;
+    trn | spe | lg | fa | od) extra=(--ablate "$row") ;;
+    cov) cov=() ;;
+    *) echo "unknown row $row (full trn spe lg fa od cov)" >&2; return 2 ;;
+    esac
+    [ -d "$out/$row/best" ] && return 0
+    run $py -m worldmodel.train --data data/default --out "$out/$row" --preset S --history 104 \
+        --season 96 --horizon 4 --n-chunks 2 --batch-size 8 --max-steps "$steps" \
+        --max-minutes 240 --eval-every 150 --eval-batches 12 --threads 1 --pair-weight 2 \
+        --season-anchor yesterday --season-actions --memory-age 6 --seed "$seed" --no-progress \
+        "${cov[@]}" "${extra[@]}"
+}
+
+for row in "${rows[@]}"; do  # validate every name before any training starts
+    case $row in full | trn | spe | lg | fa | od | cov) ;; *) echo "unknown row $row" >&2; exit 2 ;; esac
+done
+if [ "$dry" != 1 ]; then
+    [ -d data/default ] || { echo "data/default is missing: generate it (README, Datasets)" >&2; exit 2; }
+    mkdir -p "$out"
+fi
+pids=()
+for row in "${rows[@]}"; do
+    if [ "$dry" = 1 ]; then train_row "$row"; continue; fi
+    echo "training $row -> $out/$row (log $out/$row.log)"
+    train_row "$row" >"$out/$row.log" 2>&1 &
+    pids+=($!)
+    if [ ${#pids[@]} -ge 2 ]; then wait "${pids[0]}"; pids=("${pids[@]:1}"); fi
+done
+for pid in "${pids[@]}"; do wait "$pid"; done
+
+models=()
+for row in "${rows[@]}"; do models+=("$row=$out/$row/best"); done
+run $py -m worldmodel.evaluate --data data/default --models "${models[@]}" \
+    --sections rollout counterfactual --out "$out/eval" --threads 2 --no-progress
