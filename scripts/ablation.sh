@@ -9,14 +9,15 @@
 # --ablate name each) and cov (without the coverage prior). STEPS (default 600) and SEED (default 1)
 # come from the environment. Each row trains STEPS steps on data/default (generate it first, see
 # README "Datasets"); a row whose OUT/ROW/best exists is not trained again. On this 2-core CPU a
-# row took 23–45 min (two at a time, beside other jobs; docs/RESULTS.md, session 13).
+# row took 20–45 min (two at a time, beside other jobs; docs/RESULTS.md, session 13).
 # DRY_RUN=1 prints the commands instead of running them (a test checks them against the README).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-runs/ablation}
 shift || true
+all_rows=(full trn spe lg fa od cov)
 rows=("$@")
-[ ${#rows[@]} -gt 0 ] || rows=(full trn spe lg fa od cov)
+[ ${#rows[@]} -gt 0 ] || rows=("${all_rows[@]}")
 steps=${STEPS:-600}
 seed=${SEED:-1}
 py=.venv/bin/python
@@ -25,11 +26,9 @@ run() { if [ "$dry" = 1 ]; then echo "$*"; else "$@"; fi; }
 
 train_row() {
     local row=$1 extra=() cov=(--coverage-prior --coverage-daily-demand --coverage-calibrate 3)
-    case $row in
-    full) ;;
+    case $row in  # names checked below, before any training starts
     trn | spe | lg | fa | od) extra=(--ablate "$row") ;;
     cov) cov=() ;;
-    *) echo "unknown row $row (full trn spe lg fa od cov)" >&2; return 2 ;;
     esac
     [ -d "$out/$row/best" ] && return 0
     run $py -m worldmodel.train --data data/default --out "$out/$row" --preset S --history 104 \
@@ -39,8 +38,11 @@ train_row() {
         "${cov[@]}" "${extra[@]}"
 }
 
-for row in "${rows[@]}"; do  # validate every name before any training starts
-    case $row in full | trn | spe | lg | fa | od | cov) ;; *) echo "unknown row $row" >&2; exit 2 ;; esac
+for row in "${rows[@]}"; do
+    case " ${all_rows[*]} " in
+    *" $row "*) ;;
+    *) echo "unknown row $row (choose from ${all_rows[*]})" >&2; exit 2 ;;
+    esac
 done
 if [ "$dry" != 1 ]; then
     [ -d data/default ] || { echo "data/default is missing: generate it (README, Datasets)" >&2; exit 2; }

@@ -387,7 +387,7 @@ def rollout_section(
         "skipped": {},
     }
     pooled: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {m.name: [] for m in models}
-    kept: dict[str, tuple] = {}  # scenario -> (preds, true, mask) for the jackknife
+    jack: dict[str, dict[str, dict[str, float]]] = {}  # scenario -> model -> jackknife
     by_day: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {m.name: [] for m in models}
     bar = tqdm(scenarios, desc="rollout", unit="scenario", disable=not progress)
     for scen in bar:
@@ -405,7 +405,6 @@ def rollout_section(
         true = [r.traffic[warm : warm + length].astype(np.float64) for r in recs]
         mask = [r.active[warm : warm + length] for r in recs]
         y = np.concatenate([t[mk] for t, mk in zip(true, mask, strict=True)])
-        kept[scen] = (preds, true, mask)
         res["metrics"][scen] = {}
         res["jsd_per_map"][scen] = {}
         for m in models:
@@ -424,6 +423,9 @@ def rollout_section(
                 err += np.bincount(d, np.abs(p[mk] - t[mk]), minlength=len(err))
                 cnt += np.bincount(d, minlength=len(cnt))
             by_day[m.name].append((err, cnt))
+        point = _improvement({scen: res["metrics"][scen]}, models)
+        point = {n: (row[scen] or {}).get("pct") for n, row in point.items()}
+        jack[scen] = _jackknife_improvement(preds, true, mask, models, point)
     bar.close()
     res["overall"] = {
         m.name: metrics.rollout_metrics(
@@ -443,11 +445,10 @@ def rollout_section(
                 float(e / c) if c else None for e, c in zip(err, cnt, strict=True)
             ]
     res["improvement_jsd_pct"] = _improvement(res["metrics"], models)
-    res["improvement_jsd_jackknife"] = {name: {} for name in res["improvement_jsd_pct"]}
-    for scen, (preds, true, mask) in kept.items():
-        point = {n: (per[scen] or {}).get("pct") for n, per in res["improvement_jsd_pct"].items()}
-        for n, v in _jackknife_improvement(preds, true, mask, models, point).items():
-            res["improvement_jsd_jackknife"][n][scen] = v
+    res["improvement_jsd_jackknife"] = {
+        name: {scen: j[name] for scen, j in jack.items() if name in j}
+        for name in res["improvement_jsd_pct"]
+    }
     return res
 
 

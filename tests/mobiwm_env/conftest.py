@@ -22,17 +22,13 @@ def debug_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny untrained MobiWM (``debug`` preset) saved with ``save_checkpoint``; the tests
     never depend on the shipped checkpoint. Skips while ``worldmodel.model`` is missing."""
     try:
-        import torch
-
-        from worldmodel.model.checkpoint import save_checkpoint
-        from worldmodel.model.config import preset
-        from worldmodel.model.mobiwm import MobiWM
+        import worldmodel.model  # noqa: F401
     except ImportError as err:
         pytest.skip(f"worldmodel.model is not importable yet: {err}")
-    torch.manual_seed(0)
-    model = MobiWM(preset("debug"))
-    model.normalizer.set_stats(200.0, 0.7, 0.8)  # MB: a plausible traffic range
-    return save_checkpoint(model, tmp_path_factory.mktemp("ckpt") / "mobiwm-debug")
+    from tests.conftest import save_untrained_mobiwm
+
+    # MB: a plausible traffic range
+    return save_untrained_mobiwm(tmp_path_factory.mktemp("ckpt") / "mobiwm-debug", 200.0)
 
 
 @pytest.fixture(params=["twin", "world_model"])
