@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
-# The §5.3 ablation study on the shipped recipe (README "Training MobiWM"), at a shorter budget:
-# one training run per row, two rows at a time on one torch thread each, then one evaluation of
-# every row on the test maps (rollout and counterfactual sections).
+# The §5.3 ablation study and the §5.5 size table on the shipped recipe (README "Training MobiWM"),
+# at a shorter budget: one training run per row, JOBS rows at a time (default 2) on one torch thread
+# each, then one evaluation of every row on the test maps (rollout and counterfactual sections).
 #
 #   bash scripts/ablation.sh [OUT] [ROW ...]
 #
-# OUT defaults to runs/ablation. ROWs default to every row: full, trn, spe, lg, fa, od (an
-# --ablate name each) and cov (without the coverage prior). STEPS (default 600) and SEED (default 1)
-# come from the environment. Each row trains STEPS steps on data/default (generate it first, see
+# OUT defaults to runs/ablation. ROWs default to every ablation row: full, trn, spe, lg, fa, od (an
+# --ablate name each) and cov (without the coverage prior). The size rows M, L and XL (the full
+# model at another --preset; S is the full row) run only when named. STEPS (default 600), SEED
+# (default 1) and JOBS come from the environment. Each row trains STEPS steps on data/default (generate it first, see
 # README "Datasets"); a row whose OUT/ROW/best exists is not trained again. On this 2-core CPU a
 # row took 20–45 min (two at a time, beside other jobs; docs/RESULTS.md, session 13).
 # DRY_RUN=1 prints the commands instead of running them (a test checks them against the README).
@@ -15,29 +16,35 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-runs/ablation}
 shift || true
-all_rows=(full trn spe lg fa od cov)
+ablation_rows=(full trn spe lg fa od cov)
+all_rows=("${ablation_rows[@]}" M L XL)
 rows=("$@")
-[ ${#rows[@]} -gt 0 ] || rows=("${all_rows[@]}")
+[ ${#rows[@]} -gt 0 ] || rows=("${ablation_rows[@]}")
 steps=${STEPS:-600}
 seed=${SEED:-1}
+jobs=${JOBS:-2}
 py=.venv/bin/python
 dry=${DRY_RUN:-0}
 run() { if [ "$dry" = 1 ]; then echo "$*"; else "$@"; fi; }
 
 train_row() {
-    local row=$1 extra=() cov=(--coverage-prior --coverage-daily-demand --coverage-calibrate 3)
+    local row=$1 preset=S extra=() cov=(--coverage-prior --coverage-daily-demand --coverage-calibrate 3)
     case $row in  # names checked below, before any training starts
     trn | spe | lg | fa | od) extra=(--ablate "$row") ;;
     cov) cov=() ;;
+    M | L | XL) preset=$row ;;
     esac
     [ -d "$out/$row/best" ] && return 0
-    run $py -m worldmodel.train --data data/default --out "$out/$row" --preset S --history 104 \
+    run $py -m worldmodel.train --data data/default --out "$out/$row" --preset "$preset" --history 104 \
         --season 96 --horizon 4 --n-chunks 2 --batch-size 8 --max-steps "$steps" \
         --max-minutes 240 --eval-every 150 --eval-batches 12 --threads 1 --pair-weight 2 \
         --season-anchor yesterday --season-actions --memory-age 6 --seed "$seed" --no-progress \
         "${cov[@]}" "${extra[@]}"
 }
 
+case $jobs in
+'' | *[!0-9]* | 0) echo "JOBS must be a positive integer, got '$jobs'" >&2; exit 2 ;;
+esac
 for row in "${rows[@]}"; do
     case " ${all_rows[*]} " in
     *" $row "*) ;;
@@ -54,7 +61,7 @@ for row in "${rows[@]}"; do
     echo "training $row -> $out/$row (log $out/$row.log)"
     train_row "$row" >"$out/$row.log" 2>&1 &
     pids+=($!)
-    if [ ${#pids[@]} -ge 2 ]; then wait "${pids[0]}"; pids=("${pids[@]:1}"); fi
+    if [ ${#pids[@]} -ge "$jobs" ]; then wait "${pids[0]}"; pids=("${pids[@]:1}"); fi
 done
 for pid in "${pids[@]}"; do wait "$pid"; done
 

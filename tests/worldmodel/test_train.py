@@ -429,7 +429,7 @@ def test_ablation_script_trains_the_readme_recipe() -> None:
     block = text[start : text.index("\n```", start)].split("\ntensorboard")[0]
     readme = _flags(shlex.split(block.replace("\\\n", " "))[3:])
     env = {**os.environ, "DRY_RUN": "1", "STEPS": "600"}
-    rows = ("full", "cov", "trn", "od")
+    rows = ("full", "cov", "trn", "od", "XL")
     res = subprocess.run(
         ["bash", str(REPO / "scripts" / "ablation.sh"), "runs/x", *rows],
         capture_output=True, text=True, env=env, check=True,
@@ -446,9 +446,24 @@ def test_ablation_script_trains_the_readme_recipe() -> None:
             want = {k: v for k, v in want.items() if k not in cov}
         if row in ("trn", "od"):
             want["--ablate"] = (row,)
+        if row == "XL":
+            want["--preset"] = ("XL",)
         assert {k: v for k, v in got.items() if k not in budget} == want, row
     bad = subprocess.run(
         ["bash", str(REPO / "scripts" / "ablation.sh"), "runs/x", "full", "bogus"],
         capture_output=True, text=True, env=env,
     )  # fmt: skip
     assert bad.returncode == 2 and "unknown row bogus" in bad.stderr and not bad.stdout
+    jobs = subprocess.run(
+        ["bash", str(REPO / "scripts" / "ablation.sh"), "runs/x", "full"],
+        capture_output=True, text=True, env={**env, "JOBS": "two"},
+    )  # fmt: skip
+    assert jobs.returncode == 2 and "JOBS must be a positive integer" in jobs.stderr
+    default = subprocess.run(
+        ["bash", str(REPO / "scripts" / "ablation.sh"), "runs/x"],
+        capture_output=True, text=True, env=env, check=True,
+    )  # fmt: skip
+    trained = [
+        _flags(shlex.split(line)[3:])["--out"][0] for line in default.stdout.splitlines()[:-1]
+    ]
+    assert trained == [f"runs/x/{r}" for r in ("full", "trn", "spe", "lg", "fa", "od", "cov")]
