@@ -8,9 +8,11 @@
 # OUT defaults to runs/ablation. ROWs default to every ablation row: full, trn, spe, lg, fa, od (an
 # --ablate name each) and cov (without the coverage prior). The size rows M, L and XL (the full
 # model at another --preset; S is the full row) run only when named. STEPS (default 600), SEED
-# (default 1) and JOBS come from the environment. Each row trains STEPS steps on data/default (generate it first, see
-# README "Datasets"); a row whose OUT/ROW/best exists is not trained again. On this 2-core CPU a
-# row took 20–45 min (two at a time, beside other jobs; docs/RESULTS.md, session 13).
+# (default 1) and JOBS come from the environment. Each row trains STEPS steps on data/default
+# (generate it first, see README "Datasets"); a row whose OUT/ROW/best exists is not trained again.
+# The evaluation goes to OUT/eval-ROW-ROW..., so two drivers sharing OUT do not overwrite it. On
+# this 2-core CPU an S row took 11–45 min, M 22 min, L 40 min, XL 98 min (docs/RESULTS.md,
+# sessions 13–14).
 # DRY_RUN=1 prints the commands instead of running them (a test checks them against the README).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -68,4 +70,5 @@ for pid in "${pids[@]}"; do wait "$pid"; done
 models=()
 for row in "${rows[@]}"; do models+=("$row=$out/$row/best"); done
 run $py -m worldmodel.evaluate --data data/default --models "${models[@]}" \
-    --sections rollout counterfactual --out "$out/eval" --threads 2 --no-progress
+    --sections rollout counterfactual --out "$out/eval-$(IFS=-; echo "${rows[*]}")" --threads 2 \
+    --no-progress

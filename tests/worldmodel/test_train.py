@@ -467,3 +467,5 @@ def test_ablation_script_trains_the_readme_recipe() -> None:
         _flags(shlex.split(line)[3:])["--out"][0] for line in default.stdout.splitlines()[:-1]
     ]
     assert trained == [f"runs/x/{r}" for r in ("full", "trn", "spe", "lg", "fa", "od", "cov")]
+    # each driver's evaluation has its own folder, named by its rows
+    assert _flags(shlex.split(lines[-1])[3:])["--out"] == ("runs/x/eval-full-cov-trn-od-XL",)
