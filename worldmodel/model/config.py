@@ -140,16 +140,21 @@ class ModelConfig:
     season < history``."""
     season_mix_init: float = 0.75
     """Initial ``α`` of the seasonal anchor (``"difference"``: 0 = persistence, 1 = seasonal
-    difference; ``"damped"``: 0 = yesterday, 1 = seasonal difference)."""
+    difference; ``"damped"``: 0 = yesterday, 1 = seasonal difference; ``"ar"``: the decay ``ρ``
+    per slot)."""
     season_mix_learnt: bool = True
     """Learn ``α`` (True) or keep it at ``season_mix_init``."""
     season_anchor: str = "difference"
     """What the output is a residual from, with a daily memory: ``"difference"`` is the anchor
     above; ``"yesterday"`` is ``z[t - season]`` itself (``z_last`` where the cell was off then;
     ``α`` unused); ``"damped"`` is ``z[t - season] + α·(z_last - z[t_last - season])``, yesterday
-    plus a share α of today's level change (α = 1 gives the same anchor as ``"difference"``).
+    plus a share α of today's level change (α = 1 gives the same anchor as ``"difference"``);
+    ``"ar"`` is ``z[t - season] + ρᵏ·(z_last - z[t_last - season])`` for the ``k``-th future
+    slot (ρ = α clamped to [0, 1]): today's deviation from yesterday decays like the AR(1)
+    noise of the twin's demand, so lead 1 is close to persistence and long leads to yesterday.
     Yesterday's value does not integrate chunk to chunk: in a rollout an error is carried
-    forward once per season, not once per chunk (``"damped"``: multiplied by α per chunk)."""
+    forward once per season, not once per chunk (``"damped"``: multiplied by α per chunk;
+    ``"ar"``: by ρᴾ)."""
     season_actions: bool = False
     """The daily memory also carries the action features of slot ``t - season`` and their
     change to slot ``t``, so that the model knows whether yesterday ran under today's
@@ -307,8 +312,11 @@ class ModelConfig:
         }
 
 
-SEASON_ANCHORS = ("difference", "yesterday", "damped")
+SEASON_ANCHORS = ("difference", "yesterday", "damped", "ar")
 """Values of ``ModelConfig.season_anchor``."""
+
+YESTERDAY_ANCHORS = ("yesterday", "damped", "ar")
+"""The anchors read at the same slot one season earlier (the others at the last history slot)."""
 
 PRESETS: dict[str, dict[str, Any]] = {
     "debug": dict(d_model=16, n_heads=2, enc_layers=1, dec_layers=1, ffn_mult=2, dropout=0.0,

@@ -33,7 +33,9 @@ Decisions where the paper is silent (see also the module docs of ``layers`` and 
   ``z_last + α·(z[t − season] − z[t_last − season])`` (α learnt), or from yesterday's value
   itself (``season_anchor="yesterday"``), which does not carry errors from chunk to chunk, or
   from yesterday's value plus α of today's level over yesterday's (``"damped"``: a chunk's error
-  reaches the next one multiplied by α < 1). With ``season_actions`` the memory also holds
+  reaches the next one multiplied by α < 1), or plus ρᵏ of it at lead ``k`` (``"ar"``: the
+  twin's demand noise is autoregressive, so today's deviation from yesterday fades slot by slot;
+  ``ρ`` learnt). With ``season_actions`` the memory also holds
   that slot's action features and their change since. In a rollout longer than a day the
   memory of a slot past the warm start is, by default, the *observed* traffic (and actions)
   of the same slot on the warm start's last day, per cell where that cell was on then
@@ -67,7 +69,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from worldmodel.model.config import BATCH_KEYS, ModelConfig
+from worldmodel.model.config import BATCH_KEYS, YESTERDAY_ANCHORS, ModelConfig
 from worldmodel.model.context import (
     ContextCache,
     FacilityEncoder,
@@ -482,7 +484,8 @@ class MobiWM(nn.Module):
         season_mix``: learnt or fixed, see ``ModelConfig``) where the cell was on in both source
         slots, else ``z_last``; ``"yesterday"``: ``z[t - season]`` where the cell was on then,
         else ``z_last``; ``"damped"``: that plus ``α·(z_last - z[t_last - season])`` where the
-        cell was also on at ``t_last - season``.
+        cell was also on at ``t_last - season``; ``"ar"``: the same with ``ρᵏ`` in place of
+        ``α`` for the ``k``-th future slot (``ρ = season_mix`` clamped to [0, 1]).
         """
         s, h = self.cfg.season, z_hist.shape[1]
         ht = h - s  # history tokens
@@ -503,11 +506,15 @@ class MobiWM(nn.Module):
             feat = (mem_age.to(src.dtype) - 1.0) / (self.cfg.days_per_week - 1)
             seas_in = torch.cat([seas_in, feat.unsqueeze(-1)], dim=-1)
         z_last = z_hist[:, -1:]
-        if self.cfg.season_anchor in ("yesterday", "damped"):
+        if self.cfg.season_anchor in YESTERDAY_ANCHORS:
             anchor = src[:, ht:]
-            if self.cfg.season_anchor == "damped":  # plus α of today's level over yesterday's
+            if self.cfg.season_anchor != "yesterday":  # plus a share of today's level change
                 level = torch.where(on[:, ht - 1 : ht], z_last - src[:, ht - 1 : ht], 0.0)
-                anchor = anchor + self.season_mix * level
+                share = self.season_mix
+                if self.cfg.season_anchor == "ar":  # ρ^k at lead k = 1..P
+                    lead = torch.arange(1, anchor.shape[1] + 1, device=src.device)
+                    share = share.clamp(0.0, 1.0).pow(lead.to(src.dtype))[:, None]
+                anchor = anchor + share * level
             anchor = torch.where(on[:, ht:], anchor, z_last)
         else:
             both = on[:, ht:] & on[:, ht - 1 : ht]
@@ -548,11 +555,11 @@ class MobiWM(nn.Module):
 
     def _reference_slots(self, t: int) -> torch.Tensor:
         """Window slot ``[P]`` whose traffic the output anchor reads for each future slot: one
-        season earlier for the ``"yesterday"`` / ``"damped"`` anchors, else the last history
+        season earlier for the ``"yesterday"`` / ``"damped"`` / ``"ar"`` anchors, else the last history
         slot (per cell, ``_seasonal`` falls back to the last slot where a cell was off then)."""
         h, s = self.cfg.history, self.cfg.season
         fut = torch.arange(h, t, device=self.device)
-        if s and self.cfg.season_anchor in ("yesterday", "damped"):
+        if s and self.cfg.season_anchor in YESTERDAY_ANCHORS:
             return fut - s
         return torch.full_like(fut, h - 1)
 
@@ -579,7 +586,7 @@ class MobiWM(nn.Module):
     def _coverage_delta(self, log_share: torch.Tensor, active: torch.Tensor) -> torch.Tensor:
         """Change ``[B, P, N]`` of the coverage prior's log share of every future slot from the
         slot the output's anchor is read at: the same slot one season earlier for the
-        ``"yesterday"`` / ``"damped"`` anchors (where the cell was on then), else the last
+        ``"yesterday"`` / ``"damped"`` / ``"ar"`` anchors (where the cell was on then), else the last
         history slot. 0 where the cell is off in either slot."""
         h = self.cfg.history
         fut, on_fut = log_share[:, h:], active[:, h:]

@@ -237,3 +237,36 @@ def test_damped_anchor_adds_a_share_of_todays_level_change() -> None:
         model.season_mix.fill_(1.0)
         diff.season_mix.fill_(1.0)
     torch.testing.assert_close(model(batch), diff(batch))
+
+
+def test_ar_anchor_decays_todays_level_change_by_lead() -> None:
+    """``"ar"``: z[t - S] + ρ^k·(z_last - z[t_last - S]) at lead k; ρ is clamped to [0, 1]."""
+    model = _zero_head(_model(season_anchor="ar"), mix=0.5)
+    assert "season_mix" in dict(model.named_parameters())
+    batch = _batch(n_cells=(5, 7), all_active=True)
+    z = model.normalizer.normalize(batch["traffic"])
+    yest, level = z[:, H - S : H - S + P], z[:, H - 1 : H] - z[:, H - 1 - S : H - S]
+    decay = torch.tensor([0.5, 0.25, 0.125, 0.0625])[None, :, None]
+    out = model(batch)
+    real = batch["cell_mask"][:, None, :].expand_as(out)
+    torch.testing.assert_close(out[real], (yest + decay * level)[real])
+    # ρ = 1 keeps today's whole level change at every lead: the damped anchor with α = 1
+    damped = _model(season_anchor="damped")
+    damped.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        model.season_mix.fill_(1.7)  # clamped to 1
+        damped.season_mix.fill_(1.0)
+    torch.testing.assert_close(model(batch), damped(batch))
+    # the level term needs the cell on at t_last - S; else the anchor is yesterday alone
+    batch["active"][0, H - 1 - S, 3] = False
+    with torch.no_grad():
+        model.season_mix.fill_(0.5)
+    z = model.normalizer.normalize(batch["traffic"])
+    torch.testing.assert_close(model(batch)[0, :, 3], z[0, H - S : H - S + P, 3])
+
+
+def test_ar_anchor_learns_its_decay() -> None:
+    model = _model(season_anchor="ar").train()
+    batch = _batch(n_cells=(5,), all_active=True)
+    model(batch).square().mean().backward()
+    assert model.season_mix.grad is not None and model.season_mix.grad.abs() > 0
