@@ -221,16 +221,23 @@ def test_new_memory_options_round_trip_and_default_for_old_checkpoints(tmp_path)
     assert torch.equal(back(batch), old(batch))
 
 
-def test_damped_anchor_adds_a_share_of_todays_level_change() -> None:
-    """``"damped"``: z[t - S] + α·(z_last - z[t_last - S]); α = 1 equals the difference anchor."""
-    model = _zero_head(_model(season_anchor="damped"), mix=0.3)
+def _check_level_anchor(anchor: str, mix: float, share: torch.Tensor):
+    """With the head zeroed, ``anchor``'s output is z[t - S] + share·(z_last - z[t_last - S])
+    (``share`` per future slot); returns the model (α = ``mix``) and its batch."""
+    model = _zero_head(_model(season_anchor=anchor), mix=mix)
     assert "season_mix" in dict(model.named_parameters())
     batch = _batch(n_cells=(5, 7), all_active=True)
     z = model.normalizer.normalize(batch["traffic"])
     yest, level = z[:, H - S : H - S + P], z[:, H - 1 : H] - z[:, H - 1 - S : H - S]
     out = model(batch)
     real = batch["cell_mask"][:, None, :].expand_as(out)
-    torch.testing.assert_close(out[real], (yest + 0.3 * level)[real])
+    torch.testing.assert_close(out[real], (yest + share * level)[real])
+    return model, batch
+
+
+def test_damped_anchor_adds_a_share_of_todays_level_change() -> None:
+    """``"damped"``: z[t - S] + α·(z_last - z[t_last - S]); α = 1 equals the difference anchor."""
+    model, batch = _check_level_anchor("damped", 0.3, torch.tensor(0.3))
     diff = _model()
     diff.load_state_dict(model.state_dict())
     with torch.no_grad():
@@ -241,15 +248,8 @@ def test_damped_anchor_adds_a_share_of_todays_level_change() -> None:
 
 def test_ar_anchor_decays_todays_level_change_by_lead() -> None:
     """``"ar"``: z[t - S] + ρ^k·(z_last - z[t_last - S]) at lead k; ρ is clamped to [0, 1]."""
-    model = _zero_head(_model(season_anchor="ar"), mix=0.5)
-    assert "season_mix" in dict(model.named_parameters())
-    batch = _batch(n_cells=(5, 7), all_active=True)
-    z = model.normalizer.normalize(batch["traffic"])
-    yest, level = z[:, H - S : H - S + P], z[:, H - 1 : H] - z[:, H - 1 - S : H - S]
     decay = torch.tensor([0.5, 0.25, 0.125, 0.0625])[None, :, None]
-    out = model(batch)
-    real = batch["cell_mask"][:, None, :].expand_as(out)
-    torch.testing.assert_close(out[real], (yest + decay * level)[real])
+    model, batch = _check_level_anchor("ar", 0.5, decay)
     # ρ = 1 keeps today's whole level change at every lead: the damped anchor with α = 1
     damped = _model(season_anchor="damped")
     damped.load_state_dict(model.state_dict())
