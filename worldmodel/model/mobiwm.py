@@ -555,8 +555,8 @@ class MobiWM(nn.Module):
 
     def _reference_slots(self, t: int) -> torch.Tensor:
         """Window slot ``[P]`` whose traffic the output anchor reads for each future slot: one
-        season earlier for the ``"yesterday"`` / ``"damped"`` / ``"ar"`` anchors, else the last history
-        slot (per cell, ``_seasonal`` falls back to the last slot where a cell was off then)."""
+        season earlier for the ``YESTERDAY_ANCHORS``, else the last history slot (per cell,
+        ``_seasonal`` falls back to the last slot where a cell was off then)."""
         h, s = self.cfg.history, self.cfg.season
         fut = torch.arange(h, t, device=self.device)
         if s and self.cfg.season_anchor in YESTERDAY_ANCHORS:
@@ -586,8 +586,8 @@ class MobiWM(nn.Module):
     def _coverage_delta(self, log_share: torch.Tensor, active: torch.Tensor) -> torch.Tensor:
         """Change ``[B, P, N]`` of the coverage prior's log share of every future slot from the
         slot the output's anchor is read at: the same slot one season earlier for the
-        ``"yesterday"`` / ``"damped"`` / ``"ar"`` anchors (where the cell was on then), else the last
-        history slot. 0 where the cell is off in either slot."""
+        ``YESTERDAY_ANCHORS`` (where the cell was on then), else the last history slot. 0 where
+        the cell is off in either slot."""
         h = self.cfg.history
         fut, on_fut = log_share[:, h:], active[:, h:]
         last, on_last = log_share[:, h - 1 : h], active[:, h - 1 : h]
