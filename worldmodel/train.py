@@ -91,7 +91,7 @@ class TrainConfig:
     season_mix: float = arg(
         -1.0,
         "with --season: fix the anchor's weight α (of yesterday's change; with "
-        "--season-anchor damped: of today's level change; ar: its decay ρ per slot) at this "
+        "--season-anchor damped: of today's level change; ar, ar-adjusted: its decay ρ per slot) at this "
         "value in [0, 1] (-1 = learn it from 0.75)",
     )
     season_anchor: str = arg(
@@ -99,7 +99,8 @@ class TrainConfig:
         "with --season: the anchor the output is a residual from: difference (z_last + "
         "α·yesterday's change) | yesterday (yesterday's value; does not integrate chunk to "
         "chunk) | damped (yesterday's value + α·today's level change over yesterday) | ar "
-        "(yesterday's value + ρ^k·today's level change at lead k)",
+        "(yesterday's value + ρ^k·today's level change at lead k) | ar-adjusted (ar, with "
+        "yesterday's last value first moved by the coverage prior's change to today's actions)",
     )
     season_actions: bool = arg(
         False, "with --season: the daily memory also carries yesterday's actions and their change"

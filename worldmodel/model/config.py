@@ -154,7 +154,10 @@ class ModelConfig:
     noise of the twin's demand, so lead 1 is close to persistence and long leads to yesterday.
     Yesterday's value does not integrate chunk to chunk: in a rollout an error is carried
     forward once per season, not once per chunk (``"damped"``: multiplied by α per chunk;
-    ``"ar"``: by ρᴾ)."""
+    ``"ar"``: by ρᴾ). ``"ar-adjusted"`` is ``"ar"`` with yesterday's value at ``t_last`` first
+    moved by the coverage prior's change from ``t_last - season`` to ``t_last``, so that the
+    deviation carries only what the actions do not explain (without the coverage prior it
+    equals ``"ar"``)."""
     season_actions: bool = False
     """The daily memory also carries the action features of slot ``t - season`` and their
     change to slot ``t``, so that the model knows whether yesterday ran under today's
@@ -312,10 +315,10 @@ class ModelConfig:
         }
 
 
-SEASON_ANCHORS = ("difference", "yesterday", "damped", "ar")
+SEASON_ANCHORS = ("difference", "yesterday", "damped", "ar", "ar-adjusted")
 """Values of ``ModelConfig.season_anchor``."""
 
-YESTERDAY_ANCHORS = ("yesterday", "damped", "ar")
+YESTERDAY_ANCHORS = ("yesterday", "damped", "ar", "ar-adjusted")
 """The anchors read at the same slot one season earlier (the others at the last history slot)."""
 
 PRESETS: dict[str, dict[str, Any]] = {

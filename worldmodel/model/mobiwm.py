@@ -35,7 +35,9 @@ Decisions where the paper is silent (see also the module docs of ``layers`` and 
   from yesterday's value plus α of today's level over yesterday's (``"damped"``: a chunk's error
   reaches the next one multiplied by α < 1), or plus ρᵏ of it at lead ``k`` (``"ar"``: the
   twin's demand noise is autoregressive, so today's deviation from yesterday fades slot by slot;
-  ``ρ`` learnt). With ``season_actions`` the memory also holds
+  ``ρ`` learnt; ``"ar-adjusted"``: today's deviation from yesterday as the coverage prior
+  moves it under today's actions, so the action effect is not counted twice). With
+  ``season_actions`` the memory also holds
   that slot's action features and their change since. In a rollout longer than a day the
   memory of a slot past the warm start is, by default, the *observed* traffic (and actions)
   of the same slot on the warm start's last day, per cell where that cell was on then
@@ -396,11 +398,21 @@ class MobiWM(nn.Module):
                 log_share = self._log_share(ctx, act_feat, active, slot_of_day, day_of_week)
                 cov_delta = self._coverage_delta(log_share, active)
             act_feat = torch.cat([act_feat, log_share.unsqueeze(-1)], dim=-1)
+        cov_last = None  # "ar-adjusted": the prior's change from t_last - season to t_last
+        if cov_delta is not None and cov_delta.shape[1] > act_feat.shape[1] - cfg.history:
+            cov_delta, cov_last = cov_delta[:, :-1], cov_delta[:, -1:]
         seas_in, anchor = None, z_hist[:, -1:, :]
         if cfg.season:  # keep the token slots; their values one season earlier become inputs
             z_hist, act_feat, active, slot_of_day, day_of_week, od_index, seas_in, anchor = (
                 self._seasonal(
-                    z_hist, act_feat, active, slot_of_day, day_of_week, od_index, mem_age
+                    z_hist,
+                    act_feat,
+                    active,
+                    slot_of_day,
+                    day_of_week,
+                    od_index,
+                    mem_age,
+                    cov_last,
                 )
             )
         b, h, n = z_hist.shape
@@ -451,17 +463,22 @@ class MobiWM(nn.Module):
         out = self.head(self.dec_norm(y[:, h:])).squeeze(-1)  # [B, P, N]
         if cfg.predict_residual:
             out = out + anchor
-        if cov_delta is not None and cfg.coverage_calibrate:
-            # the anchor's traffic times exp(gain · Δ), mapped back to normalised space
-            # (0 where the prior sees no change; the anchor floored at zero traffic)
-            norm = self.normalizer
-            base = anchor.clamp_min(norm.zero_level().to(anchor.dtype))
-            scaled = norm.denormalize(base) * torch.exp(self.coverage_gain * cov_delta)
-            out = out + torch.where(cov_delta != 0, norm.normalize(scaled) - base, 0.0)
-        elif cov_delta is not None:
-            out = out + self.coverage_gain * cov_delta
+        if cov_delta is not None:
+            out = out + self._coverage_term(anchor, cov_delta)
         valid = active[:, h:] & mask[:, None, :]
         return torch.where(valid, out, self.normalizer.zero_level().to(out.dtype))
+
+    def _coverage_term(self, base: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
+        """What the coverage prior's log-share change ``delta`` adds to normalised traffic
+        ``base`` (same shape): calibrated, the change of ``base``'s traffic times ``exp(gain ·
+        Δ)`` in normalised space (0 where the prior sees no change; ``base`` floored at zero
+        traffic); else ``gain · Δ``."""
+        if not self.cfg.coverage_calibrate:
+            return self.coverage_gain * delta
+        norm = self.normalizer
+        floor = base.clamp_min(norm.zero_level().to(base.dtype))
+        scaled = norm.denormalize(floor) * torch.exp(self.coverage_gain * delta)
+        return torch.where(delta != 0, norm.normalize(scaled) - floor, 0.0)
 
     def _seasonal(
         self,
@@ -472,6 +489,7 @@ class MobiWM(nn.Module):
         day_of_week: torch.Tensor,
         od_index: torch.Tensor,
         mem_age: torch.Tensor | None = None,
+        cov_last: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, ...]:
         """Split a ``season``-model window into its token slots and their daily memory.
 
@@ -485,7 +503,9 @@ class MobiWM(nn.Module):
         slots, else ``z_last``; ``"yesterday"``: ``z[t - season]`` where the cell was on then,
         else ``z_last``; ``"damped"``: that plus ``α·(z_last - z[t_last - season])`` where the
         cell was also on at ``t_last - season``; ``"ar"``: the same with ``ρᵏ`` in place of
-        ``α`` for the ``k``-th future slot (``ρ = season_mix`` clamped to [0, 1]).
+        ``α`` for the ``k``-th future slot (``ρ = season_mix`` clamped to [0, 1]);
+        ``"ar-adjusted"``: ``"ar"`` with ``z[t_last - season]`` first moved by the coverage
+        prior's change ``cov_last [B, 1, N]`` from that slot to ``t_last`` (``_coverage_term``).
         """
         s, h = self.cfg.season, z_hist.shape[1]
         ht = h - s  # history tokens
@@ -509,9 +529,12 @@ class MobiWM(nn.Module):
         if self.cfg.season_anchor in YESTERDAY_ANCHORS:
             anchor = src[:, ht:]
             if self.cfg.season_anchor != "yesterday":  # plus a share of today's level change
-                level = torch.where(on[:, ht - 1 : ht], z_last - src[:, ht - 1 : ht], 0.0)
+                then = src[:, ht - 1 : ht]
+                if cov_last is not None:  # yesterday as it would be under today's actions
+                    then = then + self._coverage_term(then, cov_last)
+                level = torch.where(on[:, ht - 1 : ht], z_last - then, 0.0)
                 share = self.season_mix
-                if self.cfg.season_anchor == "ar":  # ρ^k at lead k = 1..P
+                if self.cfg.season_anchor.startswith("ar"):  # ρ^k at lead k = 1..P
                     lead = torch.arange(1, anchor.shape[1] + 1, device=src.device)
                     share = share.clamp(0.0, 1.0).pow(lead.to(src.dtype))[:, None]
                 anchor = anchor + share * level
@@ -553,15 +576,20 @@ class MobiWM(nn.Module):
             return part
         return part.new_zeros(act_feat.shape[:3]).index_copy(1, idx, part)
 
-    def _reference_slots(self, t: int) -> torch.Tensor:
-        """Window slot ``[P]`` whose traffic the output anchor reads for each future slot: one
-        season earlier for the ``YESTERDAY_ANCHORS``, else the last history slot (per cell,
-        ``_seasonal`` falls back to the last slot where a cell was off then)."""
+    def _delta_pairs(self, t: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Window slots ``(target, reference)``, each ``[P]`` (``[P + 1]`` for
+        ``"ar-adjusted"``), between which the coverage prior's change is taken: every future
+        slot and the slot whose traffic the output anchor reads for it, one season earlier for
+        the ``YESTERDAY_ANCHORS``, else the last history slot (per cell, ``_seasonal`` falls
+        back to the last slot where a cell was off then); ``"ar-adjusted"`` adds the last
+        history slot and the slot one season before it."""
         h, s = self.cfg.history, self.cfg.season
         fut = torch.arange(h, t, device=self.device)
-        if s and self.cfg.season_anchor in YESTERDAY_ANCHORS:
-            return fut - s
-        return torch.full_like(fut, h - 1)
+        if not (s and self.cfg.season_anchor in YESTERDAY_ANCHORS):
+            return fut, torch.full_like(fut, h - 1)
+        if self.cfg.season_anchor == "ar-adjusted":
+            fut = torch.cat([fut, fut.new_tensor([h - 1])])
+        return fut, fut - s
 
     def _calibrated_delta(
         self,
@@ -572,27 +600,26 @@ class MobiWM(nn.Module):
         slot_of_day: torch.Tensor,
         day_of_week: torch.Tensor,
     ) -> torch.Tensor:
-        """The coverage prior's change ``[B, P, N]`` from each future slot's reference slot,
-        with the demand proxy fitted to the traffic of that slot (``calibrated_delta``)."""
-        h = self.cfg.history
-        ref = self._reference_slots(act_feat.shape[1])
+        """The coverage prior's change ``[B, P (+1), N]`` between the ``_delta_pairs``, with
+        the demand proxy fitted to the traffic of each reference slot (``calibrated_delta``)."""
+        tgt, ref = self._delta_pairs(act_feat.shape[1])
         return self.coverage.calibrated_delta(
             ctx.coverage_geom, ctx.coverage_pixels, act_feat[:, ref], active[:, ref],
-            self.normalizer.denormalize(z_hist[:, ref]), act_feat[:, h:], active[:, h:],
-            self.cfg.coverage_calibrate, slot_of_day[:, h:], day_of_week[:, h:],
+            self.normalizer.denormalize(z_hist[:, ref]), act_feat[:, tgt], active[:, tgt],
+            self.cfg.coverage_calibrate, slot_of_day[:, tgt], day_of_week[:, tgt],
             self.cfg.slots_per_day, ctx.coverage_memo, slot_of_day[:, ref], day_of_week[:, ref],
         )  # fmt: skip
 
     def _coverage_delta(self, log_share: torch.Tensor, active: torch.Tensor) -> torch.Tensor:
-        """Change ``[B, P, N]`` of the coverage prior's log share of every future slot from the
-        slot the output's anchor is read at: the same slot one season earlier for the
-        ``YESTERDAY_ANCHORS`` (where the cell was on then), else the last history slot. 0 where
-        the cell is off in either slot."""
+        """Change ``[B, P (+1), N]`` of the coverage prior's log share between the
+        ``_delta_pairs``: of every future slot from the slot the output's anchor is read at (the
+        same slot one season earlier for the ``YESTERDAY_ANCHORS`` where the cell was on then,
+        else the last history slot). 0 where the cell is off in either slot."""
         h = self.cfg.history
-        fut, on_fut = log_share[:, h:], active[:, h:]
+        tgt, ref = self._delta_pairs(log_share.shape[1])
+        fut, on_fut = log_share[:, tgt], active[:, tgt]
         last, on_last = log_share[:, h - 1 : h], active[:, h - 1 : h]
         delta = torch.where(on_fut & on_last, fut - last, 0.0)
-        ref = self._reference_slots(log_share.shape[1])
         then, on_then = log_share[:, ref], active[:, ref]
         return torch.where(on_then, torch.where(on_fut, fut - then, 0.0), delta)
 

@@ -93,8 +93,8 @@ def test_a_louder_cell_wins_the_traffic_its_neighbour_carried() -> None:
 
 
 def _model(**kw: object):
-    return make_model(history=H, season=S, horizon=P, coverage_prior=True, coverage_calibrate=3,
-                      season_anchor="yesterday", **kw).eval()  # fmt: skip
+    kw = {"coverage_calibrate": 3, "season_anchor": "yesterday", **kw}
+    return make_model(history=H, season=S, horizon=P, coverage_prior=True, **kw).eval()
 
 
 def test_output_is_the_anchor_times_the_calibrated_change() -> None:
@@ -118,6 +118,65 @@ def test_output_is_the_anchor_times_the_calibrated_change() -> None:
     want = norm.normalize(batch["traffic"][:, ref] * torch.exp(0.8 * delta))
     want[0, 1, 2] = z[0, H - 1, 2]  # anchor falls back to the last slot, no prior change
     torch.testing.assert_close(model(batch), want, rtol=1e-4, atol=1e-4)
+
+
+def _louder_since_yesterday(seed: int) -> dict[str, torch.Tensor]:
+    """A batch whose cell 0 is 6 dB louder from the last history slot on than one season
+    earlier; every other setting is yesterday's."""
+    batch = make_batch(n_cells=(6,), history=H, horizon=P, seed=seed, all_active=True)
+    then = batch["actions"][0, H - 1 - S : H - S + P].clone()
+    batch["actions"][0, H - 1 : H + P] = then
+    batch["actions"][0, H - 1 :, 0, 0] += 6.0
+    return batch
+
+
+def test_ar_adjusted_anchor_takes_todays_deviation_from_the_moved_yesterday() -> None:
+    """``"ar-adjusted"``: the output is ``(z[t - S] + ρᵏ·(z_last - y'))`` times the prior's
+    change, where ``y'`` is yesterday's value at ``t_last`` moved by the prior's change to
+    today's settings; ``"ar"`` uses ``z[t_last - S]`` itself and so counts that change twice."""
+    model = _model(season_anchor="ar-adjusted")
+    batch = _louder_since_yesterday(seed=7)
+    ctx, z, feat, on = prior_inputs(model, batch, H, gain=0.8)
+    with torch.no_grad():
+        model.season_mix.fill_(0.5)
+    traffic, norm = batch["traffic"], model.normalizer
+    last, then = torch.tensor([H - 1]), torch.tensor([H - 1 - S])
+    d_last = model.coverage.calibrated_delta(
+        ctx.coverage_geom, ctx.coverage_pixels, feat[:, then], on[:, then], traffic[:, then],
+        feat[:, last], on[:, last], 3,
+    )  # fmt: skip
+    assert d_last[0, 0, 0] > 0  # the louder cell gains demand since yesterday
+    moved = norm.normalize(traffic[:, then] * torch.exp(0.8 * d_last))
+    ref = torch.arange(H - S, H - S + P)
+    d_fut = model.coverage.calibrated_delta(
+        ctx.coverage_geom, ctx.coverage_pixels, feat[:, ref], on[:, ref], traffic[:, ref],
+        feat[:, H:], on[:, H:], 3,
+    )  # fmt: skip
+    decay = torch.tensor([0.5, 0.25, 0.125, 0.0625])[None, :, None]
+    anchor = z[:, ref] + decay * (z[:, last] - moved)
+    want = norm.normalize(norm.denormalize(anchor) * torch.exp(0.8 * d_fut))
+    torch.testing.assert_close(model(batch), want, rtol=1e-4, atol=1e-4)
+
+    # today exactly as the prior moves yesterday: no deviation, the yesterday anchor's output
+    batch["traffic"][:, H - 1] = norm.denormalize(moved[:, 0])
+    yesterday = _model()
+    yesterday.load_state_dict(model.state_dict(), strict=False)
+    torch.testing.assert_close(model(batch), yesterday(batch), rtol=1e-4, atol=1e-4)
+    ar = _model(season_anchor="ar")
+    ar.load_state_dict(model.state_dict())
+    assert (ar(batch)[0, :, 0] - yesterday(batch)[0, :, 0]).abs().min() > 1e-3
+
+
+@pytest.mark.parametrize("calibrate", [0, 3])
+def test_ar_adjusted_equals_ar_where_the_settings_did_not_change(calibrate: int) -> None:
+    model = _model(season_anchor="ar-adjusted", coverage_calibrate=calibrate)
+    ar = _model(season_anchor="ar", coverage_calibrate=calibrate)
+    batch = _louder_since_yesterday(seed=8)
+    prior_inputs(model, batch, H, gain=0.8)
+    ar.load_state_dict(model.state_dict())
+    assert (model(batch) - ar(batch)).abs().max() > 1e-3  # cell 0 changed: they differ
+    batch["actions"][0, H - 1] = batch["actions"][0, H - 1 - S]  # t_last as yesterday
+    torch.testing.assert_close(model(batch), ar(batch))
 
 
 def test_padded_cells_never_influence_real_cells() -> None:

@@ -265,6 +265,13 @@ def test_ar_anchor_decays_todays_level_change_by_lead() -> None:
     torch.testing.assert_close(model(batch)[0, :, 3], z[0, H - S : H - S + P, 3])
 
 
+def test_ar_adjusted_anchor_without_the_coverage_prior_is_the_ar_anchor() -> None:
+    model, ar = _model(season_anchor="ar-adjusted"), _model(season_anchor="ar")
+    ar.load_state_dict(model.state_dict())
+    batch = _batch(n_cells=(5, 7))
+    assert torch.equal(model(batch), ar(batch))
+
+
 def test_ar_anchor_learns_its_decay() -> None:
     model = _model(season_anchor="ar").train()
     batch = _batch(n_cells=(5,), all_active=True)
