@@ -399,8 +399,8 @@ class MobiWM(nn.Module):
                 cov_delta = self._coverage_delta(log_share, active)
             act_feat = torch.cat([act_feat, log_share.unsqueeze(-1)], dim=-1)
         cov_last = None  # "ar-adjusted": the prior's change from t_last - season to t_last
-        if cov_delta is not None and cov_delta.shape[1] > act_feat.shape[1] - cfg.history:
-            cov_delta, cov_last = cov_delta[:, :-1], cov_delta[:, -1:]
+        if cov_delta is not None and cfg.season and cfg.season_anchor == "ar-adjusted":
+            cov_delta, cov_last = cov_delta[:, :-1], cov_delta[:, -1:]  # _delta_pairs' last
         seas_in, anchor = None, z_hist[:, -1:, :]
         if cfg.season:  # keep the token slots; their values one season earlier become inputs
             z_hist, act_feat, active, slot_of_day, day_of_week, od_index, seas_in, anchor = (

@@ -160,7 +160,7 @@ def test_ar_adjusted_anchor_takes_todays_deviation_from_the_moved_yesterday() ->
     # today exactly as the prior moves yesterday: no deviation, the yesterday anchor's output
     batch["traffic"][:, H - 1] = norm.denormalize(moved[:, 0])
     yesterday = _model()
-    yesterday.load_state_dict(model.state_dict(), strict=False)
+    yesterday.load_state_dict(model.state_dict())
     torch.testing.assert_close(model(batch), yesterday(batch), rtol=1e-4, atol=1e-4)
     ar = _model(season_anchor="ar")
     ar.load_state_dict(model.state_dict())
