@@ -3,6 +3,9 @@
     python benchmarks/bench_twin.py                 # hex step times (seconds)
     python benchmarks/bench_twin.py --paper-scale   # + 9 districts, ~31,900 cells, 672 slots
 
+The last hex row is the vectorised environment's step: 64 copies, every parameter of every
+cell changing (a random walk within the bounds), then 4 slots; it also prints env-steps/s.
+
 Prints tables; numbers go into docs/RESULTS.md. Ratios measured in one run are the reliable
 part (the machines are shared and noisy).
 """
@@ -55,6 +58,26 @@ def bench_hex(repeats: int) -> None:
         for name, fn in (("none changing", none_changing), ("all 57 changing", all_changing)):
             dt = _time(fn, repeats)
             print(f"{n_envs:6d} {name:>22s} {1e3 * dt:9.2f} {1e3 * dt / n_envs:12.2f}")
+    bench_env_step(sc, max(3, repeats // 4))
+
+
+def bench_env_step(sc, repeats: int, n_envs: int = 64, n_slots: int = 4) -> None:
+    """The vector env's twin step: all params of all 64 copies change, then ``n_slots`` slots."""
+    twin = NetworkTwin(sc, n_envs, seed=0)
+    rng = np.random.default_rng(0)
+    step = np.array([1.0, 10.0, 1.0, 1.0])  # the env's default max_step per parameter
+
+    def all_params(twin=twin):
+        p = twin.params + rng.uniform(-1.0, 1.0, twin.params.shape) * step
+        twin.set_params(sc.bounds.clip(p))
+        twin.step(n_slots)
+
+    dt = _time(all_params, repeats)
+    name = f"all params, {n_slots} slots"
+    print(
+        f"{n_envs:6d} {name:>22s} {1e3 * dt / n_slots:9.2f} {1e3 * dt / n_slots / n_envs:12.2f}"
+        f"   -> {n_envs / dt:.0f} env-steps/s"
+    )
 
 
 def bench_paper_scale(workers: int) -> None:

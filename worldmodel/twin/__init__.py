@@ -7,6 +7,8 @@
 - ``demand`` / ``profiles``: demand density per pixel and slot, weekly shapes from real traces.
 - ``association``: strongest cell above Qrxlevmin with A3 hysteresis handover.
 - ``network``: ``NetworkTwin``, batched over ``E`` copies: parameters in, per-cell traffic out.
+- ``kernels`` / ``fading``: its numba hot path (bit-identical to the numpy reference) and the
+  background draw of the next step's fast fading.
 """
 
 from worldmodel.twin.builders import SCENARIOS, get_scenario, make_scenario

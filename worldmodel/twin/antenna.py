@@ -117,6 +117,30 @@ def gain_from_trig(
 
     Per link: zenith and bearing trig (static geometry); per cell: azimuth, mechanical tilt
     trig and ``cos(90° + elec_tilt)``. Five transcendental functions per link in float32.
+    The sum of ``element_gain_from_trig`` (dBi) and ``array_gain_db`` of its phase.
+    """
+    gain, half = element_gain_from_trig(
+        cos_zen, sin_zen, cos_bear, sin_bear, cos_az, sin_az, cos_mt, sin_mt, cos_et_steer, cfg
+    )
+    return gain + array_gain_db(half, cfg)
+
+
+def element_gain_from_trig(
+    cos_zen: np.ndarray,
+    sin_zen: np.ndarray,
+    cos_bear: np.ndarray,
+    sin_bear: np.ndarray,
+    cos_az: np.ndarray,
+    sin_az: np.ndarray,
+    cos_mt: np.ndarray,
+    sin_mt: np.ndarray,
+    cos_et_steer: np.ndarray,
+    cfg: AntennaConfig,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(element gain incl. its peak, dBi; array phase ``half``, rad) of ``gain_from_trig``.
+
+    Arithmetic only (no transcendental function): ``worldmodel.twin.kernels`` repeats it bit
+    for bit in numba.
     """
     cdp = cos_bear * cos_az + sin_bear * sin_az  # cos(bearing - azimuth)
     sdp = sin_bear * cos_az - cos_bear * sin_az
@@ -125,13 +149,20 @@ def gain_from_trig(
     theta_l = 90.0 - np.degrees(fast_atan2(cos_tl, np.sqrt(np.maximum(1.0 - cos_tl * cos_tl, 0.0))))
     phi_l = np.degrees(fast_atan2(sin_zen * sdp, cos_mt * sin_zen * cdp - sin_mt * cos_zen))
     gain = cfg.element_gain_dbi + element_pattern_db(theta_l, phi_l, cfg)
+    return gain, np.float32(np.pi * cfg.spacing_wavelengths) * (cos_tl - cos_et_steer)
+
+
+def array_gain_db(half: np.ndarray, cfg: AntennaConfig) -> np.ndarray:
+    """Array factor (dB, peak ``10·log10(n)``, nulls filled) of ``gain_from_trig`` (float32).
+
+    ``half = π·spacing·(cos θ' − cos(90° + elec_tilt))`` (rad), half the inter-element phase.
+    """
     n = cfg.n_vertical
-    half = np.float32(np.pi * cfg.spacing_wavelengths) * (cos_tl - cos_et_steer)
     sin_half = np.sin(half)
     small = np.abs(sin_half) < 1e-6
     ratio = np.where(small, np.float32(n), np.sin(n * half) / np.where(small, 1.0, sin_half))
     floor = np.float32(n * 10.0 ** (cfg.null_fill_db / 10.0))
-    return gain + 10.0 * np.log10(ratio * ratio / n + floor)
+    return 10.0 * np.log10(ratio * ratio / n + floor)
 
 
 def fast_atan2(y: np.ndarray, x: np.ndarray) -> np.ndarray:

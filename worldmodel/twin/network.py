@@ -6,8 +6,10 @@ shadowing, plus a per-slot fast-fading fluctuation) → A3 association → cell 
 sum of its pixels' demand (Eq. 2); demand of pixels below Qrxlevmin everywhere is unserved.
 
 Everything that does not depend on the antenna parameters (geometry, path loss, LoS state,
-shadowing) is computed once. When parameters change, only the links of the changed cells are
-recomputed. All ``E`` copies advance in one numpy pass (used by the vectorised environment).
+shadowing) is computed once. When parameters change, only pixels with a changed candidate are
+rescanned, and only their two strongest links are kept (``worldmodel.twin.kernels``: numba
+kernels that reproduce the numpy float32 arithmetic bit for bit). All ``E`` copies advance in
+one pass per slot (used by the vectorised environment).
 
 Snapshots: ``get_state`` returns a ``TwinState`` (association state, next slot, parameters and
 active flags of some copies, plus the fast-fading generator's state); ``set_state`` puts it
@@ -23,8 +25,17 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from scipy.spatial import cKDTree
 
-from worldmodel.twin.antenna import AntennaConfig, gain_from_trig
-from worldmodel.twin.association import A3State, a3_step, strongest, top2
+from worldmodel.twin.antenna import AntennaConfig, array_gain_db, gain_from_trig
+from worldmodel.twin.association import A3State, strongest
+from worldmodel.twin.fading import FadingPrefetch
+from worldmodel.twin.kernels import (
+    a3_traffic,
+    finish_top2,
+    link_parts,
+    scan_config,
+    scan_links,
+    scan_links_scalar,
+)
 from worldmodel.twin.propagation import (
     ShadowField,
     clutter_from_buildings,
@@ -49,6 +60,12 @@ class TwinStep:
     handovers: np.ndarray  # [E, n] int64, A3 handovers (pixels) per slot
     slots: np.ndarray  # [E, n] int64, the absolute slot indices simulated
 
+
+_VECTOR_COPIES = 8
+"""From this many copies rescanned at once, links are scanned vectorised across copies."""
+
+_PREFETCH_MIN = 1 << 21
+"""Fading draws (normals per step) from which the next step's draw is prefetched."""
 
 ASSOCIATION_FIELDS = ("serving_col", "target_col", "ttt_count")
 """The per-pixel A3 association arrays of a ``TwinState`` (``worldmodel.twin.association``)."""
@@ -88,6 +105,11 @@ class TwinState:
     def n_envs(self) -> int:
         """Number of copies ``n`` held (the length of ``slot``)."""
         return int(np.shape(self.slot)[0]) if np.ndim(self.slot) else 0
+
+
+def _survivor_buffers(cap: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Room for ``cap`` survivors of ``kernels.scan_links`` (column, element gain, phase)."""
+    return np.empty(cap, np.int32), np.empty(cap, np.float32), np.empty(cap, np.float32)
 
 
 def _generator_from_state(rng_state: Any) -> np.random.Generator:
@@ -150,6 +172,7 @@ class NetworkTwin:
         self._shadow = ShadowField(
             scenario.grid_px, scenario.pixel_m, scenario.radio.shadow_corr_m, scenario.seed
         )
+        self._scan_cfg = scan_config(self.antenna)
         self._build_links()
         e, n = self.n_envs, scenario.n_cells
         self.params = np.broadcast_to(scenario.init_params, (e, n, 4)).copy()
@@ -160,6 +183,7 @@ class NetworkTwin:
         self.state = A3State.empty(e, self.n_pixels)
         self.rng = np.random.default_rng([seed, 0xFADE])
         self.common_fading = bool(common_fading)
+        self._fading = FadingPrefetch()
         self.reset()
 
     # ------------------------------------------------------------------ geometry
@@ -238,76 +262,119 @@ class NetworkTwin:
         }
 
     def _alloc_link_state(self) -> None:
-        e, p, k = self.n_envs, self.n_pixels, self.n_candidates
-        self._rsrp_base = np.zeros((e, p * k), dtype=np.float32)
+        e, p, n = self.n_envs, self.n_pixels, self.n_cells
+        self._cell = np.zeros((7, n, e), dtype=np.float32)  # kernels.CELL_ROWS per cell, copy
         self._top_cols = np.zeros((e, p, 2), dtype=np.int32)
         self._top_vals = np.zeros((e, p, 2), dtype=np.float32)
+        self._serving_rsrp = np.zeros((e, p), dtype=np.float32)
 
     def _refresh_links(self, changed: np.ndarray) -> None:
-        """Recompute gain and RSRP of links whose cell is flagged in ``changed [E, N]``.
+        """Recompute the two strongest links of pixels with a candidate flagged in ``changed``.
 
-        Copies where most cells changed are recomputed densely (contiguous gathers); otherwise
-        only the changed links are touched.
+        ``changed [E, N]``: the copies with any flag are rescanned over the pixels that have a
+        flagged candidate in any of them (rescanning an unchanged pixel gives the same
+        result), in chunks of about 64k (pixel, copy) pairs.
         """
         envs = np.flatnonzero(changed.any(axis=1))
         if len(envs) == 0:
             return
-        dense = changed[envs].mean(axis=1) > 0.3
-        k = self.n_candidates
-        for e in envs[dense]:  # cache-sized blocks: one copy's links at a time
-            self._compute_links(np.array([e]), None)
-            cols2, vals2 = top2(self._rsrp_base[e].reshape(1, self.n_pixels, k))
-            self._top_cols[e], self._top_vals[e] = cols2[0], vals2[0]
-        if (~dense).any():
-            sparse = envs[~dense]
-            rows, link = np.nonzero(changed[sparse][:, self._cand_flat])
-            self._compute_links(sparse, (rows, link))
-            # only pixels with a changed candidate can change their top two
-            pairs = np.unique(sparse[rows].astype(np.int64) * self.n_pixels + link // k)
-            env_i, pix_i = np.divmod(pairs, self.n_pixels)
-            block = self._rsrp_base.reshape(self.n_envs, self.n_pixels, k)[env_i, pix_i]
-            cols2, vals2 = top2(block)
-            self._top_cols[env_i, pix_i], self._top_vals[env_i, pix_i] = cols2, vals2
+        self._update_cells(envs)
+        cells = changed[envs].any(axis=0)
+        if cells.all():
+            pix = np.arange(self.n_pixels)
+        else:
+            pix = np.flatnonzero(cells[self._cand].any(axis=1))
+        cell = self._cell if len(envs) == self.n_envs else self._cell[:, :, envs].copy()
+        chunk = max(16, 65_536 // len(envs))
+        buffers = None
+        for a in range(0, len(pix), chunk):
+            buffers = self._scan(pix[a : a + chunk], envs, cell, buffers)
 
-    def _compute_links(
-        self, envs: np.ndarray, sparse: tuple[np.ndarray, np.ndarray] | None
-    ) -> None:
-        """RSRP of all links of ``envs`` (``sparse=None``) or of the ``(row, link)`` pairs."""
+    def _update_cells(self, envs: np.ndarray) -> None:
+        """Per-cell float32 terms of copies ``envs`` into ``_cell`` (as ``gain_from_trig``)."""
         p = self.params[envs].astype(np.float32)
         az, mt = np.radians(p[..., AZIMUTH]), np.radians(p[..., MECH_TILT])
-        per_cell = {
-            "power": p[..., POWER],
-            "cos_az": np.cos(az),
-            "sin_az": np.sin(az),
-            "cos_mt": np.cos(mt),
-            "sin_mt": np.sin(mt),
-            "cos_et": np.cos(np.radians(90.0 + p[..., ELEC_TILT])),
-            "on": self.active[envs],
-        }
-        if sparse is None:
-            link = slice(None)
-            v = {name: np.take(arr, self._cand_flat, axis=1) for name, arr in per_cell.items()}
-        else:
-            rows, link = sparse
-            cols = self._cand_flat[link]
-            v = {name: arr[rows, cols] for name, arr in per_cell.items()}
+        rows = (
+            p[..., POWER],
+            np.cos(az),
+            np.sin(az),
+            np.cos(mt),
+            np.sin(mt),
+            np.cos(np.radians(90.0 + p[..., ELEC_TILT])),
+            self.active[envs].astype(np.float32),
+        )
+        self._cell[:, :, envs] = np.stack(rows).transpose(0, 2, 1)
+
+    def _scan(
+        self, pix: np.ndarray, envs: np.ndarray, cell: np.ndarray, buffers: tuple | None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Top two links of pixels ``pix`` × copies ``envs`` (``cell [7, N, len(envs)]``):
+        scan, exact array gain of the survivors, finish. Returns the (reusable) buffers."""
+        cfg = self._scan_cfg
+        pairs = len(pix) * len(envs)
+        if buffers is None or buffers[0].size < 3 * pairs + 64:
+            buffers = _survivor_buffers(3 * pairs + 64)  # 2.0 survivors per pair expected
+        count = np.empty(pairs, dtype=np.int32)
+        geometry = (
+            self._cand,
+            self._static,
+            self._cos_zen,
+            self._sin_zen,
+            self._cos_bear,
+            self._sin_bear,
+        )
+        table = (cfg.consts, cfg.cheb, cfg.odd, np.float32(cfg.margin_db))
+        table += (np.float32(cfg.gain_max_db),)
+        scan = scan_links if len(envs) >= _VECTOR_COPIES else scan_links_scalar
+        n = scan(pix, *geometry, cell, *table, count, *buffers)
+        if n < 0:  # many near-ties: room for every candidate
+            buffers = _survivor_buffers(pairs * self.n_candidates)
+            n = scan(pix, *geometry, cell, *table, count, *buffers)
+        surv_k, gain, half = buffers
+        array_db = array_gain_db(half[:n], self.antenna)
+        finish_top2(
+            pix, envs, count, surv_k, gain, array_db, self._cand, self._static, cell,
+            self._top_cols, self._top_vals,
+        )  # fmt: skip
+        return buffers
+
+    def _update_serving_rsrp(self) -> None:
+        """Exact mean RSRP of serving columns outside the top two (into ``_serving_rsrp``)."""
+        col = self.state.serving_col
+        top = self._top_cols
+        env, pix = np.nonzero((col >= 0) & (col != top[..., 0]) & (col != top[..., 1]))
+        if env.size == 0:
+            return
+        k = col[env, pix].astype(np.int64)
+        gain, half = link_parts(
+            env, pix, k, self._cand, self._cos_zen, self._sin_zen, self._cos_bear,
+            self._sin_bear, self._cell, self._scan_cfg.consts,
+        )  # fmt: skip
+        cells = self._cand[pix, k]
+        link = pix * self.n_candidates + k
+        value = self._cell[0, cells, env] + (gain + array_gain_db(half, self.antenna))
+        on = self._cell[6, cells, env] > 0
+        self._serving_rsrp[env, pix] = np.where(on, value + self._static[link], -np.inf)
+
+    def _dense_rsrp(self, env: int) -> np.ndarray:
+        """``[P, K]`` mean RSRP of every link of copy ``env`` (numpy reference path)."""
+        p = self.params[env].astype(np.float32)
+        az, mt = np.radians(p[:, AZIMUTH]), np.radians(p[:, MECH_TILT])
+        c = self._cand_flat
         gain = gain_from_trig(
-            self._cos_zen[link],
-            self._sin_zen[link],
-            self._cos_bear[link],
-            self._sin_bear[link],
-            v["cos_az"],
-            v["sin_az"],
-            v["cos_mt"],
-            v["sin_mt"],
-            v["cos_et"],
+            self._cos_zen,
+            self._sin_zen,
+            self._cos_bear,
+            self._sin_bear,
+            np.cos(az)[c],
+            np.sin(az)[c],
+            np.cos(mt)[c],
+            np.sin(mt)[c],
+            np.cos(np.radians(90.0 + p[:, ELEC_TILT]))[c],
             self.antenna,
         )
-        rsrp = np.where(v["on"], v["power"] + gain + self._static[link], -np.inf)
-        if sparse is None:
-            self._rsrp_base[envs] = rsrp
-        else:
-            self._rsrp_base[envs[rows], link] = rsrp
+        rsrp = np.where(self.active[env][c], p[:, POWER][c] + gain + self._static, -np.inf)
+        return rsrp.astype(np.float32, copy=False).reshape(self.n_pixels, self.n_candidates)
 
     # ------------------------------------------------------------------ control
     def _env_index(self, env_ids) -> np.ndarray:
@@ -481,29 +548,55 @@ class NetworkTwin:
     # ------------------------------------------------------------------ dynamics
     def step(self, n_slots: int = 1) -> TwinStep:
         """Advance every copy by ``n_slots`` slots with the current parameters."""
+        return self._step(n_slots, prefetch=True)
+
+    def _step(self, n_slots: int, prefetch: bool) -> TwinStep:
+        """``step``; ``prefetch``: draw the next step's fading in the background (large twins
+        with per-copy fading only), on the guess that the next step has the same length."""
         if n_slots < 1:
             raise ValueError(f"n_slots must be >= 1, got {n_slots}")
-        e, n, p, k = self.n_envs, self.n_cells, self.n_pixels, self.n_candidates
+        e, n, p = self.n_envs, self.n_cells, self.n_pixels
+        radio = self.scenario.radio
         traffic = np.zeros((e, n_slots, n), dtype=np.float32)
         unserved = np.zeros((e, n_slots), dtype=np.float32)
         demand_tot = np.zeros((e, n_slots), dtype=np.float32)
         handovers = np.zeros((e, n_slots), dtype=np.int64)
         slots = self.slot[:, None] + np.arange(n_slots)[None, :]
-        offsets = (np.arange(e, dtype=np.int64) * n)[:, None]
+        # serving columns outside the top two keep their column through the slots below
+        self._update_serving_rsrp()
+        std, scale = radio.fast_fading_std_db, np.float32(radio.fast_fading_std_db)
+        copies = 1 if self.common_fading or std <= 0 else e
+        shape = (n_slots, 3, copies, p)  # one [3, copies, P] draw per slot, as the reference
+        drawn = self._fading.take(self.rng, shape, scale) if std > 0 else None
+        fading = np.zeros(shape[1:], dtype=np.float32)
+        args = (radio.q_rxlevmin_dbm, radio.a3_hysteresis_db, radio.a3_offset_db)
+        q, hyst, offset = (np.float32(a) for a in args)
+        acc = np.empty((e, n), dtype=np.float64)
+        n_un = np.empty(e, dtype=np.int64)
+        st = self.state
         for t in range(n_slots):
-            handovers[:, t] = self._associate()
-            dens = self._demand_for(slots[:, t])
-            col = self.state.serving_col
-            served = col >= 0
-            cell = np.take_along_axis(
-                np.broadcast_to(self._cand, (e, p, k)), np.maximum(col, 0)[..., None], axis=-1
-            )[..., 0]
-            flat = np.where(served, cell + offsets, 0).ravel()
-            w = np.where(served, dens, 0.0).ravel()
-            traffic[:, t] = np.bincount(flat, weights=w, minlength=e * n).reshape(e, n)
-            demand_tot[:, t] = dens.sum(axis=1)
-            unserved[:, t] = np.where(served, 0.0, dens).sum(axis=1)
+            if drawn is not None:
+                fading = drawn[t]
+            elif std > 0:
+                self.rng.standard_normal(dtype=np.float32, out=fading)
+                fading *= scale
+            uniq, inv = np.unique(slots[:, t], return_inverse=True)
+            dens = np.ascontiguousarray(self.demand.density_many(uniq), dtype=np.float32)
+            acc[:] = 0.0
+            a3_traffic(
+                st.serving_col, st.target_col, st.ttt_count, self._top_cols, self._top_vals,
+                self._serving_rsrp, fading, self._cand, dens, inv.reshape(e), q, hyst, offset,
+                radio.time_to_trigger_slots, acc, handovers[:, t], n_un,
+            )  # fmt: skip
+            traffic[:, t] = acc
+            demand_tot[:, t] = dens.sum(axis=1)[inv]
+            some = np.flatnonzero(n_un)  # unserved demand, summed as the reference sums it
+            if some.size:
+                lost = dens[inv[some]]
+                unserved[some, t] = np.where(st.serving_col[some] >= 0, 0.0, lost).sum(axis=1)
         self.slot += n_slots
+        if prefetch and std > 0 and copies > 1 and copies * p * n_slots >= _PREFETCH_MIN:
+            self._fading.start(self.rng, shape, scale)
         return TwinStep(traffic, unserved, demand_tot, handovers, slots)
 
     def run(self, actions: np.ndarray, active: np.ndarray | None = None) -> TwinStep:
@@ -535,42 +628,13 @@ class NetworkTwin:
         parts = []
         for a, b in zip(bounds[:-1], bounds[1:], strict=True):
             self.set_params(acts[:, a], act[:, a])
-            parts.append(self.step(int(b - a)))
+            parts.append(self._step(int(b - a), prefetch=False))
         return TwinStep(
             *(
                 np.concatenate([getattr(p, f) for p in parts], axis=1)
                 for f in TwinStep.__dataclass_fields__
             )
         )
-
-    def _associate(self) -> np.ndarray:
-        """One A3 slot for every copy; returns handovers per copy ``[E]``."""
-        radio = self.scenario.radio
-        col = self.state.serving_col
-        rsrp = self._rsrp_base.reshape(self.n_envs, self.n_pixels, self.n_candidates)
-        serv = np.take_along_axis(rsrp, np.maximum(col, 0)[..., None], axis=-1)[..., 0]
-        fading = None
-        if radio.fast_fading_std_db > 0:
-            copies = 1 if self.common_fading else self.n_envs
-            fading = self.rng.standard_normal((3, copies, self.n_pixels), dtype=np.float32)
-            fading *= np.float32(radio.fast_fading_std_db)
-        return a3_step(
-            self.state,
-            self._top_cols,
-            self._top_vals,
-            serv,
-            radio.q_rxlevmin_dbm,
-            radio.a3_hysteresis_db,
-            radio.a3_offset_db,
-            radio.time_to_trigger_slots,
-            fading,
-        )
-
-    def _demand_for(self, slots: np.ndarray) -> np.ndarray:
-        """Demand density ``[E, P]`` for each copy's slot (computed once per distinct slot)."""
-        uniq, inv = np.unique(slots, return_inverse=True)
-        dens = self.demand.density_many(uniq)
-        return dens[inv]
 
     # ------------------------------------------------------------------ views
     def serving_cell(self) -> np.ndarray:
@@ -589,8 +653,12 @@ class NetworkTwin:
         return self.serving_cell()[env].reshape(g, g)
 
     def rsrp(self, env: int = 0) -> np.ndarray:
-        """``[P, K]`` mean RSRP (dBm, no fast fading) of copy ``env``; ``-inf`` = cell off."""
-        return self._rsrp_base[env].reshape(self.n_pixels, self.n_candidates)
+        """``[P, K]`` mean RSRP (dBm, no fast fading) of copy ``env``; ``-inf`` = cell off.
+
+        Computed on demand with the numpy reference (a new array: the twin itself keeps only
+        each pixel's two strongest links).
+        """
+        return self._dense_rsrp(env)
 
     def best_rsrp_map(self, env: int = 0) -> np.ndarray:
         """``[G, G]`` strongest mean RSRP (dBm) per pixel."""
