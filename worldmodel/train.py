@@ -37,6 +37,7 @@ import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -48,6 +49,7 @@ from tqdm.auto import tqdm
 from worldmodel.baselines import load_world_model, save_world_model
 from worldmodel.cli import arg, parse_config, to_jsonable, write_json_atomic
 from worldmodel.data.dataset import WindowDataset, collate_maps, dataset_summary, load_split
+from worldmodel.devices import resolve_device
 from worldmodel.model.config import ModelConfig, preset
 from worldmodel.model.normalize import paired_delta_loss
 
@@ -70,7 +72,7 @@ class TrainConfig:
     data: str = arg("data/default", "dataset folder (with manifest.json)")
     out: str = arg("runs/worldmodel", "run folder (config, checkpoints, TensorBoard)")
     arch: str = arg("mobiwm", "model family: mobiwm | gru")
-    preset: str = arg("M", "MobiWM size preset: debug | S | M | L | XL")
+    preset: str = arg("M", "MobiWM size preset: debug | XS | S | M | L | XL")
     ablate: tuple[str, ...] = arg((), f"components to remove: {', '.join(ABLATIONS)}")
     scenarios: tuple[str, ...] = arg((), "train only on these scenarios (e.g. urban-para)")
     history: int = arg(8, "H: history slots the model reads (with --season: memory + tokens)")
@@ -119,6 +121,16 @@ class TrainConfig:
         "with --coverage-prior: fit the demand proxy to the anchor slot's traffic with this many "
         "multiplicative steps and apply the prior's change as a factor on the anchor (0: off)",
     )
+    spatial_neighbours: int = arg(
+        0,
+        "MobiWM: spatial attention over each cell's this many nearest cells (0 = every cell; "
+        "linear instead of quadratic in the cells, for large districts and fast env models)",
+    )
+    coverage_candidates: int = arg(
+        0,
+        "with --coverage-prior: each pixel shares its demand among its this many nearest cells "
+        "only (0 = every cell; cheaper for large maps and fast env models)",
+    )
     memory_age: int = arg(
         1,
         "with --season 96: train on daily memories 1..N days old (same slot) and give the "
@@ -157,6 +169,7 @@ class TrainConfig:
     dropout: float = arg(0.1, "dropout (MobiWM)")
     seed: int = arg(0, "seed of weights, batch order and dropout")
     threads: int = arg(0, "torch CPU threads (0 = torch default)")
+    device: str = arg("cpu", "torch device: cpu | cuda | cuda:N")
     resume: bool = arg(False, "continue the run in --out exactly where it stopped")
     progress: bool = arg(True, "show a progress bar")
 
@@ -193,6 +206,7 @@ class TrainConfig:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         if not (self.max_minutes >= 0 and math.isfinite(self.max_minutes)):
             raise ValueError(f"max_minutes must be >= 0, got {self.max_minutes}")
+        resolve_device(self.device)
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         if self.arch == "mobiwm":
@@ -215,7 +229,9 @@ def model_config(cfg: TrainConfig) -> ModelConfig:
         mc, history=cfg.history, horizon=cfg.horizon, season=cfg.season, dropout=cfg.dropout,
         season_anchor=cfg.season_anchor, season_actions=cfg.season_actions,
         coverage_prior=cfg.coverage_prior, coverage_daily_demand=cfg.coverage_daily_demand,
-        coverage_calibrate=cfg.coverage_calibrate, memory_age=cfg.memory_age, **flags,
+        coverage_calibrate=cfg.coverage_calibrate, coverage_candidates=cfg.coverage_candidates,
+        spatial_neighbours=cfg.spatial_neighbours,
+        memory_age=cfg.memory_age, **flags,
     )  # fmt: skip
 
 
@@ -273,9 +289,9 @@ def perturb_history(
     b, _, n = traffic.shape
     noise = (rng.standard_normal((b, 1, n)) + rng.standard_normal((b, history, n))) / math.sqrt(2)
     if pairs is not None and len(pairs) > 0:
-        p = pairs.numpy()
+        p = pairs.cpu().numpy()
         noise[p[:, 1]] = noise[p[:, 0]]
-    factor = torch.from_numpy(np.exp(sigma * noise)).to(traffic.dtype)
+    factor = torch.from_numpy(np.exp(sigma * noise)).to(traffic)
     out = dict(batch)
     out["traffic"] = torch.cat([traffic[:, :history] * factor, traffic[:, history:]], dim=1)
     return out
@@ -361,7 +377,7 @@ def _save_optimizer(opt: torch.optim.Optimizer, path: Path) -> None:
     for pid, st in opt.state_dict()["state"].items():
         for k, v in st.items():
             if torch.is_tensor(v):
-                tensors[f"{pid}.{k}"] = v.detach().clone().contiguous()
+                tensors[f"{pid}.{k}"] = v.detach().cpu().clone().contiguous()
             else:
                 meta[f"{pid}.{k}"] = v
     tmp = path.with_suffix(".tmp")
@@ -403,6 +419,8 @@ class Trainer:
         traffic = np.concatenate([m.traffic.ravel() for m in self.train_maps])
         active = np.concatenate([m.active.ravel() for m in self.train_maps])
         core.normalizer.fit(traffic, active)
+        self.device = resolve_device(cfg.device)
+        core.to(self.device)
         if self.world > 1:
             self.model = nn.parallel.DistributedDataParallel(core)
             # identical weights (DDP broadcasts rank 0's) but a distinct dropout stream per rank
@@ -474,7 +492,7 @@ class Trainer:
                 items, pairs = self._with_siblings(self.train_ds, idx, rng, bs)
             else:
                 items, pairs = [int(i) for i in idx], None
-            yield collate_maps([self.train_ds[i] for i in items]), pairs
+            yield self._on_device(collate_maps([self.train_ds[i] for i in items]), pairs)
 
     def _val_batches(self):
         rng = np.random.default_rng([self.cfg.seed, 10**6])
@@ -488,7 +506,14 @@ class Trainer:
                 items, pairs = self._with_siblings(self.val_ds, idx[i : i + step], rng, bs)
             else:
                 items, pairs = [int(j) for j in idx[i : i + step]], None
-            yield collate_maps([self.val_ds[j] for j in items]), pairs
+            yield self._on_device(collate_maps([self.val_ds[j] for j in items]), pairs)
+
+    def _on_device(self, batch: dict, pairs: torch.Tensor | None) -> tuple[dict, Any]:
+        """A collated batch and its pair rows on the run's device."""
+        if self.device.type == "cpu":
+            return batch, pairs
+        moved = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+        return moved, None if pairs is None else pairs.to(self.device)
 
     # -------------------------------------------------------------- multi-process helpers
     def _from_rank0(self, values: list[float]) -> list[float]:
@@ -700,7 +725,7 @@ class Trainer:
                 f"{self.world}: batches and dropout will differ from an uninterrupted run",
                 stacklevel=2,
             )
-        loaded = load_world_model(self.out / "last")
+        loaded = load_world_model(self.out / "last", map_location=self.device)
         self.core.load_state_dict(loaded.state_dict())
         _load_optimizer(self.opt, self.out / "optimizer.safetensors")
         rng = load_file(str(self.out / "rng.safetensors"))

@@ -70,6 +70,8 @@ LEGACY_DEFAULTS: dict[str, Any] = {
     "coverage_height_m": 30.0,
     "coverage_daily_demand": False,
     "coverage_calibrate": 0,
+    "coverage_candidates": 0,
+    "spatial_neighbours": 0,
     "memory_age": 1,
 }
 """``ModelConfig`` fields added after format version 1 was fixed, with the value that reproduces

@@ -181,12 +181,21 @@ class ModelConfig:
     term as a multiplicative change of the anchor's traffic, ``exp(coverage_gain · Δ log
     share)`` (``coverage_gain`` starts at 1; ``CoveragePrior.calibrated_delta``). 0: the
     uncalibrated change, added in normalised space (starts at 0)."""
+    spatial_neighbours: int = 0
+    """Spatial attention over each cell's this many nearest cells (itself included) instead of
+    every cell (0): time and memory grow with the cells, not their square, so the model runs
+    on districts of thousands of cells. The TRN and antenna biases are computed per neighbour
+    pair."""
+    coverage_candidates: int = 0
+    """With the coverage prior: each pixel shares its demand among its this many nearest cells
+    only (0 = every cell). The prior's cost then grows with the cells, not with cells × pixels
+    × cells; at 16 of 57 cells on the hex map it changes shares by well under 1%."""
     memory_age: int = 1
     """Oldest age in days of the daily memory seen in training (1 = always yesterday). With
     ``> 1`` training windows remember the same slot 1 to ``memory_age`` days earlier
     (``WindowDataset``) and the memory gets its age as one more input, so that a rollout's
-    observed memory, several days old after the first day, is in distribution. Needs
-    ``season == slots_per_day``."""
+    observed memory, several days old after the first day, is in distribution (older memories
+    read as ``memory_age`` days old). Needs ``season == slots_per_day``."""
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -271,6 +280,15 @@ class ModelConfig:
             0 <= self.coverage_calibrate <= 100,
             f"coverage_calibrate must be in [0, 100], got {self.coverage_calibrate}",
         )
+        need(
+            self.spatial_neighbours >= 0,
+            f"spatial_neighbours must be >= 0, got {self.spatial_neighbours}",
+        )
+        need(
+            self.coverage_candidates >= 0 and (self.coverage_prior or not self.coverage_candidates),
+            f"coverage_candidates must be >= 0 and needs coverage_prior, got "
+            f"{self.coverage_candidates}",
+        )
         need(self.coverage_tau_db > 0, f"coverage_tau_db must be > 0, got {self.coverage_tau_db}")
         need(
             self.coverage_height_m > 1.5,
@@ -324,16 +342,18 @@ YESTERDAY_ANCHORS = ("yesterday", "damped", "ar", "ar-adjusted")
 PRESETS: dict[str, dict[str, Any]] = {
     "debug": dict(d_model=16, n_heads=2, enc_layers=1, dec_layers=1, ffn_mult=2, dropout=0.0,
                   topo_hidden=8, n_fourier_bands=4, facility_fine_px=16),
+    "XS": dict(d_model=32, n_heads=2, enc_layers=1, dec_layers=1, ffn_mult=2, topo_hidden=8),
     "S": dict(d_model=64, n_heads=4, enc_layers=2, dec_layers=2),
     "M": dict(d_model=96, n_heads=6, enc_layers=3, dec_layers=3),
     "L": dict(d_model=128, n_heads=8, enc_layers=4, dec_layers=4),
     "XL": dict(d_model=192, n_heads=8, enc_layers=6, dec_layers=6),
 }  # fmt: skip
-"""Sizes of paper §5.5 (MobiWM-M is the paper's best) plus a tiny ``debug`` size for tests."""
+"""Sizes of paper §5.5 (MobiWM-M is the paper's best), ``XS`` for the fast env model, and a tiny
+``debug`` size for tests."""
 
 
 def preset(name: str, **overrides: Any) -> ModelConfig:
-    """The ``ModelConfig`` of preset ``name`` (``debug``, ``S``, ``M``, ``L``, ``XL``).
+    """The ``ModelConfig`` of preset ``name`` (``debug``, ``XS``, ``S``, ``M``, ``L``, ``XL``).
 
     ``overrides`` replace single fields, e.g. ``preset("M", use_actions=False)``.
     """

@@ -190,7 +190,8 @@ class ContextCache:
     cell_xy_m: torch.Tensor  # [B, N, 2] metres (padded cells at 0)
     extent_m: torch.Tensor  # [B]
     cell_pe: torch.Tensor | None  # [B, N, d] p_spat of each cell
-    topo_feat: torch.Tensor | None  # [B, N, N, n_h] TRN geometric embedding e_feat
+    topo_feat: torch.Tensor | None  # [B, N, K, n_h] TRN geometric embedding e_feat (K = N,
+    # or the neighbours of ``neighbours``)
     poi_cond: torch.Tensor | None  # [B, N, d] h_P + POI features at the cell
     fac_cond: torch.Tensor | None  # [B, N, d] h_F + fine + coarse facility features at the cell
     od_tokens: torch.Tensor | None  # [B, T_od, d] OD slice tokens
@@ -202,6 +203,20 @@ class ContextCache:
     # coverage log shares already computed (no-grad calls), keyed by row: a cache broadcast
     # from one map (``mobiwm_env``) may share it, a cache whose rows are other maps may not
     coverage_memo: dict | None = None
+    # ``spatial_neighbours`` > 0: each cell's neighbours [B, N, K] (``layers.neighbour_index``)
+    neighbours: torch.Tensor | None = None
+    pair_unit: torch.Tensor | None = None  # [B, N, K, 2] unit vectors of the attention pairs
+    # ``coverage_candidates`` > 0: each pixel's K nearest cells [B, S², K] and their geometry
+    # [B, 5, S², K] (``CoveragePrior.candidate_geometry``)
+    coverage_cand_idx: torch.Tensor | None = None
+    coverage_cand_geom: torch.Tensor | None = None
+
+    @property
+    def coverage_candidates(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """``(idx, geometry)`` of the coverage prior's candidate cells, or None (every cell)."""
+        if self.coverage_cand_idx is None or self.coverage_cand_geom is None:
+            return None
+        return self.coverage_cand_idx, self.coverage_cand_geom
 
     @property
     def batch_size(self) -> int:

@@ -60,6 +60,7 @@ SHARE_EPS = 1e-2  # floor of the share before the log (1% of a mean cell)
 _OFF = -1e9  # association logit of an inactive cell
 # a memo is cleared when it would grow past this many entries (about 50 MB at 60 cells)
 MEMO_MAX_ENTRIES = 200_000
+_WEEK_DEMAND_KEY = "daily demand of every week slot"  # memo entry of ``daily_demand_at``
 TIME_FEATURES = 5  # daily demand proxy: sin / cos of 1 and 2 cycles per day, weekend flag
 
 
@@ -88,6 +89,45 @@ def pathloss_uma_nlos_db(d2d_m: torch.Tensor, h_bs_m: float, fc_ghz: float = CAR
     return torch.maximum(pl_los, nlos)
 
 
+def antenna_terms(
+    azimuth_rad: torch.Tensor,
+    mech_tilt_deg: torch.Tensor,
+    elec_tilt_deg: torch.Tensor,
+) -> tuple[torch.Tensor, ...]:
+    """Per-cell factors of ``antenna_gain_db`` (``[...]`` each): ``cos_az, sin_az, cos_mt,
+    sin_mt`` and the array's steering cosine ``cos(90° + elec tilt)``."""
+    mt = torch.deg2rad(mech_tilt_deg)
+    steer = torch.cos(torch.deg2rad(90.0 + elec_tilt_deg))
+    return torch.cos(azimuth_rad), torch.sin(azimuth_rad), torch.cos(mt), torch.sin(mt), steer
+
+
+def gain_from_terms(
+    cos_b: torch.Tensor,
+    sin_b: torch.Tensor,
+    cos_z: torch.Tensor,
+    sin_z: torch.Tensor,
+    terms: tuple[torch.Tensor, ...],
+    cfg: AntennaConfig,
+) -> torch.Tensor:
+    """Gain (dBi) from pixel geometry and ``antenna_terms`` broadcast to the same shape."""
+    cos_az, sin_az, cos_mt, sin_mt, steer = terms
+    cdp = cos_b * cos_az + sin_b * sin_az  # cos(bearing − azimuth)
+    sdp = sin_b * cos_az - cos_b * sin_az
+    cos_tl = (cos_mt * cos_z + sin_mt * cdp * sin_z).clamp(-1.0, 1.0)
+    theta_l = torch.rad2deg(torch.arccos(cos_tl))
+    phi_l = torch.rad2deg(torch.atan2(sin_z * sdp, cos_mt * sin_z * cdp - sin_mt * cos_z))
+    a_v = -torch.clamp(12.0 * ((theta_l - 90.0) / cfg.hpbw_v_deg) ** 2, max=cfg.sla_v_db)
+    a_h = -torch.clamp(12.0 * (phi_l / cfg.hpbw_h_deg) ** 2, max=cfg.a_max_db)
+    element = cfg.element_gain_dbi - torch.clamp(-(a_v + a_h), max=cfg.a_max_db)
+    n = cfg.n_vertical
+    half = math.pi * cfg.spacing_wavelengths * (cos_tl - steer)
+    sin_half = torch.sin(half)
+    small = sin_half.abs() < 1e-6
+    ratio = torch.where(small, float(n), torch.sin(n * half) / torch.where(small, 1.0, sin_half))
+    floor = n * 10.0 ** (cfg.null_fill_db / 10.0)
+    return element + 10.0 * torch.log10(ratio * ratio / n + floor)
+
+
 def antenna_gain_db(
     geom: dict[str, torch.Tensor],
     azimuth_rad: torch.Tensor,
@@ -98,26 +138,16 @@ def antenna_gain_db(
     """Gain (dBi) of every cell towards every pixel: the torch twin of
     ``twin.antenna.antenna_gain_dbi``. ``geom`` holds ``cos_b, sin_b`` (bearing from north) and
     ``cos_z, sin_z`` (zenith) ``[..., G]``; the parameters are ``[...]``."""
-    az, mt = azimuth_rad[..., None], torch.deg2rad(mech_tilt_deg)[..., None]
-    cos_az, sin_az = torch.cos(az), torch.sin(az)
-    cos_mt, sin_mt = torch.cos(mt), torch.sin(mt)
-    cos_b, sin_b, cos_z, sin_z = geom["cos_b"], geom["sin_b"], geom["cos_z"], geom["sin_z"]
-    cdp = cos_b * cos_az + sin_b * sin_az  # cos(bearing − azimuth)
-    sdp = sin_b * cos_az - cos_b * sin_az
-    cos_tl = (cos_mt * cos_z + sin_mt * cdp * sin_z).clamp(-1.0, 1.0)
-    theta_l = torch.rad2deg(torch.arccos(cos_tl))
-    phi_l = torch.rad2deg(torch.atan2(sin_z * sdp, cos_mt * sin_z * cdp - sin_mt * cos_z))
-    a_v = -torch.clamp(12.0 * ((theta_l - 90.0) / cfg.hpbw_v_deg) ** 2, max=cfg.sla_v_db)
-    a_h = -torch.clamp(12.0 * (phi_l / cfg.hpbw_h_deg) ** 2, max=cfg.a_max_db)
-    element = cfg.element_gain_dbi - torch.clamp(-(a_v + a_h), max=cfg.a_max_db)
-    n = cfg.n_vertical
-    steer = torch.cos(torch.deg2rad(90.0 + elec_tilt_deg))[..., None]
-    half = math.pi * cfg.spacing_wavelengths * (cos_tl - steer)
-    sin_half = torch.sin(half)
-    small = sin_half.abs() < 1e-6
-    ratio = torch.where(small, float(n), torch.sin(n * half) / torch.where(small, 1.0, sin_half))
-    floor = n * 10.0 ** (cfg.null_fill_db / 10.0)
-    return element + 10.0 * torch.log10(ratio * ratio / n + floor)
+    terms = tuple(t[..., None] for t in antenna_terms(azimuth_rad, mech_tilt_deg, elec_tilt_deg))
+    return gain_from_terms(geom["cos_b"], geom["sin_b"], geom["cos_z"], geom["sin_z"], terms, cfg)
+
+
+def decode_params(feat: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Physical ``(power dBm, azimuth rad, mech tilt °, elec tilt °)`` ``[...]`` from the
+    normalised action features ``[..., 6]`` (``normalize_actions``)."""
+    power = 8.0 * feat[..., 0] + 38.0
+    azimuth = torch.atan2(feat[..., 1], feat[..., 2])
+    return power, azimuth, 7.5 * feat[..., 3] + 7.5, 6.0 * feat[..., 4] + 6.0
 
 
 def _week_slot(slot_of_day: torch.Tensor, day_of_week: torch.Tensor, slots_per_day: int):
@@ -150,13 +180,26 @@ class SetProduct:
         self.undo = torch.argsort(self.order)
         counts = torch.bincount(sets, minlength=len(w)).tolist()
         self.groups = [(u, g) for u, g in enumerate(torch.split(self.order, counts)) if len(g)]
+        sizes = {len(g) for _, g in self.groups}
+        # every used set has the same number of rows (e.g. one set per env, P slots each):
+        # one batched matmul instead of one per set
+        self.size = sizes.pop() if len(sizes) == 1 and len(self.groups) > 1 else 0
+        if self.size:
+            used = [u for u, _ in self.groups]
+            self.w_used = w if used == list(range(len(w))) else w[used]  # [U', N, S²]
 
     def served(self, rho: torch.Tensor) -> torch.Tensor:
         """``Σ_g w_ig ρ_rg`` for demand rows ``[R, S²]`` → ``[R, N]``."""
+        if self.size:
+            grouped = rho[self.order].view(len(self.w_used), self.size, -1)
+            return torch.bmm(grouped, self.w_used.transpose(1, 2)).flatten(0, 1)[self.undo]
         return torch.cat([rho[g] @ self.w[u].T for u, g in self.groups])[self.undo]
 
     def back(self, x: torch.Tensor) -> torch.Tensor:
         """``Σ_i w_ig x_ri`` for cell rows ``[R, N]`` → ``[R, S²]``."""
+        if self.size:
+            grouped = x[self.order].view(len(self.w_used), self.size, -1)
+            return torch.bmm(grouped, self.w_used).flatten(0, 1)[self.undo]
         return torch.cat([x[g] @ self.w[u] for u, g in self.groups])[self.undo]
 
 
@@ -295,6 +338,7 @@ class CoveragePrior(nn.Module):
         day_of_week: torch.Tensor | None = None,
         memo: dict | None = None,
         slots_per_day: int = 96,
+        candidates: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """``log(share + ε)`` ``[B, T, N]`` (0 for inactive cells) from the stacked geometry
         ``[B, 5, N, S²]`` (``GEOMETRY``), the demand proxy's inputs ``[B, S², 1 + F]``
@@ -315,9 +359,11 @@ class CoveragePrior(nn.Module):
                 raise ValueError("a daily demand proxy needs slot_of_day and day_of_week")
             time_key = _week_slot(slot_of_day, day_of_week, slots_per_day)
         if memo is not None and not torch.is_grad_enabled():
-            return self._memoised(geom, pixels, act_feat, active, time_key, memo, slots_per_day)
+            return self._memoised(
+                geom, pixels, act_feat, active, time_key, memo, slots_per_day, candidates
+            )
         demand = self._demand(pixels, time_key, slots_per_day)
-        return self._compute(geom, demand, act_feat, active)
+        return self._compute(geom, demand, act_feat, active, candidates=candidates)
 
     def _demand(
         self, pixels: torch.Tensor, time_key: torch.Tensor | None, slots_per_day: int
@@ -326,6 +372,31 @@ class CoveragePrior(nn.Module):
             return self.demand_weights(pixels)
         sod, dow = time_key % slots_per_day, time_key // slots_per_day
         return self.demand_weights(pixels, sod, dow, slots_per_day)
+
+    def daily_demand_at(
+        self,
+        pixels: torch.Tensor,
+        slot_of_day: torch.Tensor,
+        day_of_week: torch.Tensor,
+        slots_per_day: int,
+        memo: dict | None = None,
+    ) -> torch.Tensor:
+        """``demand_weights`` of a daily proxy for the slots ``[B, T]`` → ``[B, T, S²]``.
+
+        For a context broadcast from one map (``pixels`` with stride 0, as ``mobiwm_env``
+        builds it) in a no-gradient call with a ``memo``, the proxy of every slot of the week
+        is computed once and kept in the memo (it depends on the time of week only)."""
+        one_map = pixels.stride(0) == 0 or pixels.shape[0] == 1
+        if memo is None or torch.is_grad_enabled() or not one_map:
+            return self.demand_weights(pixels, slot_of_day, day_of_week, slots_per_day)
+        table = memo.get(_WEEK_DEMAND_KEY)
+        if table is None:
+            week = torch.arange(7 * slots_per_day, device=pixels.device)[None]
+            table = self.demand_weights(
+                pixels[:1], week % slots_per_day, week // slots_per_day, slots_per_day
+            )[0]  # [W, S²]
+            memo[_WEEK_DEMAND_KEY] = table
+        return table[_week_slot(slot_of_day, day_of_week, slots_per_day)]
 
     def _memoised(
         self,
@@ -336,11 +407,12 @@ class CoveragePrior(nn.Module):
         time_key: torch.Tensor | None,
         memo: dict,
         slots_per_day: int,
+        candidates: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> torch.Tensor:
         b, t, n, _ = act_feat.shape
         feat_np, on_np = act_feat.cpu().numpy(), active.cpu().numpy()
         tk = time_key.cpu().numpy() if time_key is not None else None
-        out = act_feat.new_empty(b, t, n)
+        rows: list[torch.Tensor | None] = []  # the (i, j) slot's log shares, row-major
         missing: list[tuple[int, int, tuple]] = []
         for i in range(b):
             for j in range(t):
@@ -348,18 +420,24 @@ class CoveragePrior(nn.Module):
                 hit = memo.get(key)
                 if hit is None:
                     missing.append((i, j, key))
-                else:
-                    out[i, j] = hit
+                rows.append(hit)
         if missing:
             bi = torch.tensor([x[0] for x in missing], device=act_feat.device)
             tj = torch.tensor([x[1] for x in missing], device=act_feat.device)
             tk = None if time_key is None else time_key[bi, tj][:, None]
-            d = self._demand(pixels[bi], tk, slots_per_day)  # only the rows not seen yet
-            new = self._compute(geom, d, act_feat[bi, tj][:, None], active[bi, tj][:, None], bi)
-            _memo_store(memo, [(key, new[r, 0]) for r, (_, _, key) in enumerate(missing)])
+            if tk is not None and pixels.stride(0) == 0:  # one map: the week's table
+                d = self.daily_demand_at(
+                    pixels, tk % slots_per_day, tk // slots_per_day, slots_per_day, memo
+                )
+            else:
+                d = self._demand(pixels[bi], tk, slots_per_day)  # only the rows not seen yet
+            new = self._compute(
+                geom, d, act_feat[bi, tj][:, None], active[bi, tj][:, None], bi, candidates
+            ).unbind(0)
+            _memo_store(memo, [(key, new[r][0]) for r, (_, _, key) in enumerate(missing)])
             for r, (i, j, _) in enumerate(missing):
-                out[i, j] = new[r, 0]
-        return out
+                rows[i * t + j] = new[r][0]
+        return torch.stack(rows).view(b, t, n)  # one copy, not one per slot
 
     def _remember_plain(
         self,
@@ -384,7 +462,7 @@ class CoveragePrior(nn.Module):
             tk = _week_slot(slot_of_day, day_of_week, slots_per_day).cpu().numpy()
         feat_np, on_np = act_feat.cpu().numpy(), active.cpu().numpy()
         keys = [_memo_key(i, tk, j, feat_np, on_np) for i in range(b) for j in range(p)]
-        _memo_store(memo, list(zip(keys, plain.reshape(b * p, n), strict=True)))
+        _memo_store(memo, list(zip(keys, plain.reshape(b * p, n).unbind(0), strict=True)))
 
     def association(
         self,
@@ -392,45 +470,103 @@ class CoveragePrior(nn.Module):
         act_feat: torch.Tensor,
         active: torch.Tensor,
         geom_rows: torch.Tensor | None = None,
+        candidates: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Soft association of every pixel to the active cells, once per distinct (map,
         parameter set) in ``act_feat [B, T, N, 6]`` / ``active [B, T, N]``.
 
         Returns ``w [U, N, S²]`` (columns sum to 1 over the set's active cells, 0 for the
         others; no gradient), ``inverse [B·T]`` (the set of each slot), ``on [U, N]`` and
-        ``rows [U]`` (each set's batch row). ``geom_rows [B]``: the geometry row of each batch
-        row (default: the same row).
+        ``rows [U]`` (a batch row of each set). ``geom_rows [B]``: the geometry row of each
+        batch row (default: the same row). A geometry broadcast over its rows (stride 0, as
+        ``mobiwm_env`` builds it) holds one map: rows with equal parameters then share a set.
+        ``candidates`` (``candidate_geometry``): each pixel weighs only its ``K`` nearest
+        cells (``ModelConfig.coverage_candidates``); None: every cell.
         """
         b, t, n, k = act_feat.shape
-        rows = torch.arange(b, device=act_feat.device).repeat_interleave(t)[:, None]
+        rows = torch.arange(b, device=act_feat.device).repeat_interleave(t)
+        if geom.stride(0) == 0 or geom.shape[0] == 1:
+            g_rows = torch.zeros_like(rows)  # one map: sets are shared between rows
+        else:
+            g_rows = rows if geom_rows is None else geom_rows[rows]
         key = torch.cat(
-            [rows.to(act_feat.dtype), act_feat.reshape(b * t, n * k),
+            [g_rows[:, None].to(act_feat.dtype), act_feat.reshape(b * t, n * k),
              active.reshape(b * t, n).to(act_feat.dtype)], dim=1,
         )  # fmt: skip
         uniq, inverse = torch.unique(key, dim=0, return_inverse=True)
-        m = uniq[:, 0].long()
-        mg = m if geom_rows is None else geom_rows[m]  # geometry row of each parameter set
+        mg = uniq[:, 0].long()  # geometry row of each parameter set
+        m = torch.empty_like(mg).scatter_(0, inverse, rows)  # a batch row of each set
         feat = uniq[:, 1 : 1 + n * k].reshape(-1, n, k)
         on = uniq[:, 1 + n * k :] > 0.5  # [U, N]
         with torch.no_grad():
-            # the gain of a cell depends on its own parameters only: compute it once per
-            # distinct (map, cell, parameters) and assemble each parameter set from those
-            cells = torch.arange(n, device=feat.device).expand(len(uniq), n)
-            per_cell = torch.cat(
-                [mg[:, None, None].expand(-1, n, 1).to(feat.dtype), cells[..., None].to(feat.dtype),
-                 feat], dim=-1,
-            ).reshape(-1, 2 + k)  # fmt: skip
-            cu, cinv = torch.unique(per_cell, dim=0, return_inverse=True)
-            cm, cc, cf = cu[:, 0].long(), cu[:, 1].long(), cu[:, 2:]
-            g = dict(zip(self.GEOMETRY, geom[cm, :, cc].unbind(1), strict=True))  # [Uc, G]
-            power = 8.0 * cf[:, 0] + 38.0
-            azimuth = torch.atan2(cf[:, 1], cf[:, 2])
-            mech, elec = 7.5 * cf[:, 3] + 7.5, 6.0 * cf[:, 4] + 6.0
-            gain = antenna_gain_db(g, azimuth, mech, elec, self.antenna)
-            rsrp = (power[:, None] + gain - g["pathloss"])[cinv].reshape(len(uniq), n, -1)
-            logit = torch.where(on[..., None], rsrp / self.tau_db, _OFF)
-            w = torch.softmax(logit, dim=1) * on[..., None].to(rsrp.dtype)
+            if candidates is not None:
+                w = self._candidate_weights(candidates, mg, feat, on)
+            else:
+                w = self._dense_weights(geom, mg, feat, on)
         return w, inverse, on, m
+
+    def _dense_weights(
+        self, geom: torch.Tensor, mg: torch.Tensor, feat: torch.Tensor, on: torch.Tensor
+    ) -> torch.Tensor:
+        """``w [U, N, S²]`` over every cell. The gain of a cell depends on its own parameters
+        only: it is computed once per distinct (map, cell, parameters)."""
+        u, n, k = feat.shape
+        cells = torch.arange(n, device=feat.device).expand(u, n)
+        per_cell = torch.cat(
+            [mg[:, None, None].expand(-1, n, 1).to(feat.dtype), cells[..., None].to(feat.dtype),
+             feat], dim=-1,
+        ).reshape(-1, 2 + k)  # fmt: skip
+        cu, cinv = torch.unique(per_cell, dim=0, return_inverse=True)
+        cm, cc, cf = cu[:, 0].long(), cu[:, 1].long(), cu[:, 2:]
+        g = dict(zip(self.GEOMETRY, geom[cm, :, cc].unbind(1), strict=True))  # [Uc, G]
+        power, azimuth, mech, elec = decode_params(cf)
+        gain = antenna_gain_db(g, azimuth, mech, elec, self.antenna)
+        rsrp = (power[:, None] + gain - g["pathloss"])[cinv].reshape(u, n, -1)
+        logit = torch.where(on[..., None], rsrp / self.tau_db, _OFF)
+        return torch.softmax(logit, dim=1) * on[..., None].to(rsrp.dtype)
+
+    def _candidate_weights(
+        self,
+        candidates: tuple[torch.Tensor, torch.Tensor],
+        mg: torch.Tensor,
+        feat: torch.Tensor,
+        on: torch.Tensor,
+    ) -> torch.Tensor:
+        """``w [U, N, S²]`` with each pixel's weight spread over its ``K`` candidate cells
+        only: the gain is computed on ``[U, S², K]`` (not ``[U, N, S²]``), then scattered."""
+        idx_all, cgeom_all = candidates  # [B, G, K] cell indices, [B, 5, G, K] geometry
+        u, n, _ = feat.shape
+        sel = mg[:1] if bool((mg == mg[0]).all()) else mg  # one map: no per-set copy
+        idx, cg = idx_all[sel], cgeom_all[sel]  # [1 or U, G, K], [1 or U, 5, G, K]
+        g, kc = idx.shape[1:]
+        flat = idx.reshape(idx.shape[0], g * kc).expand(u, -1)
+
+        def at_candidates(x: torch.Tensor) -> torch.Tensor:  # per-cell [U, N] → [U, G, K]
+            return torch.gather(x, 1, flat).view(u, g, kc)
+
+        power, azimuth, mech, elec = decode_params(feat)
+        terms = tuple(at_candidates(x) for x in antenna_terms(azimuth, mech, elec))
+        gain = gain_from_terms(cg[:, 0], cg[:, 1], cg[:, 2], cg[:, 3], terms, self.antenna)
+        rsrp = at_candidates(power) + gain - cg[:, 4]
+        on_k = at_candidates(on.to(torch.uint8)).bool()
+        logit = torch.where(on_k, rsrp / self.tau_db, _OFF)
+        wk = torch.softmax(logit, dim=-1) * on_k.to(rsrp.dtype)  # [U, G, K]
+        w = rsrp.new_zeros(u, n, g)
+        return w.scatter_(1, idx.transpose(1, 2).expand(u, kc, g), wk.transpose(1, 2))
+
+    @staticmethod
+    def candidate_geometry(
+        geom: torch.Tensor, cell_mask: torch.Tensor, k: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each pixel's ``k`` nearest real cells (ties by cell index) of the stacked geometry
+        ``[B, 5, N, S²]`` → ``(idx [B, S², K], geometry [B, 5, S², K])``, ``K = min(k, N)``.
+        Padded cells are never candidates while real ones remain."""
+        b, c, n, g = geom.shape
+        kc = min(int(k), n)
+        dist = geom[:, 4].masked_fill(~cell_mask[:, :, None], float("inf"))  # path loss
+        idx = torch.sort(dist, dim=1, stable=True).indices[:, :kc]  # [B, K, G]
+        cg = torch.gather(geom, 2, idx[:, None].expand(b, c, kc, g))  # [B, 5, K, G]
+        return idx.transpose(1, 2).contiguous(), cg.transpose(2, 3).contiguous()
 
     def _compute(
         self,
@@ -439,11 +575,12 @@ class CoveragePrior(nn.Module):
         act_feat: torch.Tensor,
         active: torch.Tensor,
         geom_rows: torch.Tensor | None = None,
+        candidates: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """``forward`` without a memo; ``geom_rows [B]``: the geometry row of each batch row
         (default: the same row)."""
         b, t, n, _ = act_feat.shape
-        w, inverse, on, m = self.association(geom, act_feat, active, geom_rows)
+        w, inverse, on, m = self.association(geom, act_feat, active, geom_rows, candidates)
         n_on = on.sum(-1, keepdim=True).clamp_min(1).to(w.dtype)
         if demand.dim() == 2:  # one proxy per map: once per distinct parameter set
             served = torch.einsum("ung,ug->un", w, demand[m])
@@ -476,6 +613,7 @@ class CoveragePrior(nn.Module):
         memo: dict | None = None,
         ref_slot_of_day: torch.Tensor | None = None,
         ref_day_of_week: torch.Tensor | None = None,
+        candidates: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """Change ``[B, P, N]`` of every cell's log share from a reference slot to a target
         slot, with the demand proxy first fitted to the traffic the cells carried in the
@@ -498,14 +636,14 @@ class CoveragePrior(nn.Module):
             raise ValueError(f"iterations must be >= 0, got {iterations}")
         b, p, n, _ = feat.shape
         both_feat, both_on = torch.cat([feat_ref, feat], 1), torch.cat([on_ref, on], 1)
-        w, inverse, _, _ = self.association(geom, both_feat, both_on)
+        w, inverse, _, _ = self.association(geom, both_feat, both_on, None, candidates)
         inverse = inverse.reshape(b, 2 * p)
         w_ref = SetProduct(w, inverse[:, :p].reshape(-1))
         w_new = SetProduct(w, inverse[:, p:].reshape(-1))
         if self.daily_demand:
             if slot_of_day is None or day_of_week is None:
                 raise ValueError("a daily demand proxy needs slot_of_day and day_of_week")
-            rho0 = self.demand_weights(pixels, slot_of_day, day_of_week, slots_per_day)
+            rho0 = self.daily_demand_at(pixels, slot_of_day, day_of_week, slots_per_day, memo)
         else:
             rho0 = self.demand_weights(pixels)[:, None].expand(b, p, -1)
         rho0 = rho0.reshape(b * p, -1)
@@ -519,8 +657,8 @@ class CoveragePrior(nn.Module):
             ):
                 rho_ref = rho0
                 if self.daily_demand:
-                    rho_ref = self.demand_weights(pixels, ref_slot_of_day, ref_day_of_week,
-                                                  slots_per_day).reshape(b * p, -1)  # fmt: skip
+                    rho_ref = self.daily_demand_at(pixels, ref_slot_of_day, ref_day_of_week,
+                                                   slots_per_day, memo).reshape(b * p, -1)  # fmt: skip
                 self._remember_plain(memo, w_ref, rho_ref, feat_ref, on_ref, ref_slot_of_day,
                                      ref_day_of_week, slots_per_day)  # fmt: skip
         on_r = on_ref.reshape(b * p, n)

@@ -18,11 +18,14 @@ MASK_VALUE = -1.0e4
 """Additive attention logit of a padded key: finite (no NaN rows), exp() underflows to 0."""
 
 
-def zero_padded(x: torch.Tensor, cell_mask: torch.Tensor) -> torch.Tensor:
+def zero_padded(x: torch.Tensor, cell_mask: torch.Tensor | None) -> torch.Tensor:
     """Set padded cells of ``x [B, T, N, d]`` (or ``[B, N, d]``) to exactly 0.
 
-    ``cell_mask`` is ``[B, N]`` bool. Uses ``where`` (not a product) so NaN/inf in padding vanish.
+    ``cell_mask`` is ``[B, N]`` bool, or None for a batch without padding (``x`` unchanged).
+    Uses ``where`` (not a product) so NaN/inf in padding vanish.
     """
+    if cell_mask is None:
+        return x
     m = cell_mask[:, None, :, None] if x.dim() == 4 else cell_mask[:, :, None]
     return torch.where(m, x, torch.zeros((), dtype=x.dtype, device=x.device))
 
@@ -106,10 +109,38 @@ class Gate(nn.Module):
         return out if self.gate is None else torch.sigmoid(self.gate) * out
 
 
-def pair_geometry(cell_xy_m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Distance ``[B, N, N]`` (metres) and unit vector ``[B, N, N, 2]`` from cell ``i`` to cell
-    ``j`` for ``cell_xy_m [B, N, 2]``; coincident cells (sectors of one site) get ``(0, 0)``."""
-    delta = cell_xy_m[:, None, :, :] - cell_xy_m[:, :, None, :]  # [B, i, j, 2]: j - i
+DENSE_NEIGHBOUR_MAX_CELLS = 256
+"""Up to this many cells, attention restricted to neighbours (``spatial_neighbours``) runs as a
+dense attention whose mask hides the other cells (faster on a CPU); above it, over gathered
+neighbour keys (memory and time linear in the cells). Both give the same result."""
+
+
+def neighbour_index(cell_xy_m: torch.Tensor, cell_mask: torch.Tensor, k: int) -> torch.Tensor:
+    """Each cell's ``K = min(k, N)`` nearest cells ``[B, N, K]`` (itself first, then by
+    distance, ties by index), real cells before padded ones, from ``cell_xy_m [B, N, 2]``."""
+    b, n, _ = cell_xy_m.shape
+    dist = torch.cdist(cell_xy_m, cell_xy_m)
+    dist = dist.masked_fill(~cell_mask[:, None, :], float("inf"))
+    dist = dist.masked_fill(torch.eye(n, dtype=torch.bool, device=dist.device), -1.0)
+    return torch.sort(dist, dim=-1, stable=True).indices[..., : min(int(k), n)]
+
+
+def at_neighbours(x: torch.Tensor, nb: torch.Tensor | None) -> torch.Tensor:
+    """Per-cell ``x [B, N, ...]`` seen from every cell: ``[B, N, K, ...]`` at the neighbours
+    ``nb [B, N, K]``, or ``[B, 1, N, ...]`` (all cells, broadcast) when ``nb`` is None."""
+    if nb is None:
+        return x[:, None]
+    rows = torch.arange(x.shape[0], device=x.device)[:, None, None]
+    return x[rows, nb]
+
+
+def pair_geometry(
+    cell_xy_m: torch.Tensor, nb: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Distance ``[B, N, K]`` (metres) and unit vector ``[B, N, K, 2]`` from cell ``i`` to cell
+    ``j`` for ``cell_xy_m [B, N, 2]``, over ``j`` in the neighbours ``nb [B, N, K]`` (None:
+    every cell, ``K = N``); coincident cells (sectors of one site) get ``(0, 0)``."""
+    delta = at_neighbours(cell_xy_m, nb) - cell_xy_m[:, :, None, :]  # [B, i, j, 2]: j - i
     dist = torch.sqrt((delta**2).sum(-1) + 1e-12)
     far = (dist > 1e-3).unsqueeze(-1)
     unit = torch.where(far, delta / dist.unsqueeze(-1), torch.zeros((), dtype=delta.dtype))
@@ -141,25 +172,31 @@ class TopologyBias(nn.Module):
         bits = torch.tensor([[(c >> s) & 1 for s in (3, 2, 1, 0)] for c in range(16)])
         self.register_buffer("combos", bits.float(), persistent=False)
 
-    def features(self, cell_xy_m: torch.Tensor) -> torch.Tensor:
-        """Geometric part ``e_feat``: ``cell_xy_m [B, N, 2]`` (metres) → ``[B, N, N, n_h]``.
+    def features(self, cell_xy_m: torch.Tensor, nb: torch.Tensor | None = None) -> torch.Tensor:
+        """Geometric part ``e_feat``: ``cell_xy_m [B, N, 2]`` (metres) → ``[B, N, K, n_h]`` over
+        the neighbours ``nb [B, N, K]`` (None: every cell, ``K = N``).
 
         Depends only on the geometry, so it is computed once per map (``ContextCache``).
         """
-        dist, unit = pair_geometry(cell_xy_m)
+        dist, unit = pair_geometry(cell_xy_m, nb)
         bearing = torch.stack([unit[..., 1], unit[..., 0]], dim=-1)  # (sin α, cos α), α from east
         d_feat = torch.log1p(dist / self.distance_scale_m).unsqueeze(-1)
         return self.dist(d_feat) + self.bearing(bearing)
 
     def forward(
-        self, feat: torch.Tensor, cell_mask: torch.Tensor, active: torch.Tensor
+        self,
+        feat: torch.Tensor,
+        cell_mask: torch.Tensor,
+        active: torch.Tensor,
+        nb: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """``feat [B, N, N, n_h]``, ``cell_mask``/``active`` ``[B, N]`` bool → bias
-        ``[B, n_h, N, N]``."""
+        """``feat [B, N, K, n_h]``, ``cell_mask``/``active`` ``[B, N]`` bool, neighbours ``nb
+        [B, N, K]`` (None: every cell) → bias ``[B, n_h, N, K]``."""
         m = cell_mask.long()
         a = (active & cell_mask).long()
-        combo = m[:, :, None] * 8 + m[:, None, :] * 4 + a[:, :, None] * 2 + a[:, None, :]
-        e_mask = self.mask(self.combos)[combo]  # [B, N, N, n_h]
+        m_j, a_j = at_neighbours(m, nb), at_neighbours(a, nb)
+        combo = m[:, :, None] * 8 + m_j * 4 + a[:, :, None] * 2 + a_j
+        e_mask = self.mask(self.combos)[combo]  # [B, N, K, n_h]
         return (feat * e_mask).permute(0, 3, 1, 2)
 
 
@@ -188,54 +225,79 @@ class AntennaBias(nn.Module):
         nn.init.normal_(last.weight, std=1e-3)
         nn.init.zeros_(last.bias)
 
-    def forward(self, cell_xy_m: torch.Tensor, act_feat: torch.Tensor) -> torch.Tensor:
-        """``cell_xy_m [B, N, 2]`` metres, ``act_feat [B, N, 6]`` (one slot) → ``[B, n_h, N, N]``."""
-        return self.ffn(self.pair_features(cell_xy_m, act_feat)).permute(0, 3, 1, 2)
+    def forward(
+        self,
+        cell_xy_m: torch.Tensor,
+        act_feat: torch.Tensor,
+        nb: torch.Tensor | None = None,
+        unit: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """``cell_xy_m [B, N, 2]`` metres, ``act_feat [B, N, 6]`` (one slot), neighbours ``nb
+        [B, N, K]`` (None: every cell) → ``[B, n_h, N, K]``. ``unit``: the pairs' unit vectors
+        ``pair_geometry(cell_xy_m, nb)[1]`` when already known (they are static per map)."""
+        return self.ffn(self.pair_features(cell_xy_m, act_feat, nb, unit)).permute(0, 3, 1, 2)
 
     @staticmethod
-    def pair_features(cell_xy_m: torch.Tensor, act_feat: torch.Tensor) -> torch.Tensor:
-        """The pair features ``x_ij`` (class doc), ``[B, N, N, 7]``."""
-        _, unit = pair_geometry(cell_xy_m)
-        bx, by = act_feat[..., 1], act_feat[..., 2]  # sin az, cos az: boresight (east, north)
+    def pair_features(
+        cell_xy_m: torch.Tensor,
+        act_feat: torch.Tensor,
+        nb: torch.Tensor | None = None,
+        unit: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The pair features ``x_ij`` (class doc), ``[B, N, K, 7]``."""
+        if unit is None:
+            _, unit = pair_geometry(cell_xy_m, nb)
+        feat_j = at_neighbours(act_feat, nb)  # [B, N, K or 1, 6]
+        bx, by = act_feat[..., 1, None], act_feat[..., 2, None]  # boresight (east, north)
+        bx_j, by_j = feat_j[..., 1], feat_j[..., 2]
         ux, uy = unit[..., 0], unit[..., 1]
-        dot_i = bx[:, :, None] * ux + by[:, :, None] * uy  # i's boresight towards j
-        crs_i = bx[:, :, None] * uy - by[:, :, None] * ux
-        dot_j = -(
-            bx[:, None, :] * ux + by[:, None, :] * uy
-        )  # j's boresight towards i (u_ji = -u_ij)
-        crs_j = -(bx[:, None, :] * uy - by[:, None, :] * ux)
-        power, tilt = act_feat[..., 0], act_feat[..., 3] + act_feat[..., 4]
-        on = act_feat[..., 5]
+        dot_i = bx * ux + by * uy  # i's boresight towards j
+        crs_i = bx * uy - by * ux
+        dot_j = -(bx_j * ux + by_j * uy)  # j's boresight towards i (u_ji = -u_ij)
+        crs_j = -(bx_j * uy - by_j * ux)
+        power, tilt = act_feat[..., 0, None], act_feat[..., 3, None] + act_feat[..., 4, None]
+        on = act_feat[..., 5, None]
         return torch.stack(
             [
                 dot_i,
                 crs_i,
                 dot_j,
                 crs_j,
-                power[:, None, :] - power[:, :, None],
-                tilt[:, None, :] - tilt[:, :, None],
-                on[:, :, None] * on[:, None, :],
+                feat_j[..., 0] - power,
+                feat_j[..., 3] + feat_j[..., 4] - tilt,
+                on * feat_j[..., 5],
             ],
             dim=-1,
         )
 
 
 def attention_mask(
-    bias: torch.Tensor | None, cell_mask: torch.Tensor, n_heads: int
+    bias: torch.Tensor | None,
+    cell_mask: torch.Tensor,
+    n_heads: int,
+    nb: torch.Tensor | None = None,
+    dense: bool = True,
 ) -> torch.Tensor:
-    """Float additive mask ``[B, n_h, N, N]`` for spatial attention.
-
-    ``bias`` (TRN, or None for zeros) everywhere, replaced by ``MASK_VALUE`` for padded keys.
+    """Float additive mask for spatial attention: ``bias [B, n_h, N, K]`` (TRN over the
+    neighbours ``nb [B, N, K]``, or every cell when ``nb`` is None; None for zeros), replaced
+    by ``MASK_VALUE`` for padded keys. ``[B, n_h, N, N]``, with ``MASK_VALUE`` for every
+    non-neighbour when ``dense`` (``FSTBlock`` without ``nb``); else ``[B, n_h, N, K]``.
     """
     b, n = cell_mask.shape
+    k = n if nb is None else nb.shape[-1]
     if bias is None:
-        bias = torch.zeros(b, n_heads, n, n, device=cell_mask.device)
-    key_pad = ~cell_mask[:, None, None, :]
-    return bias.masked_fill(key_pad, MASK_VALUE)
+        bias = torch.zeros(b, n_heads, n, k, device=cell_mask.device)
+    key_ok = at_neighbours(cell_mask, nb)[:, None]  # [B, 1, N, K] or [B, 1, 1, N]
+    masked = bias.masked_fill(~key_ok, MASK_VALUE)
+    if nb is None or not dense:
+        return masked
+    full = masked.new_full((b, n_heads, n, n), MASK_VALUE)
+    return full.scatter_(3, nb[:, None].expand(b, n_heads, n, k), masked)
 
 
 def expand_over_time(mask: torch.Tensor, t: int) -> torch.Tensor:
-    """``[B, n_h, N, N]`` → ``[B·T, n_h, N, N]`` (one copy per slot, as SDPA wants 4-D)."""
+    """``[B, n_h, N, N]`` → ``[B·T, n_h, N, N]`` (one copy per slot, made once per block stack:
+    SDPA's fused CPU kernel takes a contiguous 4-D mask, and is slower on a broadcast one)."""
     b, h, n, _ = mask.shape
     return mask.unsqueeze(1).expand(b, t, h, n, n).reshape(b * t, h, n, n)
 
@@ -250,14 +312,52 @@ class _SelfAttention(nn.Module):
         self.out = nn.Linear(d_model, d_model)
         self.dropout = dropout
 
-    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """``x [M, L, d]``; ``attn_mask`` broadcastable to ``[M, n_h, L, L]``."""
+    def forward(
+        self, x: torch.Tensor, attn_mask: torch.Tensor | None = None, queries: int = 0
+    ) -> torch.Tensor:
+        """``x [M, L, d]``; ``attn_mask`` broadcastable to ``[M, n_h, L, L]``; ``queries`` > 0:
+        only the last ``queries`` positions ask (no mask), ``[M, queries, d]``."""
         m, length, d = x.shape
         qkv = self.qkv(x).view(m, length, 3, self.n_heads, d // self.n_heads)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # [M, n_h, L, d_k]
         drop = self.dropout if self.training else 0.0
-        o = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=drop)
+        if queries:
+            o = F.scaled_dot_product_attention(q[:, :, -queries:], k, v, dropout_p=drop)
+            return self.out(o.transpose(1, 2).reshape(m, queries, d))
+        if attn_mask is not None and attn_mask.shape == (m, self.n_heads, length, length):
+            # a full mask (spatial attention): one batched matmul pair, about twice as fast on
+            # a CPU as SDPA's fused kernel at these short lengths; the same result
+            c = d // self.n_heads
+            flat = (m * self.n_heads, length, c)
+            scores = torch.baddbmm(
+                attn_mask.reshape(-1, length, length), q.reshape(flat),
+                k.reshape(flat).transpose(1, 2), alpha=c**-0.5,
+            )  # fmt: skip
+            attn = F.dropout(torch.softmax(scores, dim=-1), drop) if drop else scores.softmax(-1)
+            o = torch.bmm(attn, v.reshape(flat)).view(m, self.n_heads, length, c)
+        else:
+            o = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=drop)
         return self.out(o.transpose(1, 2).reshape(m, length, d))
+
+    def over_neighbours(
+        self, x: torch.Tensor, bias: torch.Tensor, nb: torch.Tensor
+    ) -> torch.Tensor:
+        """Attention of each cell over its neighbours only: ``x [B, T, N, d]``, ``bias [B, n_h,
+        N, K]`` (``attention_mask(..., dense=False)``), ``nb [B, N, K]`` → ``[B, T, N, d]``.
+        Time and memory grow with ``N · K``, not ``N²``."""
+        b, t, n, d = x.shape
+        nh, c = self.n_heads, d // self.n_heads
+        qkv = self.qkv(x).view(b, t, n, 3, nh, c).permute(3, 1, 4, 0, 2, 5)
+        q, kk, v = qkv.unbind(0)  # [T, n_h, B, N, d_k]
+        flat = nb + torch.arange(b, device=x.device)[:, None, None] * n  # [B, N, K] of B·N
+        # keys and values gathered straight into the layout SDPA reads: [T, n_h, B, N, K, d_k]
+        k_nb = kk.reshape(t, nh, b * n, c)[:, :, flat]
+        v_nb = v.reshape(t, nh, b * n, c)[:, :, flat]
+        mask = bias.permute(1, 0, 2, 3)[None, :, :, :, None, :]  # [1, n_h, B, N, 1, K]
+        drop = self.dropout if self.training else 0.0
+        o = F.scaled_dot_product_attention(q.unsqueeze(-2), k_nb, v_nb, attn_mask=mask,
+                                           dropout_p=drop)  # fmt: skip
+        return self.out(o.squeeze(-2).permute(2, 0, 3, 1, 4).reshape(b, t, n, d))
 
 
 class FSTBlock(nn.Module):
@@ -280,15 +380,28 @@ class FSTBlock(nn.Module):
         self.drop = nn.Dropout(dropout)
 
     def forward(
-        self, x: torch.Tensor, spatial_mask: torch.Tensor, cell_mask: torch.Tensor
+        self,
+        x: torch.Tensor,
+        spatial_mask: torch.Tensor,
+        cell_mask: torch.Tensor | None,
+        nb: torch.Tensor | None = None,
+        last: int = 0,
     ) -> torch.Tensor:
         """``x [B, T, N, d]``; ``spatial_mask [B·T, n_h, N, N]`` (``expand_over_time`` of
-        ``attention_mask``); ``cell_mask [B, N]`` → ``[B, T, N, d]``."""
+        ``attention_mask``), or with the neighbours ``nb [B, N, K]`` the ``[B, n_h, N, K]`` bias
+        of ``attention_mask(..., dense=False)``; ``cell_mask [B, N]`` (None: no padded cells)
+        → ``[B, T, N, d]``. ``last`` > 0: only the last ``last`` slots are wanted (the last
+        block of a stack whose output is read there): ``[B, last, N, d]``, the same values,
+        without the temporal queries and FFN of the other slots."""
         b, t, n, d = x.shape
-        h = self.spatial(self.norm_s(x).reshape(b * t, n, d), spatial_mask).view(b, t, n, d)
+        if nb is None:
+            h = self.spatial(self.norm_s(x).reshape(b * t, n, d), spatial_mask).view(b, t, n, d)
+        else:
+            h = self.spatial.over_neighbours(self.norm_s(x), spatial_mask, nb)
         x = zero_padded(x + self.drop(h), cell_mask)
         xt = self.norm_t(x).transpose(1, 2).reshape(b * n, t, d)
-        h = self.temporal(xt).view(b, n, t, d).transpose(1, 2)
-        x = zero_padded(x + self.drop(h), cell_mask)
+        t_out = last or t
+        h = self.temporal(xt, queries=last).view(b, n, t_out, d).transpose(1, 2)
+        x = zero_padded(x[:, t - t_out :] + self.drop(h), cell_mask)
         x = zero_padded(x + self.drop(self.ffn(self.norm_f(x))), cell_mask)
         return x

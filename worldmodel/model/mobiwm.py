@@ -83,6 +83,7 @@ from worldmodel.model.context import (
 )
 from worldmodel.model.coverage import CoveragePrior
 from worldmodel.model.layers import (
+    DENSE_NEIGHBOUR_MAX_CELLS,
     MLP,
     AntennaBias,
     FourierPositionalEncoding,
@@ -92,6 +93,8 @@ from worldmodel.model.layers import (
     TopologyBias,
     attention_mask,
     expand_over_time,
+    neighbour_index,
+    pair_geometry,
     zero_padded,
 )
 from worldmodel.model.normalize import (
@@ -295,7 +298,8 @@ class MobiWM(nn.Module):
         grid = cell_grid_coords(xy, extent)
         xy_norm = xy / extent[:, None, None]
         cell_pe = zero_padded(self.spe(xy_norm), mask) if self.spe is not None else None
-        topo = self.trn.features(xy) if self.trn is not None else None
+        nb = neighbour_index(xy, mask, cfg.spatial_neighbours) if cfg.spatial_neighbours else None
+        topo = self.trn.features(xy, nb) if self.trn is not None else None
 
         def pe_grid(rows: int, cols: int) -> torch.Tensor | None:
             return self.spe.grid(rows, cols) if self.spe is not None else None
@@ -331,7 +335,7 @@ class MobiWM(nn.Module):
             h, fine, coarse = self.fac_enc(f, s, pe_grid(fp, fp), pe_grid(s, s))
             local = sample_at_cells(fine, grid) + sample_at_cells(coarse, grid)
             fac_cond = zero_padded(h[:, None] + local, mask)
-        cov_geom = cov_pixels = None
+        cov_geom = cov_pixels = cand_idx = cand_geom = None
         if self.coverage is not None:
             geom = self.coverage.geometry(xy, extent, grid_side)
             real = mask[:, :, None]  # padded cells: zero geometry (they never take a share)
@@ -343,6 +347,10 @@ class MobiWM(nn.Module):
                 self._tensor(facility, torch.float32) if self.coverage.facility_channels else None
             )
             cov_pixels = self.coverage.pixel_features(p_in, f_in, b, grid_side, self.device)
+            if cfg.coverage_candidates:
+                cand_idx, cand_geom = self.coverage.candidate_geometry(
+                    cov_geom, mask, cfg.coverage_candidates
+                )
         start = (
             torch.zeros(b, dtype=torch.long, device=self.device)
             if od_start_week_slot is None
@@ -354,6 +362,8 @@ class MobiWM(nn.Module):
             extent_m=extent,
             cell_pe=cell_pe,
             topo_feat=topo,
+            neighbours=nb,
+            pair_unit=pair_geometry(xy, nb)[1] if self.ant_bias is not None else None,
             poi_cond=poi_cond,
             fac_cond=fac_cond,
             od_tokens=od_tokens,
@@ -363,6 +373,8 @@ class MobiWM(nn.Module):
             coverage_geom=cov_geom,
             coverage_pixels=cov_pixels,
             coverage_memo={} if self.coverage is not None else None,
+            coverage_cand_idx=cand_idx,
+            coverage_cand_geom=cand_geom,
         )
 
     # ------------------------------------------------------------------ core
@@ -376,15 +388,20 @@ class MobiWM(nn.Module):
         ctx: ContextCache,
         od_index: torch.Tensor,
         mem_age: torch.Tensor | None = None,
+        season: int | None = None,
     ) -> torch.Tensor:
         """Normalised history ``[B, H, N]``, action features ``[B, T, N, 6]``, ``active
         [B, T, N]``, time ``[B, T]``, context, OD cache slots ``[B, T]`` → normalised ``[B, P, N]``.
 
         Inputs of padded cells must already be sanitised (zeros / False). ``mem_age [B, T -
         season, N]``: age in days of each memory slot's value (``memory_age > 1``; default:
-        from the day of week of the memory slots and their tokens).
+        from the day of week of the memory slots and their tokens). ``season``: slots from a
+        memory slot to its token in this window (default ``cfg.season``); a *compact* window
+        holds only the memory slots and the tokens (``season = T − cfg.season``), which is all
+        the model reads (``rollout`` passes one).
         """
         cfg = self.cfg
+        season = cfg.season if season is None else int(season)
         mask = ctx.cell_mask
         cov_delta = None
         if self.coverage is not None:  # one more action feature: the log demand share
@@ -392,17 +409,19 @@ class MobiWM(nn.Module):
                 raise ValueError("this context was encoded without the coverage prior")
             if cfg.coverage_calibrate:  # first: it leaves the future slots' shares in the memo
                 cov_delta = self._calibrated_delta(ctx, z_hist, act_feat, active, slot_of_day,
-                                                   day_of_week)  # fmt: skip
-                log_share = self._log_share(ctx, act_feat, active, slot_of_day, day_of_week)
+                                                   day_of_week, season)  # fmt: skip
+                log_share = self._log_share(ctx, act_feat, active, slot_of_day, day_of_week,
+                                            season)  # fmt: skip
             else:
-                log_share = self._log_share(ctx, act_feat, active, slot_of_day, day_of_week)
-                cov_delta = self._coverage_delta(log_share, active)
+                log_share = self._log_share(ctx, act_feat, active, slot_of_day, day_of_week,
+                                            season)  # fmt: skip
+                cov_delta = self._coverage_delta(log_share, active, season)
             act_feat = torch.cat([act_feat, log_share.unsqueeze(-1)], dim=-1)
         cov_last = None  # "ar-adjusted": the prior's change from t_last - season to t_last
-        if cov_delta is not None and cfg.season and cfg.season_anchor == "ar-adjusted":
+        if cov_delta is not None and season and cfg.season_anchor == "ar-adjusted":
             cov_delta, cov_last = cov_delta[:, :-1], cov_delta[:, -1:]  # _delta_pairs' last
         seas_in, anchor = None, z_hist[:, -1:, :]
-        if cfg.season:  # keep the token slots; their values one season earlier become inputs
+        if season:  # keep the token slots; their values one season earlier become inputs
             z_hist, act_feat, active, slot_of_day, day_of_week, od_index, seas_in, anchor = (
                 self._seasonal(
                     z_hist,
@@ -413,6 +432,7 @@ class MobiWM(nn.Module):
                     od_index,
                     mem_age,
                     cov_last,
+                    season,
                 )
             )
         b, h, n = z_hist.shape
@@ -426,10 +446,17 @@ class MobiWM(nn.Module):
         if seas is not None:
             x = x + seas[:, :h]
         x = zero_padded(x, mask)
-        enc_mask = self._spatial_mask(ctx, active[:, h - 1], act_feat[:, h - 1])
-        enc_mask_t = expand_over_time(enc_mask, h)
+        pad = None if bool(mask.all()) else mask  # blocks skip the zeroing without padding
+        nb = ctx.neighbours  # spatial attention over each cell's neighbours (None: all cells)
+        gather = nb if nb is not None and n > DENSE_NEIGHBOUR_MAX_CELLS else None
+
+        def spatial_mask(slot: int, slots: int) -> torch.Tensor:
+            m = self._spatial_mask(ctx, active[:, slot], act_feat[:, slot], gather is None)
+            return m if gather is not None else expand_over_time(m, slots)
+
+        enc_mask_t = spatial_mask(h - 1, h)
         for blk in self.encoder:
-            x = blk(x, enc_mask_t, mask)
+            x = blk(x, enc_mask_t, pad, gather)
         z_h = zero_padded(self.enc_norm(x), mask)
 
         # decoder input: encoded history + future queries, plus gated conditions (Eq. 19)
@@ -457,10 +484,10 @@ class MobiWM(nn.Module):
         y = zero_padded(y + cond, mask)
 
         # state decoder (Eq. 7) and head (Eq. 20)
-        dec_mask_t = expand_over_time(self._spatial_mask(ctx, active[:, -1], act_feat[:, -1]), t)
-        for blk in self.decoder:
-            y = blk(y, dec_mask_t, mask)
-        out = self.head(self.dec_norm(y[:, h:])).squeeze(-1)  # [B, P, N]
+        dec_mask_t = spatial_mask(t - 1, t)
+        for i, blk in enumerate(self.decoder):  # only the future slots are read at the end
+            y = blk(y, dec_mask_t, pad, gather, last=t - h if i == len(self.decoder) - 1 else 0)
+        out = self.head(self.dec_norm(y[:, -(t - h) :])).squeeze(-1)  # [B, P, N]
         if cfg.predict_residual:
             out = out + anchor
         if cov_delta is not None:
@@ -490,6 +517,7 @@ class MobiWM(nn.Module):
         od_index: torch.Tensor,
         mem_age: torch.Tensor | None = None,
         cov_last: torch.Tensor | None = None,
+        season: int | None = None,
     ) -> tuple[torch.Tensor, ...]:
         """Split a ``season``-model window into its token slots and their daily memory.
 
@@ -506,8 +534,9 @@ class MobiWM(nn.Module):
         ``α`` for the ``k``-th future slot (``ρ = season_mix`` clamped to [0, 1]);
         ``"ar-adjusted"``: ``"ar"`` with ``z[t_last - season]`` first moved by the coverage
         prior's change ``cov_last [B, 1, N]`` from that slot to ``t_last`` (``_coverage_term``).
+        ``season``: as in ``_core``.
         """
-        s, h = self.cfg.season, z_hist.shape[1]
+        s, h = (self.cfg.season if season is None else season), z_hist.shape[1]
         ht = h - s  # history tokens
         t_tok = act_feat.shape[1] - s
         src = z_hist[:, :t_tok]  # [B, T - s, N]: value one season before each token
@@ -523,7 +552,10 @@ class MobiWM(nn.Module):
                 week = self.cfg.days_per_week
                 age = (day_of_week[:, s:] - day_of_week[:, :t_tok]).remainder(week)
                 mem_age = torch.where(age == 0, week, age)[..., None].expand_as(on)
-            feat = (mem_age.to(src.dtype) - 1.0) / (self.cfg.days_per_week - 1)
+            # a memory older than any seen in training reads as the oldest seen (a rollout
+            # of weeks remembers its warm-up day, months old by the end)
+            age = mem_age.clamp(max=self.cfg.memory_age).to(src.dtype)
+            feat = (age - 1.0) / (self.cfg.days_per_week - 1)
             seas_in = torch.cat([seas_in, feat.unsqueeze(-1)], dim=-1)
         z_last = z_hist[:, -1:]
         if self.cfg.season_anchor in YESTERDAY_ANCHORS:
@@ -561,29 +593,31 @@ class MobiWM(nn.Module):
         active: torch.Tensor,
         slot_of_day: torch.Tensor,
         day_of_week: torch.Tensor,
+        season: int,
     ) -> torch.Tensor:
         """The coverage prior's log share ``[B, T, N]`` of the slots the model reads: all of
         them, or with a daily memory the tokens and their memory slots (others hold 0)."""
-        s, t = self.cfg.season, act_feat.shape[1]
+        s, t = season, act_feat.shape[1]
         idx = torch.arange(t, device=act_feat.device)
         if s and t > 2 * (t - s):
             idx = torch.cat([idx[: t - s], idx[s:]])
         part = self.coverage(
             ctx.coverage_geom, ctx.coverage_pixels, act_feat[:, idx], active[:, idx],
             slot_of_day[:, idx], day_of_week[:, idx], ctx.coverage_memo, self.cfg.slots_per_day,
+            ctx.coverage_candidates,
         )  # fmt: skip
         if len(idx) == t:
             return part
         return part.new_zeros(act_feat.shape[:3]).index_copy(1, idx, part)
 
-    def _delta_pairs(self, t: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def _delta_pairs(self, t: int, season: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Window slots ``(target, reference)``, each ``[P]`` (``[P + 1]`` for
         ``"ar-adjusted"``), between which the coverage prior's change is taken: every future
         slot and the slot whose traffic the output anchor reads for it, one season earlier for
         the ``YESTERDAY_ANCHORS``, else the last history slot (per cell, ``_seasonal`` falls
         back to the last slot where a cell was off then); ``"ar-adjusted"`` adds the last
-        history slot and the slot one season before it."""
-        h, s = self.cfg.history, self.cfg.season
+        history slot and the slot one season before it (``season`` slots, see ``_core``)."""
+        h, s = t - self.cfg.horizon, season
         fut = torch.arange(h, t, device=self.device)
         if not (s and self.cfg.season_anchor in YESTERDAY_ANCHORS):
             return fut, torch.full_like(fut, h - 1)
@@ -599,24 +633,28 @@ class MobiWM(nn.Module):
         active: torch.Tensor,
         slot_of_day: torch.Tensor,
         day_of_week: torch.Tensor,
+        season: int,
     ) -> torch.Tensor:
         """The coverage prior's change ``[B, P (+1), N]`` between the ``_delta_pairs``, with
         the demand proxy fitted to the traffic of each reference slot (``calibrated_delta``)."""
-        tgt, ref = self._delta_pairs(act_feat.shape[1])
+        tgt, ref = self._delta_pairs(act_feat.shape[1], season)
         return self.coverage.calibrated_delta(
             ctx.coverage_geom, ctx.coverage_pixels, act_feat[:, ref], active[:, ref],
             self.normalizer.denormalize(z_hist[:, ref]), act_feat[:, tgt], active[:, tgt],
             self.cfg.coverage_calibrate, slot_of_day[:, tgt], day_of_week[:, tgt],
             self.cfg.slots_per_day, ctx.coverage_memo, slot_of_day[:, ref], day_of_week[:, ref],
+            ctx.coverage_candidates,
         )  # fmt: skip
 
-    def _coverage_delta(self, log_share: torch.Tensor, active: torch.Tensor) -> torch.Tensor:
+    def _coverage_delta(
+        self, log_share: torch.Tensor, active: torch.Tensor, season: int
+    ) -> torch.Tensor:
         """Change ``[B, P (+1), N]`` of the coverage prior's log share between the
         ``_delta_pairs``: of every future slot from the slot the output's anchor is read at (the
         same slot one season earlier for the ``YESTERDAY_ANCHORS`` where the cell was on then,
         else the last history slot). 0 where the cell is off in either slot."""
-        h = self.cfg.history
-        tgt, ref = self._delta_pairs(log_share.shape[1])
+        h = log_share.shape[1] - self.cfg.horizon
+        tgt, ref = self._delta_pairs(log_share.shape[1], season)
         fut, on_fut = log_share[:, tgt], active[:, tgt]
         last, on_last = log_share[:, h - 1 : h], active[:, h - 1 : h]
         delta = torch.where(on_fut & on_last, fut - last, 0.0)
@@ -624,18 +662,20 @@ class MobiWM(nn.Module):
         return torch.where(on_then, torch.where(on_fut, fut - then, 0.0), delta)
 
     def _spatial_mask(
-        self, ctx: ContextCache, active: torch.Tensor, act_feat: torch.Tensor
+        self, ctx: ContextCache, active: torch.Tensor, act_feat: torch.Tensor, dense: bool = True
     ) -> torch.Tensor:
         """Additive spatial-attention mask from the TRN bias (plus the antenna bias from the
-        action features ``[B, N, 6]`` of the same slot) and the padding mask."""
+        action features ``[B, N, 6]`` of the same slot), the padding mask and, with
+        ``spatial_neighbours``, the neighbour restriction (``attention_mask``'s ``dense``)."""
+        nb = ctx.neighbours
         bias = (
-            self.trn(ctx.topo_feat, ctx.cell_mask, active)
+            self.trn(ctx.topo_feat, ctx.cell_mask, active, nb)
             if self.trn is not None and ctx.topo_feat is not None
             else None
         )
         if bias is not None and self.ant_bias is not None:
-            bias = bias + self.ant_bias(ctx.cell_xy_m, act_feat)
-        return attention_mask(bias, ctx.cell_mask, self.cfg.n_heads)
+            bias = bias + self.ant_bias(ctx.cell_xy_m, act_feat, nb, ctx.pair_unit)
+        return attention_mask(bias, ctx.cell_mask, self.cfg.n_heads, nb, dense)
 
     # ------------------------------------------------------------------ training API
     def forward(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
@@ -824,25 +864,35 @@ class MobiWM(nn.Module):
             actions = torch.cat([h_act, f_act], dim=1)  # [B, H+K·P, N, 4]
             table = self._memory_table(memory, hist, h_act, active[:, :h])
             full = torch.cat([hist, hist.new_zeros(b, k * p, n)], dim=1)  # [B, H+K·P, N]
+            keep, season = self._compact_slots(h + p)
             for c in range(k):
                 s, e = c * p, c * p + h + p
+                win, win_act, win_on = full[:, s : s + h], actions[:, s:e], active[:, s:e]
+                times = (slot[:, s:e], dow[:, s:e], od_index[:, s:e])
+                if keep is not None:  # only the memory slots and the tokens
+                    win, win_act, win_on = win[:, keep[:-p]], win_act[:, keep], win_on[:, keep]
+                    times = tuple(x[:, keep] for x in times)
                 win, win_act, win_on, age = self._with_memory(
-                    full[:, s : s + h], actions[:, s:e], active[:, s:e], s, table
+                    win, win_act, win_on, s, table, h + p - cfg.season
                 )
                 z_hist, act_feat, act_w = self._prepare(win, win_act, win_on, ctx.cell_mask)
                 z = self._core(
-                    z_hist,
-                    act_feat,
-                    act_w,
-                    slot[:, s:e],
-                    dow[:, s:e],
-                    ctx,
-                    od_index[:, s:e],
-                    age,
+                    z_hist, act_feat, act_w, times[0], times[1], ctx, times[2], age, season
                 )
-                valid = act_w[:, h:]  # already & cell_mask
+                valid = act_w[:, -p:]  # already & cell_mask
                 full[:, s + h : e] = torch.where(valid, self.normalizer.denormalize(z), 0.0)
             return full[:, h:]
+
+    def _compact_slots(self, t: int) -> tuple[torch.Tensor | None, int | None]:
+        """The slots of a ``t``-slot window the model reads (with a daily memory: the memory
+        slots ``[0, m)`` and the tokens ``[season, t)``, ``m = t − season``) and the season of
+        that compact window (``m``); ``(None, None)`` when it would not be shorter."""
+        s = self.cfg.season
+        m = t - s
+        if not s or 2 * m >= t:
+            return None, None
+        keep = torch.cat([torch.arange(m), torch.arange(s, t)]).to(self.device)
+        return keep, m
 
     def _memory_table(
         self,
@@ -883,14 +933,15 @@ class MobiWM(nn.Module):
         active: torch.Tensor,
         start: int,
         table: DailyMemory | None,
+        m: int,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """A chunk's window (``traffic [B, H, N]``, ``actions`` / ``active`` over ``H + P``,
-        first slot ``start`` of the rollout) with its memory slots (the first ``H + P −
-        season``) read from ``table`` where they lie after it and the table's cell was on;
-        plus the memory's age in days ``[B, H + P − season, N]`` (None: one day everywhere)."""
+        first slot ``start`` of the rollout; or its compact form, ``_compact_slots``) with its
+        ``m`` memory slots (the first ``H + P − season``) read from ``table`` where they lie
+        after it and the table's cell was on; plus the memory's age in days ``[B, m, N]``
+        (None: one day everywhere)."""
         if table is None:
             return traffic, actions, active, None
-        m = actions.shape[1] - self.cfg.season
         offset = torch.as_tensor(table.offset, device=traffic.device).reshape(-1, 1)  # [1 or B, 1]
         a = torch.arange(start, start + m, device=traffic.device)[None] + offset
         if int(a.max()) < table.season:

@@ -277,3 +277,14 @@ def test_closed_form_checkpoint_script(tmp_path) -> None:
     torch.testing.assert_close(closed(batch), want, rtol=1e-4, atol=1e-4)
     with pytest.raises(ValueError, match="coverage prior"):
         script.closed_form(save_checkpoint(make_model().eval(), tmp_path / "plain"), 3)
+
+
+def test_set_product_with_equal_groups_uses_one_batched_product() -> None:
+    g = torch.Generator().manual_seed(1)
+    w = torch.rand(4, 3, 10, generator=g)
+    sets = torch.tensor([3, 1, 1, 3, 0, 0])  # set 2 unused; 2 rows each
+    prod = SetProduct(w, sets)
+    assert prod.size == 2
+    rho, x = torch.rand(6, 10, generator=g), torch.rand(6, 3, generator=g)
+    torch.testing.assert_close(prod.served(rho), torch.einsum("rng,rg->rn", w[sets], rho))
+    torch.testing.assert_close(prod.back(x), torch.einsum("rng,rn->rg", w[sets], x))

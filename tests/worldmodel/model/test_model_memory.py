@@ -103,8 +103,8 @@ def test_cells_off_on_the_observed_day_fall_back_to_the_window() -> None:
                         torch.ones(2, S, 7, dtype=torch.bool), offset=S)  # fmt: skip
     table.active[1, 3, 2] = False
     win_on[0, 2, 1] = False  # off in the window's own memory slot: on in the table's
-    t, a, on, age = model._with_memory(win_t, win_a, win_on, 0, table)
     m = H + P - S  # memory slots
+    t, a, on, age = model._with_memory(win_t, win_a, win_on, 0, table, m)
     assert torch.equal(t[:, m:], win_t[:, m:]) and torch.equal(a[:, m:], win_a[:, m:])
     assert t[1, 3, 2] == win_t[1, 3, 2] and torch.equal(a[1, 3, 2], win_a[1, 3, 2])
     keep = torch.ones(2, m, 7, dtype=torch.bool)
@@ -113,7 +113,7 @@ def test_cells_off_on_the_observed_day_fall_back_to_the_window() -> None:
     assert (age[keep] == 2).all() and age[1, 3, 2] == 1  # the table is one day older
     # slots not yet past the table read the window
     early = dataclasses.replace(table, offset=S - 3)
-    t2, _, _, _ = model._with_memory(win_t, win_a, win_on, 0, early)
+    t2, _, _, _ = model._with_memory(win_t, win_a, win_on, 0, early, m)
     assert torch.equal(t2[:, :3], win_t[:, :3]) and (t2[0, 3:m] == 99.0).all()
 
 

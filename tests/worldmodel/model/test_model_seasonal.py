@@ -277,3 +277,51 @@ def test_ar_anchor_learns_its_decay() -> None:
     batch = _batch(n_cells=(5,), all_active=True)
     model(batch).square().mean().backward()
     assert model.season_mix.grad is not None and model.season_mix.grad.abs() > 0
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        dict(season=96, season_anchor="yesterday", season_actions=True, memory_age=3),
+        dict(season=8, season_anchor="ar-adjusted", coverage_prior=True, coverage_calibrate=2),
+        dict(season=8, coverage_prior=True, coverage_daily_demand=True),
+    ],
+)
+def test_compact_rollout_window_equals_the_full_forward(options: dict) -> None:
+    """``predict`` reads a compact window (memory slots and tokens only) when that is shorter
+    than the full one; it equals ``forward`` on the full window."""
+    options = dict(options)
+    s, ht, p = options.pop("season"), 2, 2  # 2 * (H_tok + P) < H + P: compact
+    h = s + ht
+    model = make_model(history=h, season=s, horizon=p, **options).eval()
+    assert model._compact_slots(h + p)[1] == ht + p
+    batch = make_batch(n_cells=(5, 7), history=h, horizon=p, seed=8)
+    week0 = batch["day_of_week"][:, 0] * 96 + batch["slot_of_day"][:, 0]
+    ctx = {key: batch[key] for key in ("poi", "od", "facility", "cell_xy", "extent_m")}
+    ctx["od_start_week_slot"] = week0
+    pred = model.predict(
+        batch["traffic"][:, :h], batch["actions"][:, :h], batch["actions"][:, h:], ctx,
+        {"cell_mask": batch["cell_mask"], "active": batch["active"]},
+        {"slot_of_day": batch["slot_of_day"], "day_of_week": batch["day_of_week"]},
+    )  # fmt: skip
+    z = model(batch)
+    mb = torch.where(batch["active"][:, h:], model.normalizer.denormalize(z), 0.0)
+    torch.testing.assert_close(pred, mb, rtol=1e-5, atol=1e-4)
+
+
+def test_memories_older_than_any_in_training_read_as_the_oldest() -> None:
+    s, ht, p = 96, 2, 2
+    model = make_model(history=s + ht, season=s, horizon=p, season_anchor="yesterday",
+                       memory_age=3).eval()  # fmt: skip
+    batch = make_batch(n_cells=(5,), history=s + ht, horizon=p, seed=9)
+    zh, feat, on = model._prepare(batch["traffic"][:, : s + ht], batch["actions"],
+                                  batch["active"], torch.ones(1, 5, dtype=torch.bool))  # fmt: skip
+    args = (zh, feat, on, batch["slot_of_day"], batch["day_of_week"], torch.zeros_like(
+        batch["slot_of_day"]))  # fmt: skip
+
+    def memory_input(age: int) -> torch.Tensor:
+        mem_age = torch.full((1, ht + p, 5), age)
+        return model._seasonal(*args, mem_age=mem_age)[6]
+
+    assert torch.equal(memory_input(3), memory_input(40))
+    assert not torch.equal(memory_input(2), memory_input(3))
