@@ -28,7 +28,7 @@ import torch
 from gymnasium.vector import AutoresetMode
 
 import mobiwm_env
-from mobiwm_env.config import DEFAULT_CHECKPOINT, EnvConfig
+from mobiwm_env.config import EnvConfig, resolve_checkpoint
 from mobiwm_env.core import LoadBalanceCore
 from mobiwm_env.dynamics import DynamicsStep, TwinDynamics, WorldModelDynamics
 from mobiwm_env.sb3 import SB3VecEnv
@@ -54,11 +54,6 @@ def backend_of(env_id: str) -> str:
     """``"world_model"`` or ``"twin"`` for a backend name or Gymnasium id."""
     eid = env_id_of(env_id)
     return next(k for k, v in BACKENDS.items() if v == eid)
-
-
-def resolve_checkpoint(checkpoint: str | Path | None) -> Path:
-    """``checkpoint`` as a path; ``None``/``""`` = the shipped default checkpoint."""
-    return DEFAULT_CHECKPOINT if checkpoint in (None, "") else Path(checkpoint)
 
 
 def checkpoint_format(checkpoint: str | Path | None) -> str:

@@ -66,7 +66,7 @@ TRAIN_COMMANDS = {
 class Table2Config:
     """The Table 2 study: PPO trained in three world models and in the twin, judged on the twin."""
 
-    mobiwm: str = arg("", "MobiWM checkpoint ('' = the shipped mobiwm-default)")
+    mobiwm: str = arg("", "MobiWM checkpoint folder or shipped name ('' = the env default)")
     static: str = arg("runs/static-mobiwm/best", "Static-MobiWM checkpoint ('' = skip)")
     gru: str = arg("runs/gru-wm/best", "GRU world-model checkpoint ('' = skip)")
     twin: bool = arg(True, "also train PPO directly in the twin (the upper bound)")

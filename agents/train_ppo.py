@@ -49,6 +49,7 @@ from agents.evaluate import EVAL_SEED, evaluate_policies, write_results  # noqa:
 from agents.policies import CellSharedPolicy, shared_policy_kwargs  # noqa: E402
 from agents.warmstart import WARM_START_CONTROLLERS, warm_start  # noqa: E402
 from worldmodel.cli import arg, parse_config, write_json_atomic  # noqa: E402
+from worldmodel.devices import resolve_device  # noqa: E402
 
 DEFAULT_TIMESTEPS = 18_432
 """Default budget: 24 PPO iterations of 16 envs × 48 steps, ~8–10 min of training with the
@@ -66,7 +67,7 @@ class PPOConfig:
 
     env_id: str = arg("MobiWM-LoadBalance-v0", "env to train in (world model or ...-Twin-v0)")
     scenario: str = arg("hex57", "scenario name (worldmodel.twin.builders.SCENARIOS)")
-    checkpoint: str = arg("", "world-model checkpoint folder ('' = the shipped mobiwm-default); "
+    checkpoint: str = arg("", "world-model checkpoint folder or shipped name: fast | full ('' = the env default); "
                               "MobiWM, Static-MobiWM or GRU checkpoints")  # fmt: skip
     num_envs: int = arg(16, "sub-envs stepped as one batch")
     total_timesteps: int = arg(DEFAULT_TIMESTEPS, "env steps of training (all sub-envs)")
@@ -110,6 +111,7 @@ class PPOConfig:
         ("noop", "random", "heuristic"), "baselines evaluated beside the policy (add mpc: slow)"
     )
     gif: bool = arg(True, "save a heat-map GIF of one evaluation episode")
+    device: str = arg("cpu", "torch device of the policy and the world model: cpu | cuda | cuda:N")
     threads: int = arg(1, "torch CPU threads (1: fastest on a busy 2-core CPU; 0: torch default)")
     progress: bool = arg(True, "show a progress bar")
     label: str = arg("", "name of the policy in tables ('' = 'PPO (<trained in>)')")
@@ -129,6 +131,7 @@ class PPOConfig:
             raise ValueError("warm_start_steps and warm_start_epochs must be >= 1")
         if self.eval_runs == 1:
             raise ValueError("eval_runs must be 0 or >= 2 (confidence intervals)")
+        resolve_device(self.device)
 
     @property
     def trained_in(self) -> str:
@@ -143,21 +146,25 @@ class PPOConfig:
             "lambda_delta": self.lambda_delta,
             "lambda_unserved": self.lambda_unserved,
             "episode_steps": self.episode_steps,
+            "device": self.device,  # of the world model (the twin ignores it)
         }
 
 
 # ============================================================================ callbacks
 class ProgressCallback(BaseCallback):
-    """A tqdm progress bar over env steps with the latest mean episode return."""
+    """A tqdm progress bar over env steps with the latest mean episode return and the overall
+    training speed (env steps/s including PPO updates)."""
 
     def __init__(self, total: int) -> None:
         super().__init__()
         self.total = total
         self.bar = None
+        self._t0 = 0.0
 
     def _on_training_start(self) -> None:
         from tqdm.auto import tqdm
 
+        self._t0 = time.perf_counter()
         self.bar = tqdm(total=self.total, unit="step", desc="PPO", dynamic_ncols=True)
 
     def _on_step(self) -> bool:
@@ -166,8 +173,11 @@ class ProgressCallback(BaseCallback):
 
     def _on_rollout_end(self) -> None:
         buf = self.model.ep_info_buffer
+        sps = self.num_timesteps / max(time.perf_counter() - self._t0, 1e-9)
+        post = {"steps/s (with updates)": f"{sps:.0f}"}
         if buf:
-            self.bar.set_postfix(ep_return=f"{np.mean([e['r'] for e in buf]):.1f}")
+            post["ep_return"] = f"{np.mean([e['r'] for e in buf]):.1f}"
+        self.bar.set_postfix(post)
 
     def _on_training_end(self) -> None:
         self.bar.close()
@@ -267,7 +277,7 @@ def build_model(cfg: PPOConfig, venv: Any, tb_dir: Path | None) -> PPO:
         policy_kwargs=policy_kwargs,
         tensorboard_log=None if tb_dir is None else str(tb_dir),
         seed=cfg.seed,
-        device="cpu",
+        device=cfg.device,
         verbose=0,
     )
 

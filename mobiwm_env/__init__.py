@@ -4,7 +4,8 @@ Importing the package registers two Gymnasium ids that share observation space, 
 and reward (Eq. 21), so a policy moves between them unchanged:
 
 * ``MobiWM-LoadBalance-v0``: dynamics of the frozen MobiWM world model (the shipped checkpoint
-  ``mobiwm_env/assets/mobiwm-default`` unless ``checkpoint=PATH``);
+  ``mobiwm_env/assets/mobiwm-full``, or ``checkpoint="fast"`` for the small fast model, or
+  ``checkpoint=PATH``);
 * ``MobiWM-LoadBalance-Twin-v0``: dynamics of the physics digital twin (ground truth).
 
 Both support ``gym.make`` and ``gym.make_vec`` (a natively batched vector env). See

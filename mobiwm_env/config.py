@@ -22,8 +22,30 @@ DYNAMICS: tuple[str, ...] = ("world_model", "twin")
 MEMORY_MODES: tuple[str, ...] = ("observed", "predicted")
 """``EnvConfig.memory`` values: ``MobiWM.rollout``'s daily-memory modes (kept equal by a test;
 not imported, so that the config needs no torch)."""
-DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "assets" / "mobiwm-default"
+_ASSETS = Path(__file__).resolve().parent / "assets"
+SHIPPED_CHECKPOINTS: dict[str, Path] = {
+    "fast": _ASSETS / "mobiwm-fast",
+    "full": _ASSETS / "mobiwm-full",
+}
+"""The shipped MobiWM checkpoints by name (``checkpoint="fast"``): ``full`` is the full-size
+MobiWM (preset S), ``fast`` the small env model (preset XS, neighbour attention); their
+fidelity and speed are in ``docs/RESULTS.md``."""
+DEFAULT_NAME = "full"
+"""The shipped checkpoint ``MobiWM-LoadBalance-v0`` loads unless ``checkpoint=``."""
+DEFAULT_CHECKPOINT = SHIPPED_CHECKPOINTS[DEFAULT_NAME]
 """The shipped MobiWM checkpoint used by ``MobiWM-LoadBalance-v0`` unless ``checkpoint=``."""
+
+
+def resolve_checkpoint(checkpoint: str | Path | None) -> Path:
+    """A checkpoint path from ``None`` / ``""`` (the default), a name of
+    ``SHIPPED_CHECKPOINTS`` or a path."""
+    if checkpoint in (None, ""):
+        return DEFAULT_CHECKPOINT
+    if isinstance(checkpoint, str) and checkpoint in SHIPPED_CHECKPOINTS:
+        return SHIPPED_CHECKPOINTS[checkpoint]
+    return Path(checkpoint)
+
+
 DEFAULT_MAX_STEP: tuple[float, float, float, float] = (1.0, 10.0, 1.0, 1.0)
 """Per-step limits of the four parameters: power 1 dB, azimuth 10°, mech tilt 1°, elec tilt 1°."""
 
@@ -38,8 +60,9 @@ class EnvConfig:
     """A name of ``worldmodel.twin.builders.SCENARIOS`` ("hex57", "urban", "suburb", ...) or a
     ``Scenario`` object."""
     checkpoint: str | Path | None = None
-    """World-model checkpoint directory; ``None`` = the shipped ``assets/mobiwm-default``.
-    Ignored by the twin backend."""
+    """World-model checkpoint directory, or the name of a shipped one (``"fast"``, ``"full"``:
+    ``SHIPPED_CHECKPOINTS``); ``None`` = the shipped default (``DEFAULT_NAME``). Ignored by the
+    twin backend."""
     memory: str = "observed"
     """World-model backend with a daily memory: what a slot more than a day into an episode
     remembers as "the same slot yesterday" (``MobiWM.rollout``): ``"observed"`` = the same slot
@@ -122,6 +145,13 @@ class EnvConfig:
             f"max_cells must be None or an int >= 1, got {self.max_cells!r}",
         )
         object.__setattr__(self, "max_step", _parse_max_step(self.max_step))
+        if str(self.device) != "cpu":  # (torch is imported only for another device)
+            from worldmodel.devices import resolve_device
+
+            try:
+                resolve_device(str(self.device))
+            except ValueError as err:
+                raise ValueError(f"EnvConfig: {err}") from None
         for name in ("lambda_delta", "lambda_unserved", "init_noise_steps"):
             value = getattr(self, name)
             need(

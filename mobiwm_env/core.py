@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from mobiwm_env import objective
-from mobiwm_env.config import DEFAULT_CHECKPOINT, EnvConfig
+from mobiwm_env.config import EnvConfig, resolve_checkpoint
 from mobiwm_env.dynamics import (
     DemandTotals,
     Dynamics,
@@ -91,7 +91,7 @@ class LoadBalanceCore:
         if cfg.dynamics == "twin":
             self.dynamics: Dynamics = TwinDynamics(sc, e, self.source)
         else:
-            ckpt = DEFAULT_CHECKPOINT if cfg.checkpoint is None else cfg.checkpoint
+            ckpt = resolve_checkpoint(cfg.checkpoint)
             self.dynamics = WorldModelDynamics(
                 sc, e, ckpt, cfg.warmup_slots, cfg.device, memory=cfg.memory
             )
@@ -164,7 +164,6 @@ class LoadBalanceCore:
             randomize = cfg.randomize_params and options.get("params") is None
         starts = np.empty(len(idx), dtype=np.int64)
         params = np.empty((len(idx), n, 4))
-        warmups = []
         seed = 0
         for j, rng in enumerate(rngs):
             starts[j] = self._start_slot(rng, options)
@@ -172,7 +171,7 @@ class LoadBalanceCore:
             params[j] = self._apply_change(base, noise) if randomize else base
             s = int(rng.integers(1 << 62))
             seed = s if j == 0 else seed
-            warmups.append(self.source.get(int(starts[j]), base, self.active))
+        warmups = self.source.get_many(starts.tolist(), base, self.active)
         self.dynamics.reset(idx, starts, params, warmups, seed)
         self.params[idx] = params
         self.slot[idx] = starts

@@ -18,10 +18,17 @@
 model) for the objective's shortfall term, on both backends.
 
 ``HistorySource`` produces the initial history of every episode with the twin (both
-backends): a twin copy is reset at ``start − W`` with the start parameters and run ``W``
-slots. Its fast fading is seeded by ``(scenario.seed, start)``, which makes the warm-up a pure
-function of ``(scenario, start slot, parameters, active flags)``; results are LRU-cached
-per process and shared by every env of the same scenario.
+backends). Under a given set of base parameters the twin runs *once*, continuously, from
+``W`` slots before week 1 onwards (``WarmupTrace``; its fast fading seeded by the scenario's
+seed, the same draws under every parameter set); the history of an episode starting at step
+boundary ``s`` is that run's slots ``s − W .. s − 1`` and its A3 association state at ``s``.
+One run of a few hundred slots thus serves every start slot of the week, so a reset of many
+envs costs about as much as one warm-up. (On large maps, whose states do not all fit in
+``TRACE_STATE_BUDGET_MB``, a start behind the run restarts it.) Other start slots (off the
+step grid, before the run's first ``W`` slots or more than ``TRACE_MAX_WEEKS`` weeks on) get
+their own run of ``W`` slots from ``start − W``, seeded by ``(scenario.seed, start)``. Either
+way a warm-up is a pure function of ``(scenario, start slot, parameters, active flags)``;
+results are LRU-cached per process and shared by every env of the same scenario.
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ import dataclasses
 import functools
 import math
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -41,7 +49,15 @@ from worldmodel.twin.network import ASSOCIATION_FIELDS, NetworkTwin, TwinState
 from worldmodel.twin.scenario import DAYS_PER_WEEK, SLOTS_PER_DAY, SLOTS_PER_WEEK, Scenario
 
 _WARMUP_STREAM = 0x57A2
+_TRACE_STREAM = 0x7ACE
 _U63 = (1 << 63) - 1
+TRACE_MAX_WEEKS = 4
+"""A warm-up trace runs at most this many weeks past its first start week."""
+TRACE_STATE_BUDGET_MB = 64.0
+"""A trace keeps the A3 state of every step boundary it passes while they fit in this many MB;
+on larger maps only the states of start slots that were asked for."""
+TRACE_STEP = 4
+"""Slots between the A3 states a trace keeps (start slots on other slots run on their own)."""
 
 
 # ============================================================================ scenarios
@@ -114,8 +130,65 @@ class Warmup:
     params: np.ndarray  # [N, 4] float64 physical parameters the warm-up ran under
 
 
+class WarmupTrace:
+    """One continuous single-copy twin run under fixed parameters, from slot ``origin`` on;
+    it keeps the traffic of every slot and the A3 state of step boundaries (module doc)."""
+
+    def __init__(
+        self, twin: NetworkTwin, origin: int, params: np.ndarray, active: np.ndarray, seed: int
+    ) -> None:
+        self.twin = twin
+        self.origin = int(origin)
+        self.params = params
+        # the same fading for every parameter set (common random numbers)
+        twin.rng = np.random.default_rng([seed & _U63, self.origin, _TRACE_STREAM])
+        twin.reset(slot=self.origin, params=params, active=active)
+        self.traffic: list[np.ndarray] = []  # [n, N] blocks from origin
+        self.unserved: list[np.ndarray] = []
+        self.states: dict[int, dict[str, np.ndarray]] = {}
+        n_px = int(np.asarray(twin.get_state(0).serving_col).size)
+        per_state_mb = n_px * len(ASSOCIATION_FIELDS) / 1e6
+        weeks_states = TRACE_MAX_WEEKS * SLOTS_PER_WEEK // TRACE_STEP
+        self.keep_all = per_state_mb * weeks_states <= TRACE_STATE_BUDGET_MB
+
+    @property
+    def position(self) -> int:
+        """The next slot the run simulates."""
+        return int(self.twin.slot[0])
+
+    def covers(self, start: int, warmup_slots: int) -> bool:
+        """Whether ``start`` is a step boundary within the run's span."""
+        end = self.origin + warmup_slots + TRACE_MAX_WEEKS * SLOTS_PER_WEEK
+        return self.origin + warmup_slots <= start <= end and start % TRACE_STEP == 0
+
+    def has_passed(self, start: int) -> bool:
+        """``start`` lies behind the run and its state was not kept."""
+        return start < self.position and start not in self.states
+
+    def advance(self, wanted: set[int]) -> None:
+        """Run on to the largest slot of ``wanted`` (slots ≥ the position), keeping states."""
+        stop = max(wanted)
+        twin = self.twin
+        while self.position < stop:
+            out = twin.step(TRACE_STEP - self.position % TRACE_STEP)
+            self.traffic.append(out.traffic[0].copy())
+            self.unserved.append(out.unserved[0].copy())
+            pos = self.position
+            if self.keep_all or pos in wanted:
+                end = twin.get_state(0)
+                self.states[pos] = {n: _compact(getattr(end, n)[0]) for n in ASSOCIATION_FIELDS}
+
+    def warmup(self, start: int, warmup_slots: int) -> Warmup:
+        traffic = np.concatenate(self.traffic) if len(self.traffic) > 1 else self.traffic[0]
+        unserved = np.concatenate(self.unserved) if len(self.unserved) > 1 else self.unserved[0]
+        self.traffic, self.unserved = [traffic], [unserved]
+        a, b = start - warmup_slots - self.origin, start - self.origin
+        return Warmup(traffic[a:b].copy(), unserved[a:b].copy(), self.states[start],
+                      self.params.copy())  # fmt: skip
+
+
 class HistorySource:
-    """Initial histories from a single-copy twin, cached by (start, params, active)."""
+    """Initial histories from the twin (module doc), cached by (start, params, active)."""
 
     def __init__(
         self,
@@ -129,26 +202,72 @@ class HistorySource:
         self.twin = twin if twin is not None else NetworkTwin(scenario, 1, seed=scenario.seed)
         self.cache_size = int(cache_size)
         self._cache: OrderedDict[tuple, Warmup] = OrderedDict()
+        self._traces: OrderedDict[tuple, WarmupTrace] = OrderedDict()
         self.hits = 0
         self.misses = 0
 
     def get(self, start_slot: int, params: np.ndarray, active: np.ndarray) -> Warmup:
         """Warm-up ending just before ``start_slot`` (≥ ``warmup_slots``) under ``params [N, 4]``."""
+        return self.get_many([start_slot], params, active)[0]
+
+    def get_many(
+        self, start_slots: Sequence[int], params: np.ndarray, active: np.ndarray
+    ) -> list[Warmup]:
+        """``get`` for many start slots under the same parameters: the continuous run serves
+        them in slot order, so one pass covers them all."""
         w = self.warmup_slots
-        if start_slot < w:
+        bad = [int(s) for s in start_slots if s < w]
+        if bad:
             raise ValueError(
-                f"start_slot={start_slot} must be >= warmup_slots={w} (the warm-up runs slots "
+                f"start_slot={bad[0]} must be >= warmup_slots={w} (the warm-up runs slots "
                 f"start-{w}..start-1); add {SLOTS_PER_WEEK} for the same time of the week"
             )
         p = np.ascontiguousarray(params, dtype=np.float64)
         a = np.ascontiguousarray(active, dtype=bool)
-        key = (int(start_slot), p.tobytes(), a.tobytes())
-        hit = self._cache.get(key)
-        if hit is not None:
-            self._cache.move_to_end(key)
-            self.hits += 1
-            return hit
-        self.misses += 1
+        pa = (p.tobytes(), a.tobytes())
+        found: dict[int, Warmup] = {}
+        for s in sorted({int(x) for x in start_slots}):
+            hit = self._cache.get((s, *pa))
+            if hit is not None:
+                self._cache.move_to_end((s, *pa))
+                self.hits += 1
+                found[s] = hit
+        missing = sorted({int(x) for x in start_slots} - set(found))
+        if missing:
+            trace = self._trace(pa, p, a)
+            served = [s for s in missing if trace.covers(s, w)]
+            if any(trace.has_passed(s) for s in served):  # large map: run it again
+                trace = self._trace(pa, p, a, restart=True)
+            ahead = {s for s in served if s >= trace.position}
+            if ahead:
+                trace.advance(ahead)
+            for s in missing:
+                self.misses += 1
+                found[s] = trace.warmup(s, w) if s in served else self._own_run(s, p, a)
+                self._cache[(s, *pa)] = found[s]
+            while len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
+        return [found[int(s)] for s in start_slots]
+
+    def _trace(
+        self, key: tuple, params: np.ndarray, active: np.ndarray, restart: bool = False
+    ) -> WarmupTrace:
+        trace = None if restart else self._traces.get(key)
+        if trace is None:
+            origin = SLOTS_PER_WEEK - self.warmup_slots
+            origin -= origin % TRACE_STEP  # states on step boundaries
+            origin = max(origin, 0)
+            trace = WarmupTrace(clone_twin(self.twin), origin, params, active, self.scenario.seed)
+            self._traces[key] = trace
+            while len(self._traces) > 2:
+                self._traces.popitem(last=False)
+        else:
+            self._traces.move_to_end(key)
+        return trace
+
+    def _own_run(self, start_slot: int, p: np.ndarray, a: np.ndarray) -> Warmup:
+        """A warm-up of its own: ``W`` slots from ``start − W``, seeded by the start slot."""
+        w = self.warmup_slots
         twin = self.twin
         twin.rng = np.random.default_rng(
             [self.scenario.seed & _U63, int(start_slot), _WARMUP_STREAM]
@@ -157,11 +276,7 @@ class HistorySource:
         out = twin.step(w)
         end = twin.get_state(0)
         state = {name: _compact(getattr(end, name)[0]) for name in ASSOCIATION_FIELDS}
-        warm = Warmup(out.traffic[0].copy(), out.unserved[0].copy(), state, p.copy())
-        self._cache[key] = warm
-        while len(self._cache) > self.cache_size:
-            self._cache.popitem(last=False)
-        return warm
+        return Warmup(out.traffic[0].copy(), out.unserved[0].copy(), state, p.copy())
 
 
 def _compact(arr: np.ndarray) -> np.ndarray:

@@ -1,9 +1,10 @@
 """Copy a trained MobiWM checkpoint into the package and record its metrics on test maps.
 
-    python scripts/ship_checkpoint.py --run runs/mobiwm-default \
-        --eval runs/eval-default/results.json
+    python scripts/ship_checkpoint.py --name fast --run runs/mobiwm-xs --eval runs/eval/results.json
+    python scripts/ship_checkpoint.py --name full --run runs/mobiwm-s --eval ...
 
-Writes ``mobiwm_env/assets/mobiwm-default/`` (``model.safetensors`` + ``config.json``). The
+Writes the shipped checkpoint ``--name`` (``fast``: the small env model, ``full``: the full
+MobiWM; ``mobiwm_env.config.SHIPPED_CHECKPOINTS``), ``model.safetensors`` + ``config.json``. The
 JSON's ``extra.test_metrics`` holds the evaluation's Table-1 rollout metrics (from
 ``python -m worldmodel.evaluate``), and ``extra.reference_check`` a small, quickly
 recomputable rollout on one held-out map (``hex-para-test-000``, regenerated from its seed),
@@ -22,12 +23,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from mobiwm_env.config import SHIPPED_CHECKPOINTS  # noqa: E402
 from worldmodel.cli import write_json_atomic  # noqa: E402
 from worldmodel.data.generate import GenerateConfig, ScenarioSpec, generate  # noqa: E402
 from worldmodel.evaluate import evaluate_models  # noqa: E402
 from worldmodel.model.checkpoint import load_checkpoint  # noqa: E402
 
-DEST = ROOT / "mobiwm_env" / "assets" / "mobiwm-default"
 REFERENCE = {"scenario": "hex-para", "map": "hex-para-test-000", "rollout_slots": 96}
 """The reference check: the default preset's first hex-para test map, a one-day rollout."""
 
@@ -57,8 +58,9 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--run", type=Path, required=True, help="training run folder (uses best/)")
     p.add_argument("--eval", type=Path, required=True, help="results.json of worldmodel.evaluate")
-    p.add_argument("--dest", type=Path, default=DEST)
+    p.add_argument("--name", choices=sorted(SHIPPED_CHECKPOINTS), required=True)
     args = p.parse_args()
+    args.dest = SHIPPED_CHECKPOINTS[args.name]
     src = args.run / "best"
     load_checkpoint(src)  # validates before anything is copied
     results = json.loads(args.eval.read_text())
