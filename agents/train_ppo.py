@@ -52,13 +52,12 @@ from worldmodel.cli import arg, parse_config, write_json_atomic  # noqa: E402
 from worldmodel.devices import resolve_device  # noqa: E402
 
 DEFAULT_TIMESTEPS = 18_432
-"""Default budget: 24 PPO iterations of 16 envs × 48 steps, ~8–10 min of training with the
-shipped checkpoint on hex57 on the shared 2-core CPU (measured 32–41 steps/s overall for the
-shared policy: rollouts ~46 steps/s, plus updates); the twin evaluation adds ~2 min."""
-BUDGET_STEPS_PER_SECOND = 22
+"""Default budget: 24 PPO iterations of 16 envs × 48 steps, ~5 min of training with the
+default (full) world model on hex57 on the 2-core CPU (measured 63 steps/s overall for the
+shared policy with 5 epochs, version 0.2.0); the twin evaluation adds about a minute."""
+BUDGET_STEPS_PER_SECOND = 63
 """Training speed (env steps/s, rollouts + PPO updates) measured for the main job with the
-shipped checkpoint (session 12's, 22.4; session 10's: 24, session 9's: 28, session 8's: 17,
-session 7's: 35)."""
+default (full) world model, version 0.2.0 (0.1.0: 17–35)."""
 
 
 @dataclass
