@@ -89,3 +89,68 @@ def test_memory_option_is_validated_and_matches_the_model(memory_checkpoint: Pat
     assert MEMORY_MODES == MODEL_MODES
     with pytest.raises(ValueError, match="memory must be one of"):
         gym.make(WM_ID, checkpoint=str(memory_checkpoint), memory="yesterday")
+
+
+def test_fast_layout_env_equals_a_plain_rollout_with_changing_actions(tmp_path: Path) -> None:
+    """The env's fast paths (parameter sets shared between the rows of its one-map context,
+    the week's demand table, compact windows, neighbour attention, candidate cells) give the
+    same traffic as one ``MobiWM.rollout`` over a context whose rows are separate copies."""
+    import dataclasses
+
+    import torch
+
+    from worldmodel.model.checkpoint import save_checkpoint
+    from worldmodel.model.config import preset
+    from worldmodel.model.mobiwm import MobiWM
+
+    torch.manual_seed(0)
+    model = MobiWM(preset(
+        "debug", history=100, season=96, horizon=4, season_anchor="yesterday", memory_age=6,
+        season_actions=True, coverage_prior=True, coverage_daily_demand=True,
+        coverage_calibrate=3, coverage_candidates=8, spatial_neighbours=8,
+    ))  # fmt: skip
+    model.normalizer.set_stats(200.0, 0.7, 0.8)
+    with torch.no_grad():  # a demand proxy that moves with the time of day, a live head
+        torch.nn.init.normal_(model.coverage.demand.fc2.weight, std=1.0)
+        torch.nn.init.normal_(model.head.weight, std=0.5)
+    ckpt = save_checkpoint(model, tmp_path / "fast")
+    steps = 6
+    envs = gym.make_vec(WM_ID, num_envs=3, checkpoint=str(ckpt), episode_steps=steps + 1)
+    try:
+        _, info = envs.reset(seed=5)
+        core = envs.unwrapped.core
+        hist_t, hist_p = core.hist_traffic.copy(), core.hist_params.copy()
+        slot0, dyn = info["slot"].copy(), core.dynamics
+        rng = np.random.default_rng(0)
+        traffic, params = [], []
+        for _ in range(steps):
+            a = rng.uniform(-1, 1, envs.action_space.shape).astype(np.float32)
+            info = envs.step(a)[4]
+            traffic.append(info["traffic"])
+            params.append(info["params"].astype(np.float32))
+    finally:
+        envs.close()
+    model, h, p = dyn.model, dyn.history, dyn.horizon
+    fut = np.repeat(np.stack(params, axis=1), p, axis=1)  # [E, steps·P, N, 4]
+    slots = slot0[:, None] + np.arange(-h, steps * p)[None]
+    time = {
+        "slot_of_day": torch.as_tensor(slots % 96),
+        "day_of_week": torch.as_tensor(slots // 96 % 7),
+    }
+    separate = dataclasses.replace(
+        dyn.context,
+        **{f.name: getattr(dyn.context, f.name).contiguous()
+           for f in dataclasses.fields(dyn.context)
+           if isinstance(getattr(dyn.context, f.name), torch.Tensor)},
+        coverage_memo={},
+    )  # fmt: skip
+    assert separate.coverage_geom.stride(0) != 0  # rows no longer share sets or tables
+    e, n = fut.shape[0], fut.shape[2]
+    active = torch.as_tensor(dyn.active).expand(e, h + steps * p, n)
+    oracle = model.rollout(
+        torch.as_tensor(hist_t[:, -h:]), torch.as_tensor(hist_p[:, -h:]), torch.as_tensor(fut),
+        separate, {"active": active}, time, n_chunks=steps,
+    )  # fmt: skip
+    got = np.concatenate(traffic, axis=1)
+    assert np.ptp(np.stack(params), axis=0).max() > 0  # the parameters did change
+    np.testing.assert_allclose(got, np.maximum(oracle.numpy(), 0.0), rtol=1e-4, atol=1e-3)
