@@ -502,8 +502,9 @@ def _load_world_model(checkpoint: str | Path, device: str = "cpu") -> Any:
         return load_checkpoint(path, map_location=device)
     except FileNotFoundError as err:
         raise FileNotFoundError(
-            f"world-model checkpoint {str(path)!r} not found ({err}); pass checkpoint=PATH to a "
-            "directory with config.json and model.safetensors, or use MobiWM-LoadBalance-Twin-v0"
+            f"world-model checkpoint {str(path)!r} not found ({err}); pass checkpoint= a shipped "
+            "name ('fast', 'full') or a directory with config.json and model.safetensors, or "
+            "use MobiWM-LoadBalance-Twin-v0"
         ) from err
     except (ValueError, OSError, RuntimeError) as err:
         raise ValueError(f"world-model checkpoint {str(path)!r} cannot be loaded: {err}") from err
