@@ -125,19 +125,25 @@ def test_rollout_equals_chained_predict_and_trains() -> None:
     assert model.season_mix.grad is not None and model.season_mix.grad != 0
 
 
-def test_forward_equals_predict_and_ignores_memory_od() -> None:
-    model = _model()
-    batch = _batch(n_cells=(5, 7), seed=6)
+def _predict_and_forward(model, batch: dict, h: int):
+    """``predict`` of ``batch``'s last slots from its first ``h``, ``forward`` of the whole
+    window as MB (0 where inactive), and ``forward``'s normalised output."""
     week0 = batch["day_of_week"][:, 0] * 96 + batch["slot_of_day"][:, 0]
     ctx = {key: batch[key] for key in ("poi", "od", "facility", "cell_xy", "extent_m")}
     ctx["od_start_week_slot"] = week0
     pred = model.predict(
-        batch["traffic"][:, :H], batch["actions"][:, :H], batch["actions"][:, H:], ctx,
+        batch["traffic"][:, :h], batch["actions"][:, :h], batch["actions"][:, h:], ctx,
         {"cell_mask": batch["cell_mask"], "active": batch["active"]},
         {"slot_of_day": batch["slot_of_day"], "day_of_week": batch["day_of_week"]},
     )  # fmt: skip
     z = model(batch)
-    mb = torch.where(batch["active"][:, H:], model.normalizer.denormalize(z), 0.0)
+    return pred, torch.where(batch["active"][:, h:], model.normalizer.denormalize(z), 0.0), z
+
+
+def test_forward_equals_predict_and_ignores_memory_od() -> None:
+    model = _model()
+    batch = _batch(n_cells=(5, 7), seed=6)
+    pred, mb, z = _predict_and_forward(model, batch, H)
     torch.testing.assert_close(pred, mb)
     other = {k: v.clone() for k, v in batch.items()}
     other["od"][:, :S] *= 5.0  # OD of memory-only slots is never read
@@ -296,16 +302,7 @@ def test_compact_rollout_window_equals_the_full_forward(options: dict) -> None:
     model = make_model(history=h, season=s, horizon=p, **options).eval()
     assert model._compact_slots(h + p)[1] == ht + p
     batch = make_batch(n_cells=(5, 7), history=h, horizon=p, seed=8)
-    week0 = batch["day_of_week"][:, 0] * 96 + batch["slot_of_day"][:, 0]
-    ctx = {key: batch[key] for key in ("poi", "od", "facility", "cell_xy", "extent_m")}
-    ctx["od_start_week_slot"] = week0
-    pred = model.predict(
-        batch["traffic"][:, :h], batch["actions"][:, :h], batch["actions"][:, h:], ctx,
-        {"cell_mask": batch["cell_mask"], "active": batch["active"]},
-        {"slot_of_day": batch["slot_of_day"], "day_of_week": batch["day_of_week"]},
-    )  # fmt: skip
-    z = model(batch)
-    mb = torch.where(batch["active"][:, h:], model.normalizer.denormalize(z), 0.0)
+    pred, mb, _ = _predict_and_forward(model, batch, h)
     torch.testing.assert_close(pred, mb, rtol=1e-5, atol=1e-4)
 
 
