@@ -150,6 +150,12 @@ def decode_params(feat: torch.Tensor) -> tuple[torch.Tensor, ...]:
     return power, azimuth, 7.5 * feat[..., 3] + 7.5, 6.0 * feat[..., 4] + 6.0
 
 
+def one_map(x: torch.Tensor) -> bool:
+    """Whether the rows of per-map tensor ``x [B, ...]`` are one map: a single row, or one row
+    broadcast to all (stride 0, as ``mobiwm_env`` builds its context)."""
+    return x.shape[0] == 1 or x.stride(0) == 0
+
+
 def _week_slot(slot_of_day: torch.Tensor, day_of_week: torch.Tensor, slots_per_day: int):
     """Slot of the week ``[...]``: the memo's time key for a daily demand proxy."""
     return day_of_week * slots_per_day + slot_of_day
@@ -366,12 +372,16 @@ class CoveragePrior(nn.Module):
         return self._compute(geom, demand, act_feat, active, candidates=candidates)
 
     def _demand(
-        self, pixels: torch.Tensor, time_key: torch.Tensor | None, slots_per_day: int
+        self,
+        pixels: torch.Tensor,
+        time_key: torch.Tensor | None,
+        slots_per_day: int,
+        memo: dict | None = None,
     ) -> torch.Tensor:
         if time_key is None:
             return self.demand_weights(pixels)
         sod, dow = time_key % slots_per_day, time_key // slots_per_day
-        return self.demand_weights(pixels, sod, dow, slots_per_day)
+        return self.daily_demand_at(pixels, sod, dow, slots_per_day, memo)
 
     def daily_demand_at(
         self,
@@ -386,8 +396,7 @@ class CoveragePrior(nn.Module):
         For a context broadcast from one map (``pixels`` with stride 0, as ``mobiwm_env``
         builds it) in a no-gradient call with a ``memo``, the proxy of every slot of the week
         is computed once and kept in the memo (it depends on the time of week only)."""
-        one_map = pixels.stride(0) == 0 or pixels.shape[0] == 1
-        if memo is None or torch.is_grad_enabled() or not one_map:
+        if memo is None or torch.is_grad_enabled() or not one_map(pixels):
             return self.demand_weights(pixels, slot_of_day, day_of_week, slots_per_day)
         table = memo.get(_WEEK_DEMAND_KEY)
         if table is None:
@@ -425,12 +434,9 @@ class CoveragePrior(nn.Module):
             bi = torch.tensor([x[0] for x in missing], device=act_feat.device)
             tj = torch.tensor([x[1] for x in missing], device=act_feat.device)
             tk = None if time_key is None else time_key[bi, tj][:, None]
-            if tk is not None and pixels.stride(0) == 0:  # one map: the week's table
-                d = self.daily_demand_at(
-                    pixels, tk % slots_per_day, tk // slots_per_day, slots_per_day, memo
-                )
-            else:
-                d = self._demand(pixels[bi], tk, slots_per_day)  # only the rows not seen yet
+            # only the rows not seen yet (one map: its rows are all the same)
+            pix = pixels[:1].expand(len(bi), *pixels.shape[1:]) if one_map(pixels) else pixels[bi]
+            d = self._demand(pix, tk, slots_per_day, memo)
             new = self._compute(
                 geom, d, act_feat[bi, tj][:, None], active[bi, tj][:, None], bi, candidates
             ).unbind(0)
@@ -485,8 +491,8 @@ class CoveragePrior(nn.Module):
         """
         b, t, n, k = act_feat.shape
         rows = torch.arange(b, device=act_feat.device).repeat_interleave(t)
-        if geom.stride(0) == 0 or geom.shape[0] == 1:
-            g_rows = torch.zeros_like(rows)  # one map: sets are shared between rows
+        if one_map(geom):
+            g_rows = torch.zeros_like(rows)  # sets are shared between rows
         else:
             g_rows = rows if geom_rows is None else geom_rows[rows]
         key = torch.cat(
