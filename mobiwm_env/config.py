@@ -59,6 +59,11 @@ class EnvConfig:
     scenario: str | Scenario = "hex57"
     """A name of ``worldmodel.twin.builders.SCENARIOS`` ("hex57", "urban", "suburb", ...) or a
     ``Scenario`` object."""
+    demand: str | None = "smooth"
+    """Demand preset of a named scenario (``worldmodel.twin.demand.DEMAND_PRESETS``):
+    ``"smooth"`` (the twin the shipped checkpoints were trained on, so both backends agree) or
+    ``"realistic"`` (calibrated to real traces); ``None`` keeps the scenario's own. A
+    ``Scenario`` object always keeps its own."""
     checkpoint: str | Path | None = None
     """World-model checkpoint directory, or the name of a shipped one (``"fast"``, ``"full"``:
     ``SHIPPED_CHECKPOINTS``); ``None`` = the shipped default (``DEFAULT_NAME``). Ignored by the
@@ -121,6 +126,12 @@ class EnvConfig:
 
         need(
             self.dynamics in DYNAMICS, f"dynamics must be one of {DYNAMICS}, got {self.dynamics!r}"
+        )
+        from worldmodel.twin.demand import DEMAND_PRESETS
+
+        need(
+            self.demand is None or self.demand in DEMAND_PRESETS,
+            f"demand must be None or one of {sorted(DEMAND_PRESETS)}, got {self.demand!r}",
         )
         need(
             self.memory in MEMORY_MODES,

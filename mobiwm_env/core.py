@@ -71,7 +71,7 @@ class LoadBalanceCore:
             raise ValueError(f"num_envs must be an int >= 1, got {n_envs!r}")
         self.config = cfg = config
         self.n_envs = e = int(n_envs)
-        self.scenario = sc = load_scenario(cfg.scenario)
+        self.scenario = sc = load_scenario(cfg.scenario, cfg.demand)
         self.n_cells = n = sc.n_cells
         self.max_cells = m = n if cfg.max_cells is None else int(cfg.max_cells)
         if m < n:

@@ -62,16 +62,22 @@ TRACE_STEP = 4
 
 # ============================================================================ scenarios
 @functools.lru_cache(maxsize=8)
-def _named_scenario(name: str) -> Scenario:
+def _named_scenario(name: str, demand: str | None = None) -> Scenario:
     from worldmodel.twin.builders import get_scenario
 
-    return get_scenario(name)
+    sc = get_scenario(name)
+    if demand is not None and demand != sc.demand:
+        sc = dataclasses.replace(sc, demand=demand)
+        sc.validate()
+    return sc
 
 
-def load_scenario(scenario: str | Scenario) -> Scenario:
+def load_scenario(scenario: str | Scenario, demand: str | None = None) -> Scenario:
     """A ``Scenario`` from a registered name (built once per process) or the object itself.
 
-    Raises ``ValueError`` listing the known names for an unknown one.
+    ``demand`` (a ``DEMAND_PRESETS`` name) replaces a named scenario's demand preset; a
+    ``Scenario`` object keeps its own. Raises ``ValueError`` listing the known names for an
+    unknown one.
     """
     if isinstance(scenario, Scenario):
         scenario.validate()
@@ -84,7 +90,7 @@ def load_scenario(scenario: str | Scenario) -> Scenario:
         raise ValueError(
             f"unknown scenario {scenario!r}; known scenarios: {', '.join(sorted(SCENARIOS))}"
         )
-    return _named_scenario(scenario)
+    return _named_scenario(scenario, demand)
 
 
 # ============================================================================ demand

@@ -25,23 +25,39 @@ sys.path.insert(0, str(ROOT))
 
 from mobiwm_env.config import SHIPPED_CHECKPOINTS  # noqa: E402
 from worldmodel.cli import write_json_atomic  # noqa: E402
-from worldmodel.data.generate import GenerateConfig, ScenarioSpec, generate  # noqa: E402
+from worldmodel.data.generate import (  # noqa: E402
+    GenerateConfig,
+    ScenarioSpec,
+    generate,
+    with_demand,
+)
 from worldmodel.evaluate import evaluate_models  # noqa: E402
 from worldmodel.model.checkpoint import load_checkpoint  # noqa: E402
+from worldmodel.twin.demand import DEFAULT_DEMAND, DEMAND_PRESETS  # noqa: E402
 
 REFERENCE = {"scenario": "hex-para", "map": "hex-para-test-000", "rollout_slots": 96}
 """The reference check: the default preset's first hex-para test map, a one-day rollout."""
 
 
-def reference_config() -> GenerateConfig:
-    """Generates exactly the default preset's ``hex-para-test-000`` (same seed derivation)."""
-    return GenerateConfig(scenarios=(ScenarioSpec("hex", "para", maps=(0, 0, 1)),))
+def reference_config(demand: str = DEFAULT_DEMAND) -> GenerateConfig:
+    """Generates exactly the default preset's ``hex-para-test-000`` (same seed derivation) on
+    the twin with demand preset ``demand``."""
+    cfg = GenerateConfig(scenarios=(ScenarioSpec("hex", "para", maps=(0, 0, 1)),))
+    return with_demand(cfg, demand)
 
 
-def reference_metrics(checkpoint: Path) -> dict:
-    """Rollout metrics of ``checkpoint`` on the reference map (warm start as in evaluate)."""
+def training_demand(checkpoint: Path) -> str:
+    """The demand preset of the data a shipped checkpoint was checked on (0.2.0: smooth)."""
+    cfg = json.loads((Path(checkpoint) / "config.json").read_text())
+    return cfg.get("extra", {}).get("reference_check", {}).get("demand", "smooth")
+
+
+def reference_metrics(checkpoint: Path, demand: str | None = None) -> dict:
+    """Rollout metrics of ``checkpoint`` on the reference map (warm start as in evaluate);
+    ``demand`` defaults to the one recorded with the checkpoint."""
+    demand = training_demand(checkpoint) if demand is None else demand
     with tempfile.TemporaryDirectory() as tmp:
-        generate(reference_config(), tmp, progress=False)
+        generate(reference_config(demand), tmp, progress=False)
         res = evaluate_models(
             tmp,
             [str(checkpoint)],
@@ -59,6 +75,12 @@ def main() -> int:
     p.add_argument("--run", type=Path, required=True, help="training run folder (uses best/)")
     p.add_argument("--eval", type=Path, required=True, help="results.json of worldmodel.evaluate")
     p.add_argument("--name", choices=sorted(SHIPPED_CHECKPOINTS), required=True)
+    p.add_argument(
+        "--demand",
+        choices=sorted(DEMAND_PRESETS),
+        default=DEFAULT_DEMAND,
+        help="demand preset of the twin the model was trained on (for the reference check)",
+    )
     args = p.parse_args()
     args.dest = SHIPPED_CHECKPOINTS[args.name]
     src = args.run / "best"
@@ -79,7 +101,8 @@ def main() -> int:
         "stability": results.get("stability", {}).get("models", results.get("stability", {})),
     }
     write_json_atomic(cfg_path, cfg)
-    cfg["extra"]["reference_check"] = {**REFERENCE, "metrics": reference_metrics(tmp_dest)}
+    metrics = reference_metrics(tmp_dest, args.demand)
+    cfg["extra"]["reference_check"] = {**REFERENCE, "demand": args.demand, "metrics": metrics}
     write_json_atomic(cfg_path, cfg)
     load_checkpoint(tmp_dest)
     shutil.rmtree(args.dest, ignore_errors=True)

@@ -149,3 +149,22 @@ def test_step_before_reset_raises():
     env = gym.make(TWIN_ID)
     with pytest.raises(Exception, match="reset"):
         env.step(np.zeros(N * 4, np.float32))
+
+
+def test_demand_preset_of_named_scenarios() -> None:
+    """Named scenarios run on the demand the shipped checkpoints know unless asked otherwise."""
+    assert EnvConfig().demand == "smooth"
+    with pytest.raises(ValueError, match="demand must be None or one of"):
+        EnvConfig(demand="bumpy")
+    smooth = gym.make(TWIN_ID, episode_steps=2)
+    real = gym.make(TWIN_ID, episode_steps=2, demand="realistic")
+    assert smooth.unwrapped.scenario.demand == "smooth"
+    assert real.unwrapped.scenario.demand == "realistic"
+    # same map, other demand: the twin's offered demand differs, the network does not
+    a, b = smooth.unwrapped.scenario, real.unwrapped.scenario
+    np.testing.assert_array_equal(a.cell_site, b.cell_site)
+    _, info_s = smooth.reset(seed=0)
+    _, info_r = real.reset(seed=0)
+    assert not np.allclose(info_s["traffic"], info_r["traffic"])
+    smooth.close()
+    real.close()

@@ -36,16 +36,19 @@ from worldmodel.data.format import DatasetFormatError, MapRecord, load_map, save
 from worldmodel.data.schedules import (
     BranchConfig,
     ScheduleConfig,
+    SleepConfig,
     branch_schedule,
+    night_sleep,
     para_schedule,
     topo_schedule,
 )
 from worldmodel.twin.builders import make_scenario
+from worldmodel.twin.demand import DEFAULT_DEMAND, DEMAND_PRESETS, demand_config
 from worldmodel.twin.context import facility_map, od_flows
 from worldmodel.twin.network import NetworkTwin
 from worldmodel.twin.scenario import SLOTS_PER_DAY, SLOTS_PER_WEEK
 
-GENERATOR_VERSION = "0.2.0"
+GENERATOR_VERSION = "0.3.0"
 SPLITS = ("train", "val", "test")
 DATASETS = ("para", "topo")
 
@@ -80,8 +83,11 @@ class GenerateConfig:
     branches: int = 0  # counterfactual siblings per map (in ``branch_splits``)
     branch_splits: tuple[str, ...] = ("train", "val")
     branch: BranchConfig = field(default_factory=BranchConfig)
+    demand: str = DEFAULT_DEMAND  # demand preset of the twin (``twin.demand.DEMAND_PRESETS``)
+    sleep: SleepConfig = field(default_factory=SleepConfig)  # night energy saving
 
     def __post_init__(self) -> None:
+        demand_config(self.demand)  # a clear error for an unknown preset
         if self.n_slots < 1:
             raise ValueError(f"n_slots must be >= 1, got {self.n_slots}")
         if self.branches < 0:
@@ -125,6 +131,12 @@ PRESETS: dict[str, GenerateConfig] = {
         ),
     ),
 }
+
+
+def with_demand(cfg: GenerateConfig, demand: str) -> GenerateConfig:
+    """``cfg`` with another demand preset: "smooth" also turns night sleep off (0.2.0's twin)."""
+    sleep = SleepConfig() if demand == DEFAULT_DEMAND else replace(cfg.sleep, cell_fraction=0.0)
+    return replace(cfg, demand=demand, sleep=sleep)
 
 
 @dataclass(frozen=True)
@@ -199,6 +211,7 @@ def generate_map(cfg: GenerateConfig, job: MapJob) -> list[MapRecord]:
         "seed": job.seed,
         "n_cells": spec.n_cells,
         "ctx_grid": cfg.ctx_grid,
+        "demand": cfg.demand,
     }
     if spec.dataset == "topo":
         base = make_scenario(**builder)
@@ -210,6 +223,9 @@ def generate_map(cfg: GenerateConfig, job: MapJob) -> list[MapRecord]:
         summary = {"param_changed": changed.tolist()}
     else:
         actions, active, summary = topo_schedule(*sc_args, cfg.schedule)
+    if cfg.sleep.cell_fraction > 0:  # own stream: the schedules above do not depend on it
+        sleep_rng = np.random.default_rng([job.seed, 0x51EE9])
+        active = night_sleep(active, cfg.start_slot, sleep_rng, cfg.sleep)
     plans = [(actions, active, None)]
     branch_rng = np.random.default_rng([job.seed, 0xB7A9C4])  # base map independent of branches
     for _ in range(job.branches):
@@ -287,7 +303,8 @@ def scenario_of(record: MapRecord):
     builder = record.metadata.get("builder")
     if not isinstance(builder, dict):
         raise ValueError(f"map {record.name!r}: metadata has no 'builder' entry (old generator?)")
-    return make_scenario(**builder)
+    # maps written before demand presets existed (generator 0.2.0 and older) had smooth demand
+    return make_scenario(**{"demand": "smooth", **builder})
 
 
 def _config_dict(cfg: GenerateConfig) -> dict:
@@ -400,6 +417,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--preset", choices=sorted(PRESETS), default="default")
     p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument(
+        "--demand",
+        choices=sorted(DEMAND_PRESETS),
+        default=DEFAULT_DEMAND,
+        help="twin demand: 'realistic' (calibrated to real traces, with night sleep) or "
+        "'smooth' (0.2.0's twin: no sessions, no night sleep)",
+    )
     p.add_argument("--seed", type=int, default=None, help="override the preset seed")
     p.add_argument("--slots", type=int, default=None, help="override slots per map")
     p.add_argument("--workers", type=int, default=1, help="parallel processes")
@@ -424,6 +448,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     cfg = PRESETS[args.preset]
+    if args.demand != cfg.demand:
+        cfg = with_demand(cfg, args.demand)
     if args.seed is not None:
         cfg = replace(cfg, seed=args.seed)
     if args.slots is not None:

@@ -7,6 +7,12 @@ sometimes large excursions anywhere inside the bounds. Topo: cells are switched 
 back later) and dormant cells are inserted (switched on) at random times; a share of the maps
 also carry Para changes.
 
+Night sleep (``night_sleep``, both datasets): operators switch a share of cells off in the
+small hours to save energy; their users move to the neighbours. Calibrated on the real traces
+(``NJTCH``): zero-traffic hours are night hours (1-5 h local) of about 56% of the cells,
+whatever their size, about 3 hours a night (0.65 of the cells sleep here: the hours at either
+end of a sleep are partly served, so fewer of them are zero).
+
 Branches (counterfactual siblings): ``branch_schedule`` copies a map's schedule and overlays
 short *trials* — a random share of cells moved by bounded offsets, or a whole site switched
 off — each held for a few hours and then undone. The generator runs the base map and its
@@ -47,6 +53,69 @@ class ScheduleConfig:
                 raise ValueError(f"ScheduleConfig.{name}={v} must lie in [0, 1]")
         if self.min_hold_slots < 1:
             raise ValueError(f"ScheduleConfig.min_hold_slots={self.min_hold_slots} must be >= 1")
+
+
+@dataclass(frozen=True)
+class SleepConfig:
+    """Night-time energy saving: which cells sleep (radiate nothing) and when."""
+
+    cell_fraction: float = 0.65  # share of cells with energy saving (0 disables it)
+    night_prob: float = 0.9  # chance that such a cell sleeps on a given night
+    start_hour_probs: tuple[float, ...] = (0.0, 0.48, 0.20, 0.23, 0.09)  # P(start at h = 0, 1..)
+    end_hours: tuple[int, int] = (5, 6)  # a sleep ends at 05:00, or at 06:00 ...
+    late_end_prob: float = 0.24  # ... with this probability (per cell)
+
+    def __post_init__(self) -> None:
+        for name in ("cell_fraction", "night_prob", "late_end_prob"):
+            v = getattr(self, name)
+            if not 0.0 <= v <= 1.0:
+                raise ValueError(f"SleepConfig.{name}={v} must lie in [0, 1]")
+        p = np.asarray(self.start_hour_probs, dtype=np.float64)
+        if p.size == 0 or (p < 0).any() or not np.isclose(p.sum(), 1.0):
+            raise ValueError(f"SleepConfig.start_hour_probs={self.start_hour_probs} must sum to 1")
+        lo, hi = self.end_hours
+        if not (p.size - 1 < lo <= hi <= 24):
+            raise ValueError(
+                f"SleepConfig.end_hours={self.end_hours} must satisfy "
+                f"{p.size - 1} < early <= late <= 24 (after the latest start hour)"
+            )
+
+
+def night_sleep(
+    active: np.ndarray,
+    start_slot: int,
+    rng: np.random.Generator,
+    cfg: SleepConfig | None = None,
+    slots_per_day: int = 96,
+) -> np.ndarray:
+    """``active [T, N]`` with the night sleeps of ``cfg`` switched off (a new array).
+
+    Row ``t`` is absolute slot ``start_slot + t`` (slot 0 = Monday 00:00). Each of a random
+    ``cell_fraction`` of the cells gets a start hour and an end hour; on each night (drawn
+    with ``night_prob``) it sleeps from a slot within the start hour to a slot within the end
+    hour (uniform, so the hours at either end are partly served).
+    """
+    cfg = cfg or SleepConfig()
+    out = np.array(active, dtype=bool, copy=True)
+    t_len, n = out.shape
+    k = int(round(cfg.cell_fraction * n))
+    if k == 0 or t_len == 0:
+        return out
+    per_hour = slots_per_day // 24
+    cells = np.sort(rng.choice(n, size=k, replace=False))
+    start_h = rng.choice(len(cfg.start_hour_probs), size=k, p=cfg.start_hour_probs)
+    end_h = np.where(rng.random(k) < cfg.late_end_prob, cfg.end_hours[1], cfg.end_hours[0])
+    first_day = start_slot // slots_per_day
+    last_day = (start_slot + t_len - 1) // slots_per_day
+    for day in range(first_day, last_day + 1):
+        sleeps = rng.random(k) < cfg.night_prob
+        jitter = rng.integers(0, per_hour, size=(2, k))  # start and end within their hour
+        base = day * slots_per_day - start_slot
+        a = base + start_h * per_hour + jitter[0]
+        b = base + end_h * per_hour + jitter[1]
+        for c, lo, hi in zip(cells[sleeps], a[sleeps], b[sleeps], strict=True):
+            out[max(lo, 0) : max(min(hi, t_len), 0), c] = False
+    return out
 
 
 def _change_slots(rng: np.random.Generator, n_slots: int, cfg: ScheduleConfig) -> np.ndarray:

@@ -23,6 +23,7 @@ from worldmodel.twin.context import (
     population_raster,
     sample_events,
 )
+from worldmodel.twin.demand import DEFAULT_DEMAND
 from worldmodel.twin.layout import Layout, hex_layout, nearest_neighbour_m, procedural_layout
 from worldmodel.twin.scenario import (
     AZIMUTH,
@@ -116,6 +117,7 @@ def make_scenario(
     radio: RadioConfig | None = None,
     extra_cells: int = 0,
     name: str | None = None,
+    demand: str = DEFAULT_DEMAND,
 ) -> Scenario:
     """Build and validate a ``Scenario`` of ``kind`` in {"hex", "urban", "suburb"}.
 
@@ -125,6 +127,7 @@ def make_scenario(
     (>= the lattice span) overrides the square size. ``grid_px`` defaults to extent / pixel
     size, at most ``MAX_GRID_PX``. ``extra_cells`` appends that many single-sector cells at
     new random sites with ``init_active=False`` (switched on later by the Topo dataset).
+    ``demand`` names the demand preset (``demand.DEMAND_PRESETS``: "realistic" or "smooth").
     """
     if kind not in KINDS:
         raise ValueError(f"unknown scenario kind {kind!r}; expected one of {KINDS}")
@@ -203,6 +206,7 @@ def make_scenario(
         radio=radio,
         bounds=bounds,
         slot_minutes=slot_minutes,
+        demand=demand,
     )
     scenario.validate()
     return scenario

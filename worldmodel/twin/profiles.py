@@ -161,7 +161,7 @@ def _validate_arrays(
 
 # ------------------------------------------------------------------- trace handling
 @dataclass
-class _Trace:
+class Trace:
     name: str
     hourly: np.ndarray  # [C, H] float64, hourly samples from the first sample's 00:00
     samples_per_day: int
@@ -175,8 +175,8 @@ def _autocorr(p: np.ndarray, lag: int) -> float:
     return float(np.dot(q[:-lag], q[lag:]) / den) if den > 0 else 0.0
 
 
-def _load_trace(path: Path) -> _Trace:
-    """Load one ``npz`` trace, detect its sampling period from the content, resample to hourly."""
+def load_trace(path: Path) -> Trace:
+    """Load one ``npz`` trace (validated), detect its sampling period from the content, resample to hourly."""
     with np.load(path, allow_pickle=False) as z:
         if "data" not in z:
             raise ValueError(f"{path}: missing array 'data'")
@@ -194,7 +194,7 @@ def _load_trace(path: Path) -> _Trace:
     per_hour = spd // 24
     n_h = n_t // per_hour
     hourly = data[:, : n_h * per_hour].reshape(data.shape[0], n_h, per_hour).mean(axis=2)
-    return _Trace(path.stem, hourly, spd, n_h, data)
+    return Trace(path.stem, hourly, spd, n_h, data)
 
 
 def _daily_shape(hourly_norm: np.ndarray) -> np.ndarray:
@@ -226,6 +226,18 @@ def _normalise_cells(hourly: np.ndarray) -> tuple[np.ndarray, int]:
     x = np.minimum(x, WINSOR_CAP)
     x /= x.mean(axis=1, keepdims=True)
     return x, int(hourly.shape[0])
+
+
+def weekend_data_day(hourly: np.ndarray) -> int:
+    """Data day (0-based) that starts the weekend pair of a ``[cells, 168]`` hourly week."""
+    week = np.asarray(hourly, dtype=np.float64)[:, :HOURS_PER_WEEK]
+    x, _ = _normalise_cells(week)
+    if x.shape[0] < 2:  # the filters left (almost) nothing: use every cell with traffic
+        m = week.mean(axis=1)
+        x = week[m > 0] / m[m > 0, None]
+    if x.shape[0] < 2:
+        raise ValueError("weekend_data_day: fewer than two cells with traffic")
+    return _weekend_start(x)[0]
 
 
 def _weekend_start(x: np.ndarray) -> tuple[int, list[float]]:
@@ -398,7 +410,7 @@ def derive_profiles(
     paths = [Path(p) for p in trace_paths]
     if not paths:
         raise ValueError("derive_profiles: no trace files given")
-    traces = [_load_trace(p) for p in paths]
+    traces = [load_trace(p) for p in paths]
     full = [t for t in traces if t.hours >= HOURS_PER_WEEK]
     if not full:
         raise ValueError(f"none of {[p.name for p in paths]} covers a full week of hours")
@@ -487,7 +499,7 @@ def derive_profiles(
     return table
 
 
-def _naive_hourly(t: _Trace) -> np.ndarray:
+def _naive_hourly(t: Trace) -> np.ndarray:
     """The raw samples read as if hourly (what the ``time`` labels claim), for the record."""
     return t.raw[:, :HOURS_PER_WEEK]
 

@@ -173,6 +173,7 @@ class Scenario:
     slot_minutes: int = SLOT_MINUTES_DEFAULT
     traffic_unit: str = "MB"  # traffic per cell per slot is in this unit
     demand_mb_per_person_slot: float = 0.5  # mean demand of one resident per slot
+    demand: str = "realistic"  # demand preset (``demand.DEMAND_PRESETS``): realistic / smooth
 
     # ----------------------------------------------------------------- derived
     @property
@@ -226,6 +227,12 @@ class Scenario:
         need(
             self.kind in ("hex", "urban", "suburb"),
             f"kind must be hex/urban/suburb, got {self.kind}",
+        )
+        from worldmodel.twin.demand import DEMAND_PRESETS
+
+        need(
+            self.demand in DEMAND_PRESETS,
+            f"demand={self.demand!r} is not a demand preset ({sorted(DEMAND_PRESETS)})",
         )
         need(
             np.isfinite(self.extent_m) and self.extent_m > 0,

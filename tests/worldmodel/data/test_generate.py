@@ -19,16 +19,19 @@ from worldmodel.data.generate import (
     map_seed,
     plan_jobs,
     scenario_of,
+    with_demand,
     with_map_counts,
 )
 from worldmodel.data.schedules import (
     BranchConfig,
     ScheduleConfig,
+    SleepConfig,
     branch_schedule,
+    night_sleep,
     para_schedule,
     topo_schedule,
 )
-from worldmodel.twin.scenario import ParamBounds
+from worldmodel.twin.scenario import SLOTS_PER_DAY, ParamBounds
 
 TINY = GenerateConfig(
     scenarios=(
@@ -237,3 +240,47 @@ def test_presets_are_consistent():
         replace(TINY, n_slots=0)
     with pytest.raises(ValueError, match="branch_splits"):
         replace(TINY, branch_splits=("training",))
+
+
+# ------------------------------------------------------------------ night sleep, demand presets
+def test_night_sleep_switches_cells_off_only_at_night() -> None:
+    t, n = 3 * SLOTS_PER_DAY, 40
+    on = np.ones((t, n), bool)
+    cfg = SleepConfig(cell_fraction=0.5, night_prob=1.0)
+    out = night_sleep(on, 0, np.random.default_rng(0), cfg)
+    assert on.all()  # the input is not modified
+    off = ~out
+    hours = (np.arange(t) % SLOTS_PER_DAY) // 4
+    assert not off[(hours < 1) | (hours >= 7)].any()  # nothing outside 01:00-07:00
+    assert off[hours == 4].any(axis=0).sum() == 20  # half the cells sleep, every night at 4 h
+    again = night_sleep(on, 0, np.random.default_rng(0), cfg)
+    np.testing.assert_array_equal(out, again)
+    # absolute time: a schedule starting at noon sleeps at the same clock hours
+    late = night_sleep(on, SLOTS_PER_DAY // 2, np.random.default_rng(0), cfg)
+    assert not (~late)[(((np.arange(t) + SLOTS_PER_DAY // 2) % SLOTS_PER_DAY) // 4) >= 7].any()
+    assert np.array_equal(night_sleep(on, 0, np.random.default_rng(0), SleepConfig(0.0)), on)
+    with pytest.raises(ValueError, match="cell_fraction"):
+        SleepConfig(cell_fraction=1.5)
+    with pytest.raises(ValueError, match="start_hour_probs"):
+        SleepConfig(start_hour_probs=(0.5, 0.2))
+    with pytest.raises(ValueError, match="end_hours"):
+        SleepConfig(end_hours=(3, 6))
+
+
+def test_demand_presets_in_the_generator(tmp_path) -> None:
+    smooth = with_demand(TINY, "smooth")
+    assert smooth.demand == "smooth" and smooth.sleep.cell_fraction == 0.0
+    assert with_demand(smooth, "realistic").sleep == SleepConfig()
+    with pytest.raises(ValueError, match="unknown demand preset"):
+        replace(TINY, demand="bumpy")
+    job = plan_jobs(TINY, tmp_path)[0]
+    (rec,) = generate_map(TINY, job)
+    assert rec.metadata["builder"]["demand"] == "realistic"
+    assert scenario_of(rec).demand == "realistic"
+    # realistic Para maps have night sleeps; smooth ones keep every cell on air
+    assert not rec.active.all()
+    (old,) = generate_map(smooth, plan_jobs(smooth, tmp_path)[0])
+    assert old.active.all() and old.metadata["builder"]["demand"] == "smooth"
+    # maps from before the presets (no "demand" in the builder) had smooth demand
+    del old.metadata["builder"]["demand"]
+    assert scenario_of(old).demand == "smooth"

@@ -7,7 +7,14 @@ import dataclasses
 import numpy as np
 import pytest
 
-from worldmodel.twin.demand import DemandConfig, DemandModel, demand_weights, event_envelope
+from worldmodel.twin.demand import (
+    DEMAND_PRESETS,
+    DemandConfig,
+    DemandModel,
+    demand_config,
+    demand_weights,
+    event_envelope,
+)
 from worldmodel.twin.profiles import load_default_profiles
 from worldmodel.twin.scenario import (
     N_LANDUSE,
@@ -90,7 +97,7 @@ def test_random_access_equals_sequential() -> None:
     seq_model = DemandModel(scen)
     slots = np.arange(0, 3 * SLOTS_PER_WEEK + 50)
     seq = np.stack([seq_model.density(int(s)) for s in slots])
-    jumpy = DemandModel(scen, config=DemandConfig(cache_weeks=1))
+    jumpy = DemandModel(scen, config=dataclasses.replace(seq_model.config, cache_weeks=1))
     order = np.random.default_rng(0).permutation(slots)
     for s in order[:400]:  # jump around weeks with a one-week cache
         np.testing.assert_array_equal(jumpy.density(int(s)), seq[s])
@@ -269,3 +276,73 @@ def test_custom_profiles_are_used() -> None:
     m = DemandModel(make_scenario(), profiles=flat, config=QUIET)
     totals = [m.total(s) for s in (0, 300, 600)]
     np.testing.assert_allclose(totals, totals[0], rtol=1e-5)
+
+
+# ------------------------------------------------------------------ presets (realistic twin)
+REAL = DEMAND_PRESETS["realistic"]
+
+
+def test_presets_are_named_and_unknown_names_are_refused() -> None:
+    assert set(DEMAND_PRESETS) == {"realistic", "smooth"}
+    assert demand_config("smooth") == DemandConfig()  # 0.2.0's demand: every new knob off
+    assert make_scenario().demand == "realistic"
+    assert DemandModel(make_scenario()).config == REAL
+    assert DemandModel(make_scenario(demand="smooth")).config == DemandConfig()
+    with pytest.raises(ValueError, match="unknown demand preset 'bumpy'"):
+        demand_config("bumpy")
+    with pytest.raises(ValueError, match="demand='bumpy' is not a demand preset"):
+        make_scenario(demand="bumpy").validate()
+    for bad in (
+        {"hetero_std": -1.0},
+        {"hetero_tail": -0.1},
+        {"background_share": 1.5},
+        {"sessions_per_cell": -1.0},
+        {"session_cv": 0.0},
+        {"day_std": -0.1},
+    ):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            DemandConfig(**bad)
+
+
+def test_realistic_demand_keeps_the_maps_demand_on_average() -> None:
+    """Every mechanism has mean 1: a week of the realistic twin carries the smooth twin's total
+    demand up to the randomness of a few heavy blocks and sessions."""
+    slots = np.arange(SLOTS_PER_WEEK)
+    smooth = DemandModel(make_scenario(seed=4, demand="smooth")).density_many(slots).sum()
+    totals = [
+        DemandModel(make_scenario(seed=s)).density_many(slots).sum(dtype=np.float64) / smooth
+        for s in range(4, 12)
+    ]
+    assert np.mean(totals) == pytest.approx(1.0, abs=0.15)
+    w = DemandModel(make_scenario(seed=4)).weights
+    np.testing.assert_allclose(w.sum(), G * G * POP, rtol=1e-9)  # heterogeneity keeps the total
+
+
+def test_realistic_demand_is_heterogeneous_bursty_and_deterministic() -> None:
+    slots = np.arange(SLOTS_PER_WEEK)
+    real = DemandModel(make_scenario(seed=3)).density_many(slots)
+    again = DemandModel(make_scenario(seed=3)).density_many(slots)
+    np.testing.assert_array_equal(real, again)  # per-seed determinism
+    smooth = DemandModel(make_scenario(seed=3, demand="smooth")).density_many(slots)
+    # spread of pixel means (uniform residents: the smooth spread is the zones' visitors only;
+    # this 40-pixel map holds just four 24-pixel heterogeneity blocks)
+    cv = lambda x: x.mean(0).std() / x.mean(0).mean()  # noqa: E731
+    assert cv(real) > 1.3 * cv(smooth)
+    # slot-to-slot changes of the map's busiest block are far larger than the smooth twin's
+    b = np.argmax(real.mean(0))
+    rel = lambda x: np.abs(np.diff(x[:, b])).mean() / x[:, b].mean()  # noqa: E731
+    assert rel(real) > 4 * rel(smooth)
+    # sessions: quiet places have idle slots
+    assert (real == 0).mean() > 0.01 and (smooth == 0).mean() == 0.0
+
+
+def test_sessions_have_mean_one_and_idle_slots_where_demand_is_low() -> None:
+    m = DemandModel(make_scenario(), config=DemandConfig(sessions_per_cell=2.0, session_cv=2.0))
+    v = m._base.sum(dtype=np.float64) / 9 / 2.0  # MB per session: 9 cells, 2 sessions each
+    low = np.full((SLOTS_PER_WEEK, m._n_blocks), 0.3 * v)  # 0.3 sessions per block and slot
+    high = np.full((SLOTS_PER_WEEK, m._n_blocks), 1000 * v)
+    f_low, f_high = m._sessions(0, low), m._sessions(0, high)
+    assert (f_low == 0).mean() > 0.5 and f_low.mean() == pytest.approx(1.0, abs=0.2)
+    assert f_high.mean() == pytest.approx(1.0, abs=0.01) and f_high.std() < 0.2
+    zero = m._sessions(0, np.zeros((SLOTS_PER_WEEK, m._n_blocks)))
+    assert np.all(zero == 1.0)
