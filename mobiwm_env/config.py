@@ -59,11 +59,11 @@ class EnvConfig:
     scenario: str | Scenario = "hex57"
     """A name of ``worldmodel.twin.builders.SCENARIOS`` ("hex57", "urban", "suburb", ...) or a
     ``Scenario`` object."""
-    demand: str | None = "smooth"
+    demand: str | None = "realistic"
     """Demand preset of a named scenario (``worldmodel.twin.demand.DEMAND_PRESETS``):
-    ``"smooth"`` (the twin the shipped checkpoints were trained on, so both backends agree) or
-    ``"realistic"`` (calibrated to real traces); ``None`` keeps the scenario's own. A
-    ``Scenario`` object always keeps its own."""
+    ``"realistic"`` (calibrated to real traces; the shipped checkpoints were trained on it) or
+    ``"smooth"`` (0.2.0's twin); ``None`` keeps the scenario's own. A ``Scenario`` object
+    always keeps its own."""
     checkpoint: str | Path | None = None
     """World-model checkpoint directory, or the name of a shipped one (``"fast"``, ``"full"``:
     ``SHIPPED_CHECKPOINTS``); ``None`` = the shipped default (``DEFAULT_NAME``). Ignored by the

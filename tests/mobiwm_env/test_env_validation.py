@@ -152,12 +152,12 @@ def test_step_before_reset_raises():
 
 
 def test_demand_preset_of_named_scenarios() -> None:
-    """Named scenarios run on the demand the shipped checkpoints know unless asked otherwise."""
-    assert EnvConfig().demand == "smooth"
+    """Named scenarios run on the demand the shipped checkpoints were trained on by default."""
+    assert EnvConfig().demand == "realistic"
     with pytest.raises(ValueError, match="demand must be None or one of"):
         EnvConfig(demand="bumpy")
-    smooth = gym.make(TWIN_ID, episode_steps=2)
-    real = gym.make(TWIN_ID, episode_steps=2, demand="realistic")
+    smooth = gym.make(TWIN_ID, episode_steps=2, demand="smooth")
+    real = gym.make(TWIN_ID, episode_steps=2)
     assert smooth.unwrapped.scenario.demand == "smooth"
     assert real.unwrapped.scenario.demand == "realistic"
     # same map, other demand: the twin's offered demand differs, the network does not
