@@ -596,11 +596,13 @@ def twin_counterfactual(
     horizon: int,
     scenario: Any = None,
     common_fading: bool = True,
+    demand: Any = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Run the map's twin with the true actions for rows ``[0, t0)`` in one copy per plan, then
     hold each plan for ``horizon`` slots. Returns ``(before [E, t0, N], after [E, horizon, N])``.
 
-    The twin's power bound is widened to fit every plan (``scenario.with_bounds``).
+    The twin's power bound is widened to fit every plan (``scenario.with_bounds``); ``demand``
+    (a ``DemandModel`` of the scenario) replaces the scenario's own demand realisation.
     """
     from worldmodel.data.generate import scenario_of
     from worldmodel.twin.network import NetworkTwin
@@ -611,7 +613,9 @@ def twin_counterfactual(
         wide = dataclasses.replace(sc.bounds, power_dbm=(sc.bounds.power_dbm[0], p_max))
         sc = sc.with_bounds(wide)
     e, n = len(plans), rec.n_cells
-    twin = NetworkTwin(sc, e, seed=int(rec.metadata["seed"]), common_fading=common_fading)
+    twin = NetworkTwin(
+        sc, e, demand=demand, seed=int(rec.metadata["seed"]), common_fading=common_fading
+    )
     twin.reset(slot=int(rec.slot[0]), params=rec.actions[0], active=rec.active[0])
     before = twin.run(rec.actions[:t0], rec.active[:t0]).traffic
     acts = np.stack([np.broadcast_to(p.actions, (horizon, n, 4)) for p in plans])

@@ -128,6 +128,9 @@ class DemandConfig:
     """Coefficient of variation of one session's volume (gamma distributed, mean 1)."""
     noise_seed: int = 0
     """Mixed with ``scenario.seed``: other demand realisations of the same map."""
+    session_seed: int = 0
+    """Other draws of the sessions alone (same places, noise and day levels): the demand a
+    forecaster cannot know in advance; 0 = the map's own draws."""
     cache_weeks: int = 4
     """How many weeks of noise to keep cached (LRU)."""
 
@@ -392,7 +395,10 @@ class DemandModel:
         c = self.config
         n_cells = max(1, int(np.count_nonzero(self.scenario.init_active)))
         v = float(self._base.sum(dtype=np.float64)) / n_cells / c.sessions_per_cell
-        rng = self._rng(_STREAM_SESSION, week)
+        if c.session_seed:
+            rng = np.random.default_rng([*self._entropy, _STREAM_SESSION, week, c.session_seed])
+        else:
+            rng = self._rng(_STREAM_SESSION, week)
         lam = mean_mb / v
         n = rng.poisson(lam)
         k = 1.0 / (c.session_cv * c.session_cv)
