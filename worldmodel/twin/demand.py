@@ -353,8 +353,8 @@ class DemandModel:
         self._cache: OrderedDict[int, tuple[np.ndarray | None, np.ndarray]] = OrderedDict()
 
     # ------------------------------------------------------------------ random parts
-    def _rng(self, stream: int, week: int) -> np.random.Generator:
-        return np.random.default_rng([*self._entropy, stream, week])
+    def _rng(self, stream: int, week: int, *extra: int) -> np.random.Generator:
+        return np.random.default_rng([*self._entropy, stream, week, *extra])
 
     def _ar_chain(self, week: int, x_prev: np.ndarray | None) -> np.ndarray:
         """``[672, B]`` AR(1) log-noise of ``week``, continuing from ``x_prev`` (else stationary)."""
@@ -395,10 +395,8 @@ class DemandModel:
         c = self.config
         n_cells = max(1, int(np.count_nonzero(self.scenario.init_active)))
         v = float(self._base.sum(dtype=np.float64)) / n_cells / c.sessions_per_cell
-        if c.session_seed:
-            rng = np.random.default_rng([*self._entropy, _STREAM_SESSION, week, c.session_seed])
-        else:
-            rng = self._rng(_STREAM_SESSION, week)
+        # session_seed 0 keeps the key without it: the map's own draws
+        rng = self._rng(_STREAM_SESSION, week, *([c.session_seed] if c.session_seed else []))
         lam = mean_mb / v
         n = rng.poisson(lam)
         k = 1.0 / (c.session_cv * c.session_cv)

@@ -38,10 +38,7 @@ CLI::
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import os
-import tempfile
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -49,6 +46,7 @@ from pathlib import Path
 
 import numpy as np
 
+from worldmodel.cli import write_json_atomic
 from worldmodel.twin.profiles import (
     DEFAULT_TRACE_FILES,
     WEEKEND_DAYS,
@@ -247,14 +245,18 @@ def map_series(path: Path | str) -> Series:
     or removed early) are left out: for most of the week they were not part of the network.
     """
     with np.load(path, allow_pickle=False) as z:
+        missing = [k for k in ("traffic", "slot", "active") if k not in z]
+        if missing:
+            raise ValueError(f"{path}: not a generated map, missing arrays {missing}")
         traffic = np.asarray(z["traffic"], dtype=np.float64)
         slots = np.asarray(z["slot"], dtype=np.int64)
         active = np.asarray(z["active"], dtype=bool)
     traffic = traffic[:, active.mean(axis=0) >= MIN_ON_AIR]
     per_hour = SLOTS_PER_DAY // HOURS_PER_DAY
-    first = int(np.argmax(slots % SLOTS_PER_DAY == 0)) if (slots % SLOTS_PER_DAY == 0).any() else 0
-    if slots[first] % SLOTS_PER_DAY != 0:
+    midnights = np.flatnonzero(slots % SLOTS_PER_DAY == 0)
+    if midnights.size == 0:
         raise ValueError(f"{path}: no slot at local midnight, cannot align hours")
+    first = int(midnights[0])
     tr = traffic[first:]
     n_h = tr.shape[0] // per_hour
     hourly = tr[: n_h * per_hour].reshape(n_h, per_hour, -1).sum(axis=1).T  # [N, H]
@@ -385,18 +387,6 @@ def format_table(card: Scorecard) -> str:
     return "\n".join(lines)
 
 
-def _write_json(path: Path, obj: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2, allow_nan=True)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--traces", type=Path, required=True, help="folder with the real .npz traces")
@@ -423,7 +413,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     card = scorecard(traces, maps)
     print(format_table(card))
     if args.json is not None:
-        _write_json(args.json, card.to_dict())
+        write_json_atomic(args.json, card.to_dict())
         print(f"wrote {args.json}")
     if args.fail_outside:
         ok = all(all(p.values()) for p in (card.passes(r) for r in card.twin.values()))

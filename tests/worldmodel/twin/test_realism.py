@@ -122,6 +122,9 @@ def test_map_series_sums_hours_and_drops_cells_mostly_off(tmp_path: Path) -> Non
     s = R.map_series(tmp_path / "urban-para-test-000.npz")
     assert s.x.shape == (2, 48) and np.all(s.x == 4.0) and s.start_day == 0
     assert R.scenario_of(tmp_path / "urban-para-test-000.npz") == "urban-para"
+    np.savez(tmp_path / "other.npz", data=np.ones((3, 48)))
+    with pytest.raises(ValueError, match=r"other.npz: not a generated map, missing arrays"):
+        R.map_series(tmp_path / "other.npz")
 
 
 def test_cli_prints_every_file_and_scenario_and_writes_json(tmp_path: Path, capsys) -> None:
