@@ -5,7 +5,9 @@ envs and by network size, against the fast-environment targets.
     python benchmarks/bench_env.py --quick         # 1 and 64 envs, 57 and 120 cells
     python benchmarks/bench_env.py --envs 64 --backends default twin
 
-Backends: the two shipped world models (``fast``, ``full``; ``mobiwm_env.config``) and the twin.
+Backends: the two shipped world models (``fast``, ``full``; ``mobiwm_env.config``), each also
+with ``compile=True`` (``-compiled``: ``torch.compile`` of the model's inference; its first
+reset includes the compilation), and the twin.
 Table 1, per backend × ``num_envs`` (``gym.make_vec``, hex57, random actions in [-1, 1] for
 every cell, so every parameter changes every step):
 
@@ -50,6 +52,8 @@ from mobiwm_env.config import DEFAULT_NAME, SHIPPED_CHECKPOINTS  # noqa: E402
 BACKENDS = {
     "fast": (mobiwm_env.WORLD_MODEL_ID, {"checkpoint": "fast"}),
     "full": (mobiwm_env.WORLD_MODEL_ID, {"checkpoint": "full"}),
+    "fast-compiled": (mobiwm_env.WORLD_MODEL_ID, {"checkpoint": "fast", "compile": True}),
+    "full-compiled": (mobiwm_env.WORLD_MODEL_ID, {"checkpoint": "full", "compile": True}),
     "twin": (mobiwm_env.TWIN_ID, {}),
 }
 CELLS = {"hex57": 57, "urban": 120, "suburb1700": 1700, "urban5000": 5000}
@@ -180,17 +184,17 @@ def main(argv: list[str] | None = None) -> int:
         for n in envs:
             r = bench_vector(backend, n, args.steps)
             rows.append((backend, n, r))
-            print(f"  {backend:8s} {n:4d} envs: {r['steady']:8.1f} env-steps/s", flush=True)
+            print(f"  {backend:14s} {n:4d} envs: {r['steady']:8.1f} env-steps/s", flush=True)
     print()
-    print(f"{'backend':9s} {'envs':>5s} {'steady steps/s':>15s} {'ms/step':>8s} "
+    print(f"{'backend':14s} {'envs':>5s} {'steady steps/s':>15s} {'ms/step':>8s} "
           f"{'with resets':>12s} {'first reset s':>14s} {'reset s':>8s}")  # fmt: skip
     for backend, n, r in rows:
-        print(f"{backend:9s} {n:5d} {r['steady']:15.1f} {r['steady_ms']:8.1f} "
+        print(f"{backend:14s} {n:5d} {r['steady']:15.1f} {r['steady_ms']:8.1f} "
               f"{r['with_resets']:12.1f} {r['first_reset_s']:14.2f} {r['reset_s']:8.2f}")  # fmt: skip
     print()
     find = {(b, n): r for b, n, r in rows}
     checks = [(("twin", 64), "steady", 150.0, True, "twin, 64 envs, steady env-steps/s")]
-    for wm in ("fast", "full"):
+    for wm in ("fast", "full", "fast-compiled", "full-compiled"):
         checks += [
             ((wm, 64), "steady", 1000.0, True, f"{wm}, 64 envs, steady env-steps/s"),
             ((wm, 1), "steady", 100.0, True, f"{wm}, 1 env, steady env-steps/s"),

@@ -93,7 +93,13 @@ class LoadBalanceCore:
         else:
             ckpt = resolve_checkpoint(cfg.checkpoint)
             self.dynamics = WorldModelDynamics(
-                sc, e, ckpt, cfg.warmup_slots, cfg.device, memory=cfg.memory
+                sc,
+                e,
+                ckpt,
+                cfg.warmup_slots,
+                cfg.device,
+                memory=cfg.memory,
+                compile=cfg.compile,
             )
         self.observation_space = observation_space(m, cfg.history_slots, cfg.obs_clip)
         self.action_space = action_space(m)

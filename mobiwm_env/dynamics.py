@@ -479,16 +479,20 @@ def _file_stamp(directory: Path) -> tuple:
     return tuple(stamp)
 
 
-def load_world_model(checkpoint: str | Path, device: str = "cpu") -> Any:
-    """``load_checkpoint`` with the path in every error message.
+def load_world_model(checkpoint: str | Path, device: str = "cpu", compile: bool = False) -> Any:
+    """``load_checkpoint`` with the path in every error message; ``compile``: a model whose
+    inference runs through ``torch.compile`` (``MobiWM.compile_inference``).
 
-    Frozen models are shared per process (keyed by path, device and file stamps)."""
+    Frozen models are shared per process (keyed by path, device, ``compile`` and file
+    stamps)."""
     path = Path(checkpoint)
     directory = path.parent if path.is_file() else path
-    key = (str(directory.resolve()), str(device), _file_stamp(directory))
+    key = (str(directory.resolve()), str(device), bool(compile), _file_stamp(directory))
     model = _MODELS.get(key)
     if model is None:
         model = _load_world_model(path, device)
+        if compile:
+            model.compile_inference()
         _MODELS[key] = model
         while len(_MODELS) > 4:
             _MODELS.popitem(last=False)
@@ -529,6 +533,7 @@ class WorldModelDynamics:
         warmup_slots: int,
         device: str = "cpu",
         memory: str = "observed",
+        compile: bool = False,
     ) -> None:
         import torch
 
@@ -542,7 +547,7 @@ class WorldModelDynamics:
         self.scenario = scenario
         self.n_envs = int(n_envs)
         self.checkpoint = str(checkpoint)
-        self.model = load_world_model(checkpoint, device)
+        self.model = load_world_model(checkpoint, device, compile)
         cfg = self.model.cfg
         self.history = int(cfg.history)
         self.horizon = int(cfg.horizon)

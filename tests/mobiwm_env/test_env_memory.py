@@ -91,15 +91,19 @@ def test_memory_option_is_validated_and_matches_the_model(memory_checkpoint: Pat
         gym.make(WM_ID, checkpoint=str(memory_checkpoint), memory="yesterday")
 
 
-def test_fast_layout_env_equals_a_plain_rollout_with_changing_actions(tmp_path: Path) -> None:
+@pytest.mark.parametrize("compile", [False, True])
+def test_fast_layout_env_equals_a_plain_rollout_with_changing_actions(
+    tmp_path: Path, compile: bool
+) -> None:
     """The env's fast paths (parameter sets shared between the rows of its one-map context,
-    the week's demand table, compact windows, neighbour attention, candidate cells) give the
-    same traffic as one ``MobiWM.rollout`` over a context whose rows are separate copies."""
+    the week's demand table, compact windows, neighbour attention, candidate cells; with
+    ``compile=True`` also ``torch.compile``) give the same traffic as one eager
+    ``MobiWM.rollout`` over a context whose rows are separate copies."""
     import dataclasses
 
     import torch
 
-    from worldmodel.model.checkpoint import save_checkpoint
+    from worldmodel.model.checkpoint import load_checkpoint, save_checkpoint
     from worldmodel.model.config import preset
     from worldmodel.model.mobiwm import MobiWM
 
@@ -115,7 +119,8 @@ def test_fast_layout_env_equals_a_plain_rollout_with_changing_actions(tmp_path: 
         torch.nn.init.normal_(model.head.weight, std=0.5)
     ckpt = save_checkpoint(model, tmp_path / "fast")
     steps = 6
-    envs = gym.make_vec(WM_ID, num_envs=3, checkpoint=str(ckpt), episode_steps=steps + 1)
+    envs = gym.make_vec(WM_ID, num_envs=3, checkpoint=str(ckpt), episode_steps=steps + 1,
+                        compile=compile)  # fmt: skip
     try:
         _, info = envs.reset(seed=5)
         core = envs.unwrapped.core
@@ -130,7 +135,8 @@ def test_fast_layout_env_equals_a_plain_rollout_with_changing_actions(tmp_path: 
             params.append(info["params"].astype(np.float32))
     finally:
         envs.close()
-    model, h, p = dyn.model, dyn.history, dyn.horizon
+    assert (dyn.model._compiled is not None) == compile
+    model, h, p = load_checkpoint(ckpt).eval(), dyn.history, dyn.horizon  # eager
     fut = np.repeat(np.stack(params, axis=1), p, axis=1)  # [E, steps·P, N, 4]
     slots = slot0[:, None] + np.arange(-h, steps * p)[None]
     time = {

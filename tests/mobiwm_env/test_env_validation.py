@@ -115,6 +115,8 @@ def test_unknown_kwarg_and_bad_values():
     assert EnvConfig(max_step={"azimuth_deg": 5.0}).max_step == (1.0, 5.0, 1.0, 1.0)
     with pytest.raises(ValueError, match="warmup_slots"):
         EnvConfig(history_slots=20, warmup_slots=16)
+    with pytest.raises(ValueError, match="compile must be a bool"):
+        EnvConfig(compile="yes")
     with pytest.raises(ValueError, match="render_mode"):
         LoadBalanceEnv(render_mode="ascii", dynamics="twin")
 

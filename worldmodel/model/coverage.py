@@ -44,6 +44,7 @@ inactive cells take no share and get the feature 0, so they cannot influence rea
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import torch
@@ -232,6 +233,36 @@ def fit_demand(
     return rho
 
 
+def candidate_weights(
+    feat: torch.Tensor,
+    on: torch.Tensor,
+    idx: torch.Tensor,
+    cg: torch.Tensor,
+    tau_db: float,
+    antenna: AntennaConfig,
+) -> torch.Tensor:
+    """Association ``w [U, N, S²]`` of ``U`` parameter sets (``feat [U, N, 6]``, ``on [U,
+    N]``) over each pixel's ``K`` candidate cells ``idx [1 or U, S², K]`` with their geometry
+    ``cg [1 or U, 5, S², K]`` (``CoveragePrior.candidate_geometry``): a softmax of RSRP /
+    ``tau_db`` over the candidates, scattered to the cells."""
+    u, n, _ = feat.shape
+    g, kc = idx.shape[1:]
+    flat = idx.reshape(idx.shape[0], g * kc).expand(u, -1)
+
+    def at_candidates(x: torch.Tensor) -> torch.Tensor:  # per-cell [U, N] → [U, G, K]
+        return torch.gather(x, 1, flat).view(u, g, kc)
+
+    power, azimuth, mech, elec = decode_params(feat)
+    terms = tuple(at_candidates(x) for x in antenna_terms(azimuth, mech, elec))
+    gain = gain_from_terms(cg[:, 0], cg[:, 1], cg[:, 2], cg[:, 3], terms, antenna)
+    rsrp = at_candidates(power) + gain - cg[:, 4]
+    on_k = at_candidates(on.to(torch.uint8)).bool()
+    logit = torch.where(on_k, rsrp / tau_db, _OFF)
+    wk = torch.softmax(logit, dim=-1) * on_k.to(rsrp.dtype)  # [U, G, K]
+    w = rsrp.new_zeros(u, n, g)
+    return w.scatter_(1, idx.transpose(1, 2).expand(u, kc, g), wk.transpose(1, 2))
+
+
 class CoveragePrior(nn.Module):
     """Per-cell log demand share under each slot's parameters (module doc).
 
@@ -258,6 +289,7 @@ class CoveragePrior(nn.Module):
         self.poi_categories, self.facility_channels = poi_categories, facility_channels
         self.daily_demand = bool(daily_demand)
         self.antenna = AntennaConfig()
+        self._compiled: Any = None  # compile_inference: compiled candidate_weights
         n_in = poi_categories + facility_channels + (TIME_FEATURES if daily_demand else 0)
         self.demand = MLP(n_in, hidden, 1) if n_in else None
         if self.demand is not None:
@@ -541,24 +573,19 @@ class CoveragePrior(nn.Module):
         """``w [U, N, S²]`` with each pixel's weight spread over its ``K`` candidate cells
         only: the gain is computed on ``[U, S², K]`` (not ``[U, N, S²]``), then scattered."""
         idx_all, cgeom_all = candidates  # [B, G, K] cell indices, [B, 5, G, K] geometry
-        u, n, _ = feat.shape
         sel = mg[:1] if bool((mg == mg[0]).all()) else mg  # one map: no per-set copy
-        idx, cg = idx_all[sel], cgeom_all[sel]  # [1 or U, G, K], [1 or U, 5, G, K]
-        g, kc = idx.shape[1:]
-        flat = idx.reshape(idx.shape[0], g * kc).expand(u, -1)
+        kernel = (
+            candidate_weights
+            if self._compiled is None or torch.is_grad_enabled()
+            else self._compiled
+        )
+        return kernel(feat, on, idx_all[sel], cgeom_all[sel], self.tau_db, self.antenna)
 
-        def at_candidates(x: torch.Tensor) -> torch.Tensor:  # per-cell [U, N] → [U, G, K]
-            return torch.gather(x, 1, flat).view(u, g, kc)
-
-        power, azimuth, mech, elec = decode_params(feat)
-        terms = tuple(at_candidates(x) for x in antenna_terms(azimuth, mech, elec))
-        gain = gain_from_terms(cg[:, 0], cg[:, 1], cg[:, 2], cg[:, 3], terms, self.antenna)
-        rsrp = at_candidates(power) + gain - cg[:, 4]
-        on_k = at_candidates(on.to(torch.uint8)).bool()
-        logit = torch.where(on_k, rsrp / self.tau_db, _OFF)
-        wk = torch.softmax(logit, dim=-1) * on_k.to(rsrp.dtype)  # [U, G, K]
-        w = rsrp.new_zeros(u, n, g)
-        return w.scatter_(1, idx.transpose(1, 2).expand(u, kc, g), wk.transpose(1, 2))
+    def compile_inference(self, enabled: bool = True) -> None:
+        """Compute the candidate association (``candidate_weights``) through ``torch.compile``
+        in calls without gradients (one fused kernel for the antenna gain, softmax and
+        scatter; the number of parameter sets may vary between calls), or eagerly again."""
+        self._compiled = torch.compile(candidate_weights, dynamic=True) if enabled else None
 
     @staticmethod
     def candidate_geometry(

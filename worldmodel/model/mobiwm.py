@@ -237,6 +237,7 @@ class MobiWM(nn.Module):
         self.gate_od = gate() if cfg.use_od else None
         self.fac_enc = FacilityEncoder(cfg) if cfg.use_facility else None
         self.gate_fac = gate() if cfg.use_facility else None
+        self._compiled: Any = None  # compile_inference: the compiled _network
 
     # ------------------------------------------------------------------ helpers
     @property
@@ -258,6 +259,19 @@ class MobiWM(nn.Module):
 
     def _tensor(self, x: ArrayLike, dtype: torch.dtype) -> torch.Tensor:
         return torch.as_tensor(x, dtype=dtype, device=self.device)
+
+    def compile_inference(self, enabled: bool = True) -> None:
+        """Run inference (``predict``, ``rollout``; eval mode without gradients) through
+        ``torch.compile`` of the network after the coverage prior (``_network``), or back in
+        eager mode (``enabled=False``). Training is never compiled.
+
+        Each new input shape compiles once (tens of seconds on a CPU; the inductor cache on
+        disk shortens it in later processes), then a step costs less: it pays for long runs of
+        one shape, e.g. the env's rollouts in PPO. Results equal eager mode within float32
+        rounding."""
+        self._compiled = torch.compile(self._network, dynamic=False) if enabled else None
+        if self.coverage is not None:
+            self.coverage.compile_inference(enabled)
 
     # ------------------------------------------------------------------ context
     def encode_context(
@@ -417,6 +431,36 @@ class MobiWM(nn.Module):
                                             season)  # fmt: skip
                 cov_delta = self._coverage_delta(log_share, active, season)
             act_feat = torch.cat([act_feat, log_share.unsqueeze(-1)], dim=-1)
+        pad = None if bool(mask.all()) else mask  # blocks skip the zeroing without padding
+        if mem_age is None and season and cfg.memory_age > 1:  # one graph for compile
+            mem_age = self._memory_age(day_of_week, z_hist.shape[-1], season)
+        network = self._network
+        if self._compiled is not None and not (self.training or torch.is_grad_enabled()):
+            network = self._compiled
+        return network(z_hist, act_feat, active, slot_of_day, day_of_week, ctx, od_index,
+                       mem_age, season, cov_delta, pad)  # fmt: skip
+
+    def _network(
+        self,
+        z_hist: torch.Tensor,
+        act_feat: torch.Tensor,
+        active: torch.Tensor,
+        slot_of_day: torch.Tensor,
+        day_of_week: torch.Tensor,
+        ctx: ContextCache,
+        od_index: torch.Tensor,
+        mem_age: torch.Tensor | None,
+        season: int,
+        cov_delta: torch.Tensor | None,
+        pad: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """``_core`` after the coverage prior: the daily memory, encoder, decoder and head.
+
+        Pure tensor code without data-dependent Python branches (``pad``: the cell mask, or
+        None when no cell is padded), so ``compile_inference`` can hand it to
+        ``torch.compile``."""
+        cfg = self.cfg
+        mask = ctx.cell_mask
         cov_last = None  # "ar-adjusted": the prior's change from t_last - season to t_last
         if cov_delta is not None and season and cfg.season_anchor == "ar-adjusted":
             cov_delta, cov_last = cov_delta[:, :-1], cov_delta[:, -1:]  # _delta_pairs' last
@@ -446,7 +490,6 @@ class MobiWM(nn.Module):
         if seas is not None:
             x = x + seas[:, :h]
         x = zero_padded(x, mask)
-        pad = None if bool(mask.all()) else mask  # blocks skip the zeroing without padding
         nb = ctx.neighbours  # spatial attention over each cell's neighbours (None: all cells)
         gather = nb if nb is not None and n > DENSE_NEIGHBOUR_MAX_CELLS else None
 
@@ -549,9 +592,7 @@ class MobiWM(nn.Module):
             seas_in = torch.cat([seas_in, torch.where(on[..., None], a_mem, 0.0)], dim=-1)
         if self.cfg.memory_age > 1:  # the memory's age in days: 1 → 0, a week → 1
             if mem_age is None:
-                week = self.cfg.days_per_week
-                age = (day_of_week[:, s:] - day_of_week[:, :t_tok]).remainder(week)
-                mem_age = torch.where(age == 0, week, age)[..., None].expand_as(on)
+                mem_age = self._memory_age(day_of_week, on.shape[-1], s)
             # a memory older than any seen in training reads as the oldest seen (a rollout
             # of weeks remembers its warm-up day, months old by the end)
             age = mem_age.clamp(max=self.cfg.memory_age).to(src.dtype)
@@ -585,6 +626,13 @@ class MobiWM(nn.Module):
             seas_in,
             anchor,
         )
+
+    def _memory_age(self, day_of_week: torch.Tensor, n: int, season: int) -> torch.Tensor:
+        """Default age in days ``[B, T − season, N]`` of each memory slot's value: from the day
+        of week of the memory slots and of their tokens (``day_of_week [B, T]``)."""
+        week, t_tok = self.cfg.days_per_week, day_of_week.shape[1] - season
+        age = (day_of_week[:, season:] - day_of_week[:, :t_tok]).remainder(week)
+        return torch.where(age == 0, week, age)[..., None].expand(-1, -1, n)
 
     def _log_share(
         self,
