@@ -1,9 +1,9 @@
-"""Env throughput: world model (the default fast model and the full one) and twin, by number of
+"""Env throughput: world model (the small fast model and the full one, the env's default) and twin, by number of
 envs and by network size, against the fast-environment targets.
 
     python benchmarks/bench_env.py                 # the whole table (~5 min on 2 cores)
     python benchmarks/bench_env.py --quick         # 1 and 64 envs, 57 and 120 cells
-    python benchmarks/bench_env.py --envs 64 --backends default twin
+    python benchmarks/bench_env.py --envs 64 --backends fast-compiled twin
 
 Backends: the two shipped world models (``fast``, ``full``; ``mobiwm_env.config``), each also
 with ``compile=True`` (``-compiled``: ``torch.compile`` of the model's inference; its first
@@ -208,21 +208,21 @@ def main(argv: list[str] | None = None) -> int:
                   f"{'>=' if higher else '<='} {target:g})")  # fmt: skip
 
     print()
-    print(f"{'one env':9s} {'scenario':11s} {'cells':>6s} {'ms/step':>9s} {'peak GB':>8s}")
+    print(f"{'one env':14s} {'scenario':11s} {'cells':>6s} {'ms/step':>9s} {'peak GB':>8s}")
     limits = {"suburb1700": 150.0, "urban5000": 500.0}
     for backend in args.backends:
         for sc in cells:
             r = cells_in_subprocess(backend, sc, 3 if CELLS[sc] > 1000 else args.steps,
                                     args.threads)  # fmt: skip
             if "error" in r:
-                print(f"{backend:9s} {sc:11s} {CELLS[sc]:6d}   failed: {r['error']}")
+                print(f"{backend:14s} {sc:11s} {CELLS[sc]:6d}   failed: {r['error']}")
                 continue
             note = ""
             if backend != "twin" and sc in limits:
                 ok = r["step_ms"] <= limits[sc] and (sc != "urban5000" or r["peak_gb"] <= 4.0)
                 note = f"  ({'meets' if ok else 'MISSES'} <= {limits[sc]:g} ms"
                 note += ", 4 GB)" if sc == "urban5000" else ")"
-            print(f"{backend:9s} {sc:11s} {CELLS[sc]:6d} {r['step_ms']:9.1f} "
+            print(f"{backend:14s} {sc:11s} {CELLS[sc]:6d} {r['step_ms']:9.1f} "
                   f"{r['peak_gb']:8.2f}{note}", flush=True)  # fmt: skip
     print()
     for backend in args.backends:
