@@ -291,33 +291,87 @@ def run_dir_of(cfg: PPOConfig) -> Path:
     return Path(cfg.out or f"runs/ppo-{time.strftime('%Y%m%d-%H%M%S')}")
 
 
+def policy_label(cfg: PPOConfig) -> str:
+    """The trained policy's name in tables: ``--label`` or ``PPO (<trained in>[, from <rule>])``."""
+    warm = f", from {cfg.warm_start}" if cfg.warm_start else ""
+    return cfg.label or f"PPO ({cfg.trained_in}{warm})"
+
+
+def warm_start_label(cfg: PPOConfig) -> str:
+    """The cloned policy's name in tables (evaluated beside the others)."""
+    return f"BC of {cfg.warm_start} (before PPO)"
+
+
 def train(cfg: PPOConfig, log: Any = print) -> tuple[Path, dict[str, Any]]:
     """Train, save and (``eval_runs > 0``) evaluate; returns the run folder and the record
     written to its ``config.json``."""
     t_start = time.perf_counter()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+
+    # The run folder; its config.json is rewritten after every stage (``status``: how far).
     run_dir = run_dir_of(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
-    warm = f", from {cfg.warm_start}" if cfg.warm_start else ""
-    label = cfg.label or f"PPO ({cfg.trained_in}{warm})"
-    record: dict[str, Any] = {
+    label = policy_label(cfg)
+    record = new_record(cfg, label)
+    write_json_atomic(run_dir / "config.json", record)
+
+    # Seeded envs (VecMonitor + VecNormalize), then the learner and its callbacks.
+    set_random_seed(cfg.seed)
+    venv = build_venv(cfg)
+    model = build_model(cfg, venv, run_dir / "tb")
+    _log_plan(cfg, label, run_dir, log)
+    callbacks = build_callbacks(cfg, run_dir, log)
+
+    # Optional warm start: behaviour-clone a controller into the policy before PPO.
+    if cfg.warm_start:
+        record["warm_start"] = _warm_start(cfg, model, venv, run_dir, log)
+        write_json_atomic(run_dir / "config.json", record)
+
+    # PPO, then the final policy and its normalisation statistics to disk.
+    train_s = _learn(cfg, model, callbacks)
+    _save(model, venv, run_dir)
+    venv.close()
+    record.update(status="trained", **_training_stats(model, train_s, log))
+    write_json_atomic(run_dir / "config.json", record)
+
+    # Judge it on the twin beside the baselines (eval.json / eval.md / episode.gif, eval/ in TB).
+    if cfg.eval_runs:
+        record.update(status="evaluated", eval_seconds=_evaluate(cfg, model, run_dir, label, log))
+
+    record["total_seconds"] = time.perf_counter() - t_start
+    write_json_atomic(run_dir / "config.json", record)
+    log(f"total {record['total_seconds'] / 60:.1f} min")
+    return run_dir, record
+
+
+# ---------------------------------------------------------------------------- train()'s stages
+def new_record(cfg: PPOConfig, label: str) -> dict[str, Any]:
+    """The first ``config.json`` of a run: the resolved config, the policy's label, where it
+    trains, the command line and ``status: training``."""
+    return {
         "config": asdict(cfg),
         "label": label,
         "trained_in": cfg.trained_in,
         "command": " ".join(sys.argv),
         "status": "training",
     }
-    write_json_atomic(run_dir / "config.json", record)
-    set_random_seed(cfg.seed)
+
+
+def build_venv(cfg: PPOConfig) -> VecNormalize:
+    """The batched training env for ``cfg``, wrapped in ``VecMonitor`` and ``VecNormalize``
+    (observations normalised for the MlpPolicy only: the shared policy reads raw features)."""
     venv = make_sb3_env(cfg.env_id, cfg.num_envs, cfg.checkpoint or None, **cfg.env_kwargs())
-    venv = VecNormalize(
+    return VecNormalize(
         VecMonitor(venv),
         norm_obs=cfg.normalize_obs and cfg.policy == "mlp",
         norm_reward=cfg.normalize_reward,
         gamma=cfg.gamma,
     )
-    model = build_model(cfg, venv, run_dir / "tb")
+
+
+def _log_plan(cfg: PPOConfig, label: str, run_dir: Path, log: Any) -> None:
+    """What is about to be trained, where, and the expected time."""
     log(
         f"training {label} [{cfg.policy} policy] in {cfg.env_id} ({cfg.scenario}, "
         f"{cfg.num_envs} envs) for {cfg.total_timesteps:,} steps → {run_dir}"
@@ -334,6 +388,11 @@ def train(cfg: PPOConfig, log: Any = print) -> tuple[Path, dict[str, Any]]:
             else ""
         )
     )
+
+
+def build_callbacks(cfg: PPOConfig, run_dir: Path, log: Any = print) -> list[BaseCallback]:
+    """``charts/`` metrics, the progress bar (``--progress``) and periodic checkpoints
+    (``--checkpoint-every``) for ``model.learn``."""
     if cfg.progress and log is print:
         from tqdm.auto import tqdm
 
@@ -352,70 +411,83 @@ def train(cfg: PPOConfig, log: Any = print) -> tuple[Path, dict[str, Any]]:
                 save_vecnormalize=True,
             )
         )
+    return callbacks
+
+
+def _warm_start(
+    cfg: PPOConfig, model: PPO, venv: VecNormalize, run_dir: Path, log: Any
+) -> dict[str, Any]:
+    """Clone ``cfg.warm_start`` into ``model``, save the clone to ``warmstart/``; returns the
+    clone's report (for ``config.json``)."""
+    report = warm_start(
+        model, venv, cfg.warm_start, cfg.warm_start_steps, cfg.warm_start_epochs, cfg.seed,
+        tb_dir=run_dir / "tb" / "warmstart",
+    )  # fmt: skip
     warm_dir = run_dir / "warmstart"
-    warm_label = f"BC of {cfg.warm_start} (before PPO)"
-    if cfg.warm_start:
-        report = warm_start(
-            model, venv, cfg.warm_start, cfg.warm_start_steps, cfg.warm_start_epochs, cfg.seed,
-            tb_dir=run_dir / "tb" / "warmstart",
-        )  # fmt: skip
-        warm_dir.mkdir(exist_ok=True)
-        model.save(warm_dir / "model.zip")
-        venv.save(str(warm_dir / "vecnormalize.pkl"))
-        write_json_atomic(
-            warm_dir / "config.json",
-            {"label": warm_label, "warm_start": report.as_dict()},
-        )
-        record["warm_start"] = report.as_dict()
-        write_json_atomic(run_dir / "config.json", record)
-        log(
-            f"warm start: cloned {cfg.warm_start} from {report.env_steps:,} env steps "
-            f"({report.collect_seconds:.0f} s) in {report.epochs} epochs ({report.fit_seconds:.0f}"
-            f" s): action MSE {report.bc_mse_first:.4f} → {report.bc_mse_last:.4f}, "
-            f"value MSE {report.value_mse_last:.3f}"
-        )
+    warm_dir.mkdir(exist_ok=True)
+    _save(model, venv, warm_dir)
+    write_json_atomic(
+        warm_dir / "config.json",
+        {"label": warm_start_label(cfg), "warm_start": report.as_dict()},
+    )
+    log(
+        f"warm start: cloned {cfg.warm_start} from {report.env_steps:,} env steps "
+        f"({report.collect_seconds:.0f} s) in {report.epochs} epochs ({report.fit_seconds:.0f}"
+        f" s): action MSE {report.bc_mse_first:.4f} → {report.bc_mse_last:.4f}, "
+        f"value MSE {report.value_mse_last:.3f}"
+    )
+    return report.as_dict()
+
+
+def _learn(cfg: PPOConfig, model: PPO, callbacks: list[BaseCallback]) -> float:
+    """PPO for ``cfg.total_timesteps`` env steps; returns the wall time (s)."""
     t0 = time.perf_counter()
     model.learn(cfg.total_timesteps, callback=callbacks, tb_log_name="ppo", progress_bar=False)
-    train_s = time.perf_counter() - t0
-    model.save(run_dir / "model.zip")
-    venv.save(str(run_dir / "vecnormalize.pkl"))
-    venv.close()
+    return time.perf_counter() - t0
+
+
+def _training_stats(model: PPO, train_s: float, log: Any) -> dict[str, Any]:
+    """Steps trained, wall time and speed of ``model.learn`` (logged; for ``config.json``)."""
     sps = model.num_timesteps / train_s
     log(f"trained {model.num_timesteps:,} steps in {train_s / 60:.1f} min ({sps:.0f} steps/s)")
-    record.update(
-        status="trained",
-        timesteps=int(model.num_timesteps),
-        train_seconds=train_s,
-        steps_per_second=sps,
-    )
-    write_json_atomic(run_dir / "config.json", record)
+    return {
+        "timesteps": int(model.num_timesteps),
+        "train_seconds": train_s,
+        "steps_per_second": sps,
+    }
 
-    if cfg.eval_runs:
-        t1 = time.perf_counter()
-        log(f"evaluating on the twin: {cfg.eval_runs} episodes per policy, seed {cfg.eval_seed}")
-        specs: list[Any] = [(b, None) for b in cfg.eval_baselines]
-        if cfg.warm_start:
-            specs.append((str(warm_dir), warm_label))
-        specs.append((str(run_dir), label))  # last: its row goes to TensorBoard
-        result = evaluate_policies(
-            specs,
-            ("twin",),
-            cfg.eval_runs,
-            cfg.eval_seed,
-            cfg.checkpoint or None,
-            cfg.env_kwargs(),
-            gif=(str(run_dir), run_dir / "episode.gif") if cfg.gif else None,
-            log=log,
-        )
-        js, md = write_results(result, run_dir, "eval", f"{label} vs baselines on the twin")
-        log("\n" + md.read_text(encoding="utf-8"))
-        log(f"wrote {js}, {md}" + (f", {run_dir / 'episode.gif'}" if cfg.gif else ""))
-        _log_eval(model, result, run_dir)
-        record.update(status="evaluated", eval_seconds=time.perf_counter() - t1)
-    record["total_seconds"] = time.perf_counter() - t_start
-    write_json_atomic(run_dir / "config.json", record)
-    log(f"total {record['total_seconds'] / 60:.1f} min")
-    return run_dir, record
+
+def _save(model: PPO, venv: VecNormalize, folder: Path) -> None:
+    """``model.zip`` and ``vecnormalize.pkl`` (what ``TrainedPolicy`` reloads) in ``folder``."""
+    model.save(folder / "model.zip")
+    venv.save(str(folder / "vecnormalize.pkl"))
+
+
+def _evaluate(cfg: PPOConfig, model: PPO, run_dir: Path, label: str, log: Any) -> float:
+    """The baselines, the warm-start clone (if any) and the trained policy on the twin:
+    ``eval.json`` / ``eval.md`` (+ ``episode.gif``) and ``eval/`` in TensorBoard; returns
+    the wall time (s)."""
+    t1 = time.perf_counter()
+    log(f"evaluating on the twin: {cfg.eval_runs} episodes per policy, seed {cfg.eval_seed}")
+    specs: list[Any] = [(b, None) for b in cfg.eval_baselines]
+    if cfg.warm_start:
+        specs.append((str(run_dir / "warmstart"), warm_start_label(cfg)))
+    specs.append((str(run_dir), label))  # last: its row goes to TensorBoard
+    result = evaluate_policies(
+        specs,
+        ("twin",),
+        cfg.eval_runs,
+        cfg.eval_seed,
+        cfg.checkpoint or None,
+        cfg.env_kwargs(),
+        gif=(str(run_dir), run_dir / "episode.gif") if cfg.gif else None,
+        log=log,
+    )
+    js, md = write_results(result, run_dir, "eval", f"{label} vs baselines on the twin")
+    log("\n" + md.read_text(encoding="utf-8"))
+    log(f"wrote {js}, {md}" + (f", {run_dir / 'episode.gif'}" if cfg.gif else ""))
+    _log_eval(model, result, run_dir)
+    return time.perf_counter() - t1
 
 
 def _log_eval(model: PPO, result: dict[str, Any], run_dir: Path) -> None:

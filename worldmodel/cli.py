@@ -73,10 +73,13 @@ def dataclass_from_args(cls: type[T], ns: argparse.Namespace) -> T:
     return cls(**kw)
 
 
-def parse_config(cls: type[T], argv: list[str] | None = None, description: str = "") -> T:
-    """Parse ``argv`` into a ``cls`` instance (``--help`` lists every field)."""
+def parse_config(
+    cls: type[T], argv: list[str] | None = None, description: str = "", prog: str | None = None
+) -> T:
+    """Parse ``argv`` into a ``cls`` instance (``--help`` lists every field; ``prog`` names the
+    command in the usage line, default ``sys.argv[0]``)."""
     p = argparse.ArgumentParser(
-        description=description, formatter_class=argparse.RawTextHelpFormatter
+        prog=prog, description=description, formatter_class=argparse.RawTextHelpFormatter
     )
     add_dataclass_args(p, cls)
     return dataclass_from_args(cls, p.parse_args(argv))

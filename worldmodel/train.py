@@ -739,6 +739,11 @@ def main(argv: list[str] | None = None) -> int:
         result = Trainer(cfg).train()
         if int(os.environ.get("RANK", 0)) == 0:
             print(to_jsonable(result))
+        if dist.is_available() and dist.is_initialized():
+            # every rank done before any tears down: a rank destroying its gloo group while
+            # another still talks aborted now and then ("terminate called without an active
+            # exception")
+            dist.barrier()
     finally:
         if dist.is_available() and dist.is_initialized():
             dist.destroy_process_group()

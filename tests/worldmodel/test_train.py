@@ -419,12 +419,12 @@ def _flags(argv: list[str]) -> dict[str, tuple[str, ...]]:
     return flags
 
 
-def test_ablation_script_trains_the_readme_recipe() -> None:
-    """``scripts/ablation.sh``'s rows are the README's shipped-model command, changed only in
+def test_ablation_script_trains_the_documented_recipe() -> None:
+    """``scripts/ablation.sh``'s rows are the shipped-model command of docs/worldmodel.md, changed only in
     budget and bookkeeping, plus each row's own removal."""
     import shlex
 
-    text = (REPO / "README.md").read_text(encoding="utf-8")
+    text = (REPO / "docs" / "worldmodel.md").read_text(encoding="utf-8")
     start = text.index("python -m worldmodel.train --data data/default --out runs/mobiwm-default")
     block = text[start : text.index("\n```", start)].split("\ntensorboard")[0]
     readme = _flags(shlex.split(block.replace("\\\n", " "))[3:])

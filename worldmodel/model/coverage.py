@@ -35,7 +35,7 @@ every cell's share in the anchor's slot equals the share of the traffic it actua
 An antenna change then moves pixels that carry the traffic the cells were seen to carry, not
 POI counts. Without learning, this closed form (yesterday's traffic times the calibrated share
 change) scores counterfactual R² 0.72 / 0.82 / 0.86 on the evaluation's random / overpower /
-site-off plans, against 0.56 / 0.69 / 0.51 uncalibrated (``docs/RESULTS.md``).
+site-off plans, against 0.56 / 0.69 / 0.51 uncalibrated (``docs/results.md``).
 
 The association weights carry no gradient (actions are inputs, not parameters). Padded and
 inactive cells take no share and get the feature 0, so they cannot influence real cells.
