@@ -82,7 +82,7 @@ class Table2Config:
     warm_start: str = arg(
         "", "'' | heuristic: every agent clones this controller in its own env before PPO"
     )
-    learning_rate: float = arg(1e-3, "PPO learning rate (1e-4 after a warm start: docs/RESULTS.md)")
+    learning_rate: float = arg(1e-3, "PPO learning rate (1e-4 after a warm start: docs/agents.md)")
     n_epochs: int = arg(5, "PPO epochs per rollout (the main job uses 3)")
     runs: int = arg(18, "evaluation episodes per policy on the twin")
     eval_seed: int = arg(EVAL_SEED, "first evaluation seed")

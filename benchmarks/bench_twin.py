@@ -6,7 +6,7 @@
 The last hex row is the vectorised environment's step: 64 copies, every parameter of every
 cell changing (a random walk within the bounds), then 4 slots; it also prints env-steps/s.
 
-Prints tables; numbers go into docs/RESULTS.md. Ratios measured in one run are the reliable
+Prints tables; numbers go into docs/results.md. Ratios measured in one run are the reliable
 part (the machines are shared and noisy).
 """
 

@@ -29,7 +29,7 @@ SHIPPED_CHECKPOINTS: dict[str, Path] = {
 }
 """The shipped MobiWM checkpoints by name (``checkpoint="fast"``): ``full`` is the full-size
 MobiWM (preset S), ``fast`` the small env model (preset XS, neighbour attention); their
-fidelity and speed are in ``docs/RESULTS.md``."""
+fidelity and speed are in ``docs/results.md``."""
 DEFAULT_NAME = "full"
 """The shipped checkpoint ``MobiWM-LoadBalance-v0`` loads unless ``checkpoint=``."""
 DEFAULT_CHECKPOINT = SHIPPED_CHECKPOINTS[DEFAULT_NAME]
@@ -119,8 +119,8 @@ class EnvConfig:
     compile: bool = False
     """Run the world model's inference through ``torch.compile`` (``MobiWM.compile_inference``):
     the first step of a new batch shape compiles (about 10–60 s on a CPU; inductor keeps a cache
-    on disk for later processes), later steps run about 1.5–2× faster. Pays for long runs (PPO
-    training), not for a few episodes. Ignored by the twin."""
+    on disk for later processes), later steps run about 1.1–1.4× faster (``docs/results.md``).
+    Pays for long runs, not for a few episodes. Ignored by the twin."""
     extra: Mapping[str, Any] = field(default_factory=dict)
     """Reserved for forward compatibility; must be empty."""
 

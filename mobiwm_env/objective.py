@@ -20,7 +20,7 @@ The bracketed term is our extension, off by default (``λ_U = 0`` is Eq. 21 exac
 cells carry. On the twin it equals the unserved traffic (never negative); on a world model it is
 the model's estimate, floored at 0: traffic predicted above the offered demand is a model error,
 and without the floor it paid a *bonus* that PPO learned to farm (measured: a policy whose
-world-model shortfall was −179 MB/slot; ``docs/RESULTS.md``). It closes a loophole of Eq. 21: the
+world-model shortfall was −179 MB/slot; ``docs/agents.md``). It closes a loophole of Eq. 21: the
 balanced target shares only the traffic that is *served*, so a policy can "balance" by shrinking
 the coverage of busy cells and leaving their users unserved. Under the balanced target, shedding
 ``x`` MB lowers the L1 term by at most ``2x`` (``x`` at the cell, at most ``x`` more through the

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The §5.3 ablation study and the §5.5 size table on the shipped recipe (README "Training MobiWM"),
+# The §5.3 ablation study and the §5.5 size table on the shipped recipe (docs/worldmodel.md, "Training"),
 # at a shorter budget: one training run per row, JOBS rows at a time (default 2) on one torch thread
 # each, then one evaluation of every row on the test maps (rollout and counterfactual sections).
 #
@@ -9,11 +9,10 @@
 # --ablate name each) and cov (without the coverage prior). The size rows M, L and XL (the full
 # model at another --preset; S is the full row) run only when named. STEPS (default 600), SEED
 # (default 1) and JOBS come from the environment. Each row trains STEPS steps on data/default
-# (generate it first, see README "Datasets"); a row whose OUT/ROW/best exists is not trained again.
+# (generate it first: docs/datasets.md); a row whose OUT/ROW/best exists is not trained again.
 # The evaluation goes to OUT/eval-ROW-ROW..., so two drivers sharing OUT do not overwrite it. On
-# this 2-core CPU an S row took 11–45 min, M 22 min, L 40 min, XL 98 min (docs/RESULTS.md,
-# sessions 13–14).
-# DRY_RUN=1 prints the commands instead of running them (a test checks them against the README).
+# this 2-core CPU an S row took 11–45 min, M 22 min, L 40 min, XL 98 min.
+# DRY_RUN=1 prints the commands instead of running them (a test checks them against docs/worldmodel.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-runs/ablation}
@@ -54,7 +53,7 @@ for row in "${rows[@]}"; do
     esac
 done
 if [ "$dry" != 1 ]; then
-    [ -d data/default ] || { echo "data/default is missing: generate it (README, Datasets)" >&2; exit 2; }
+    [ -d data/default ] || { echo "data/default is missing: generate it (docs/datasets.md)" >&2; exit 2; }
     mkdir -p "$out"
 fi
 pids=()

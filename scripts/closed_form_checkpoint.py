@@ -11,7 +11,7 @@ proxy is the plain POI count (the proxy's MLP zeroed): the model then predicts t
 traffic (yesterday's value for the ``yesterday`` anchor) times ``exp(Δ log share)`` of the
 prior (``--calibrate K``: fitted to the anchor slot's traffic with ``K`` steps; 0: the
 uncalibrated share change, added in normalised space). It shows what the prior alone explains
-of the twin's counterfactual changes (``docs/RESULTS.md``).
+of the twin's counterfactual changes (``docs/results.md``).
 """
 
 from __future__ import annotations

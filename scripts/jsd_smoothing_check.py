@@ -1,6 +1,6 @@
 """Does a smoother forecast lose on JSD? Copying yesterday vs the mean of the other days.
 
-    python scripts/jsd_smoothing_check.py data/test12 data/test12-realistic
+    python scripts/jsd_smoothing_check.py data/test12 [data/val12 ...]
 
 For each Para scenario of each dataset (one-week maps), days 1-6 of every map are predicted two
 ways without any model: by the same slot yesterday, and by the mean of the same slot on the
