@@ -136,8 +136,20 @@ class CellGraphExtractor(BaseFeaturesExtractor):
         return torch.cat([h, x * mask, mask], dim=-1).reshape(b, -1)
 
 
+DENSE_MAX_CELLS = 256
+"""Maps of at most this many cells score all cell pairs with one batched matmul and pick the
+neighbours from it; larger maps gather each cell's neighbours (memory ``B·M·K·C``)."""
+
+
 class _MessageLayer(nn.Module):
-    """Multi-head attention of each cell over its neighbours, with edge features."""
+    """Multi-head attention of each cell over its ``K`` neighbours, with edge features.
+
+    The key and value of neighbour ``j`` seen from cell ``i`` are ``kv(h_j) + geo(e_ij) +
+    beam(b_ij)``. All three terms are linear in what attention does with them, so they are
+    scored and summed separately: node keys and values ``[B, M, C]`` (never copied per edge), the
+    static geometry embedding ``[M, K, 2C]`` (no batch axis) and the 4 beam features through the
+    beam weight. Nothing of size ``B·M·K·C`` is built on maps of ≤ ``DENSE_MAX_CELLS`` cells.
+    """
 
     def __init__(self, hidden: int, n_heads: int) -> None:
         super().__init__()
@@ -166,16 +178,37 @@ class _MessageLayer(nn.Module):
         """``h [B, M, C]``, ``nbr [M, K]``, ``geo [M, K, 3]`` (static, embedded once per call
         without the batch axis), ``beam [B, M, K, 4]``, ``valid [B, M, K]``."""
         b, m, c = h.shape
-        k = nbr.shape[1]
-        kv = self.kv(h)[:, nbr] + self.geo(geo) + self.beam(beam)  # [B, M, K, 2C]
-        key, val = kv.chunk(2, dim=-1)
-        q = self.q(h).reshape(b, m, 1, self.h, self.d)
-        key = key.reshape(b, m, k, self.h, self.d)
-        val = val.reshape(b, m, k, self.h, self.d)
-        logits = (q * key).sum(-1) / self.d**0.5  # [B, M, K, heads]
+        k, nh, d = nbr.shape[1], self.h, self.d
+        q = self.q(h).reshape(b, m, nh, d)
+        key, val = self.kv(h).reshape(b, m, 2, nh, d).unbind(2)  # [B, M, heads, d] each
+        g_key, g_val = self.geo(geo).reshape(m, k, 2, nh, d).unbind(2)  # [M, K, heads, d]
+        w_key, w_val = self.beam.weight.reshape(2, nh, d, BEAM_FEATURES).unbind(0)
+        dense = m <= DENSE_MAX_CELLS
+        if dense:  # all pairs [B, heads, M, M], then each cell's K neighbours
+            pair = torch.einsum("bihd,bjhd->bhij", q, key)
+            rows = torch.arange(m, device=h.device)[:, None]
+            node = pair[:, :, rows, nbr].permute(0, 2, 3, 1)  # [B, M, K, heads]
+        else:
+            node = torch.einsum("bmhd,bmkhd->bmkh", q, key[:, nbr])
+        logits = (
+            node
+            + torch.einsum("bmhd,mkhd->bmkh", q, g_key)
+            + torch.einsum("bmkf,bmhf->bmkh", beam, torch.einsum("bmhd,hdf->bmhf", q, w_key))
+        ) / d**0.5
         logits = logits.masked_fill(~valid[..., None], -1e9)
-        att = torch.softmax(logits, dim=2) * valid[..., None]
-        msg = (att[..., None] * val).sum(2).reshape(b, m, c)
+        att = torch.softmax(logits, dim=2) * valid[..., None]  # [B, M, K, heads]
+        if dense:  # scatter the weights into [B, heads, M, M] and mix the node values
+            a = att.permute(0, 3, 1, 2)
+            full = torch.zeros(b, nh, m, m, dtype=h.dtype, device=h.device)
+            full = full.scatter_add(3, nbr.expand(b, nh, m, k), a)
+            msg = torch.einsum("bhij,bjhd->bihd", full, val)
+        else:
+            msg = torch.einsum("bmkh,bmkhd->bmhd", att, val[:, nbr])
+        msg = (
+            msg
+            + torch.einsum("bmkh,mkhd->bmhd", att, g_val)
+            + torch.einsum("hdf,bmhf->bmhd", w_val, torch.einsum("bmkh,bmkf->bmhf", att, beam))
+        ).reshape(b, m, c)
         h = self.norm1(h + self.out(msg))
         return self.norm2(h + self.ffn(h))
 

@@ -53,11 +53,11 @@ from worldmodel.devices import resolve_device  # noqa: E402
 
 DEFAULT_TIMESTEPS = 18_432
 """Default budget: 24 PPO iterations of 16 envs × 48 steps, ~5 min of training with the
-default (full) world model on hex57 on the 2-core CPU (measured 63 steps/s overall for the
-shared policy with 5 epochs, version 0.2.0); the twin evaluation adds about a minute."""
-BUDGET_STEPS_PER_SECOND = 63
-"""Training speed (env steps/s, rollouts + PPO updates) measured for the main job with the
-default (full) world model, version 0.2.0 (0.1.0: 17–35)."""
+default (full) world model on hex57 on the 2-core CPU (measured 74 steps/s overall for the
+shared policy with 5 epochs, version 0.3.1); the twin evaluation adds about a minute."""
+BUDGET_STEPS_PER_SECOND = 74
+"""Training speed (env steps/s, rollouts + PPO updates) measured with the defaults and the
+default (full) world model, version 0.3.1 (0.2.0: 63; 0.1.0: 17–35)."""
 
 
 @dataclass
