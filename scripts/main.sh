@@ -3,7 +3,7 @@
 # judged on the physics twin against the baselines (options: .venv/bin/python agents/train_ppo.py --help).
 # The recipe (docs/agents.md): clone the heuristic inside the world model, then PPO at learning
 # rate 1e-4 with the unserved-demand term (λ_U = 2), 12,288 PPO steps of 3 epochs; arguments given
-# here override it. About 5 min on 2 cores (docs/results.md).
+# here override it. About 4 min on 2 cores (docs/results.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
