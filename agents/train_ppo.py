@@ -18,6 +18,9 @@ any world-model checkpoint, MobiWM, Static-MobiWM or GRU), wrapped in ``VecMonit
 * ``tb/``: TensorBoard (SB3's ``rollout/``, ``train/``, ``time/`` plus ``charts/`` from the
   infos: imbalance (MB), relative L1 to target, mean ``|Δa|``, unserved traffic (twin),
   env steps per second, overall steps per second; ``eval/`` after the final evaluation);
+* ``periodic.json`` / ``periodic.png`` (``--periodic-every``, ``agents.callbacks``): the policy
+  judged every few thousand env steps on the twin and on the model it learns in, from the same
+  seeded starts (also ``periodic/`` in TensorBoard): exploitation shows as the curves part;
 * ``eval.json`` / ``eval.md``: the trained policy and the baselines on the twin
   (``agents.evaluate``: steady-state RMSE to target and Eq. 21 return, 95% CIs);
 * ``episode.gif``: the heat map of the trained policy's first evaluation episode on the twin;
@@ -44,6 +47,7 @@ from stable_baselines3.common.callbacks import BaseCallback, CheckpointCallback 
 from stable_baselines3.common.utils import set_random_seed  # noqa: E402
 from stable_baselines3.common.vec_env import VecMonitor, VecNormalize  # noqa: E402
 
+from agents.callbacks import PeriodicEvalCallback  # noqa: E402
 from agents.envs import backend_of, checkpoint_label, make_sb3_env  # noqa: E402
 from agents.evaluate import EVAL_SEED, evaluate_policies, write_results  # noqa: E402
 from agents.policies import CellSharedPolicy, shared_policy_kwargs  # noqa: E402
@@ -104,6 +108,10 @@ class PPOConfig:
     warm_start_epochs: int = arg(20, "warm start: supervised epochs over the demonstrations")
     checkpoint_every: int = arg(12_288, "env steps between checkpoints (0 = none)")
     out: str = arg("", "run folder ('' = runs/ppo-<timestamp>)")
+    periodic_every: int = arg(
+        3072, "env steps between judgements of the policy during training (0 = none)"
+    )
+    periodic_runs: int = arg(4, "seeded episodes per periodic judgement, on the twin and the model")
     eval_runs: int = arg(18, "evaluation episodes on the twin after training (0 = skip)")
     eval_seed: int = arg(EVAL_SEED, "first evaluation seed (same for every policy)")
     eval_baselines: tuple[str, ...] = arg(
@@ -133,6 +141,8 @@ class PPOConfig:
             )
         if self.warm_start and min(self.warm_start_steps, self.warm_start_epochs) < 1:
             raise ValueError("warm_start_steps and warm_start_epochs must be >= 1")
+        if self.periodic_every < 0 or self.periodic_runs < 1:
+            raise ValueError("periodic_every must be >= 0 and periodic_runs >= 1")
         if self.eval_runs == 1:
             raise ValueError("eval_runs must be 0 or >= 2 (confidence intervals)")
         resolve_device(self.device)
@@ -402,6 +412,21 @@ def build_callbacks(cfg: PPOConfig, run_dir: Path, log: Any = print) -> list[Bas
     callbacks: list[BaseCallback] = [EnvMetricsCallback(cfg.total_timesteps, cb_log)]
     if cfg.progress:
         callbacks.append(ProgressCallback(cfg.total_timesteps))
+    if cfg.periodic_every > 0:
+        backends = {"twin": ("twin", None)}
+        if backend_of(cfg.env_id) != "twin":
+            backends["model"] = (backend_of(cfg.env_id), cfg.checkpoint or None)
+        callbacks.append(
+            PeriodicEvalCallback(
+                cfg.periodic_every,
+                cfg.periodic_runs,
+                cfg.eval_seed,
+                backends,
+                cfg.env_kwargs(),
+                run_dir,
+                cb_log,
+            )  # fmt: skip
+        )
     if cfg.checkpoint_every > 0:
         callbacks.append(
             CheckpointCallback(

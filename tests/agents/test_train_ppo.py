@@ -24,9 +24,42 @@ def tiny_run(tmp_path_factory, debug_checkpoint):
     out = tmp_path_factory.mktemp("runs") / "ppo-tiny"
     run_dir = train_ppo.main(
         [*TINY, "--lambda-unserved", "2", "--warm-start", "heuristic", "--warm-start-steps", "24",
-         "--warm-start-epochs", "2", "--checkpoint", str(debug_checkpoint), "--out", str(out)]
+         "--warm-start-epochs", "2", "--checkpoint", str(debug_checkpoint), "--out", str(out),
+         "--periodic-every", "128", "--periodic-runs", "2"]
     )  # fmt: skip
     return run_dir
+
+
+def test_periodic_judgements_on_the_twin_and_the_model(tiny_run):
+    hist = json.loads((tiny_run / "periodic.json").read_text())
+    assert hist["steps"] == [128.0, 256.0] and hist["runs"] == 2
+    for name in ("twin", "model"):
+        for key in ("return", "rmse_mb", "unserved_mb"):
+            values = hist[f"{name}_{key}"]
+            assert len(values) == 2 and np.isfinite(values).all(), (name, key)
+    assert (tiny_run / "periodic.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_periodic_judgements_leave_training_unchanged(tmp_path, debug_checkpoint):
+    import io
+    import zipfile
+
+    import torch
+
+    args = ["--num-envs", "2", "--total-timesteps", "128", "--n-steps", "32", "--batch-size",
+            "64", "--n-epochs", "1", "--checkpoint-every", "0", "--eval-runs", "0", "--no-gif",
+            "--episode-steps", "6", "--no-progress", "--checkpoint", str(debug_checkpoint)]  # fmt: skip
+    states = []
+    for every in ("0", "64"):
+        out = tmp_path / f"p{every}"
+        train_ppo.main(
+            [*args, "--periodic-every", every, "--periodic-runs", "2", "--out", str(out)]
+        )
+        raw = zipfile.ZipFile(out / "model.zip").read("policy.pth")
+        states.append(torch.load(io.BytesIO(raw)))
+    assert (tmp_path / "p64" / "periodic.json").is_file()
+    assert not (tmp_path / "p0" / "periodic.json").exists()
+    assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
 
 
 def test_train_end_to_end(tiny_run):
