@@ -11,7 +11,6 @@ separate and the policy acts deterministically, so training itself is unchanged.
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 from pathlib import Path
@@ -23,6 +22,7 @@ from stable_baselines3.common.vec_env import VecNormalize
 
 from agents.envs import make_vector_env
 from agents.evaluate import run_episodes
+from worldmodel.cli import write_json_atomic
 
 
 class LivePolicy:
@@ -109,11 +109,9 @@ class PeriodicEvalCallback(BaseCallback):
 
     def _write(self) -> None:
         """``periodic.json`` and ``periodic.png`` in the run folder (atomic writes)."""
-        self.out.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.out, suffix=".json.tmp")
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump({"runs": self.runs, "seed": self.seed, **self.history}, f, indent=1)
-        os.replace(tmp, self.out / "periodic.json")
+        write_json_atomic(
+            self.out / "periodic.json", {"runs": self.runs, "seed": self.seed, **self.history}
+        )
         plot_periodic(self.history, self.out / "periodic.png")
 
 

@@ -129,7 +129,6 @@ from worldmodel.evaluate.report import _fmt as _fmt
 from worldmodel.evaluate.report import _ranked as _ranked
 from worldmodel.evaluate.report import _summary as _summary
 from worldmodel.evaluate.report import _table as _table
-from worldmodel.evaluate.report import _write_text_atomic as _write_text_atomic
 from worldmodel.evaluate.rollout import (
     JSD_TARGET_PCT,
     JSD_Z90,

@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from worldmodel.cli import write_text_atomic
 from worldmodel.data.dataset import load_split
 from worldmodel.data.format import MapRecord
 from worldmodel.evaluate.config import DEFAULT_SECTIONS, SECTIONS, SectionSettings
@@ -23,7 +24,6 @@ from worldmodel.evaluate.lead import run_lead
 from worldmodel.evaluate.models import EvalModel, resolve_models
 from worldmodel.evaluate.report import (
     _clean,
-    _write_text_atomic,
     render_counterfactual,
     render_header,
     render_lead,
@@ -137,6 +137,6 @@ def write_results(out: str | Path, results: dict[str, Any]) -> tuple[Path, Path]
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     j, m = out / "results.json", out / "results.md"
-    _write_text_atomic(j, json.dumps(_clean(results), indent=2, allow_nan=False) + "\n")
-    _write_text_atomic(m, to_markdown(results))
+    write_text_atomic(j, json.dumps(_clean(results), indent=2, allow_nan=False) + "\n")
+    write_text_atomic(m, to_markdown(results))
     return j, m
