@@ -11,8 +11,6 @@ separate and the policy acts deterministically, so training itself is unchanged.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +20,7 @@ from stable_baselines3.common.vec_env import VecNormalize
 
 from agents.envs import make_vector_env
 from agents.evaluate import run_episodes
-from worldmodel.cli import write_json_atomic
+from worldmodel.cli import write_atomic, write_json_atomic
 
 
 class LivePolicy:
@@ -134,9 +132,7 @@ def plot_periodic(history: dict[str, list[float]], path: Path) -> Path:
     axes[0].legend()
     axes[0].set_title("the policy judged during training: twin vs the model it learns in")
     fig.tight_layout()
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".png")
-    os.close(fd)
-    fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    try:
+        return write_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
+    finally:
+        plt.close(fig)

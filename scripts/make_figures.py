@@ -45,7 +45,7 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +58,8 @@ if str(ROOT) not in sys.path:  # `python scripts/make_figures.py` from anywhere
     sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
+
+from worldmodel.cli import write_atomic  # noqa: E402
 
 FIGURES = ("heatmap", "gif", "curve")
 DEFAULT_OUT = ROOT / "docs" / "img"
@@ -81,21 +83,6 @@ TRAIN_ARGS: tuple[str, ...] = (
 RETURN_TAG = "rollout/ep_rew_mean"
 L1_TAG = "charts/l1_to_target"
 IMBALANCE_TAG = "charts/imbalance_mb"
-
-
-# ============================================================================ atomic writes
-def write_atomic(path: Path, write: Callable[[Path], None]) -> Path:
-    """``write(tmp)`` to a temporary file beside ``path``, then ``os.replace`` it into place
-    (the ``.tmp`` name is git-ignored; it is removed if ``write`` fails)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
 
 
 # ============================================================================ env frames

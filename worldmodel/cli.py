@@ -14,6 +14,7 @@ import os
 import tempfile
 import types
 import typing
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -100,21 +101,30 @@ def to_jsonable(obj: Any) -> Any:
     return obj
 
 
-def write_text_atomic(path: str | Path, text: str) -> Path:
-    """Write ``text`` (UTF-8) to ``path`` atomically (temp file + ``os.replace``): a reader or a
-    crash never sees a half-written file."""
+def write_atomic(path: str | Path, write: Callable[[Path], Any]) -> Path:
+    """``write(tmp)`` to a temporary file beside ``path`` (same suffix, so writers that add one
+    do not), then ``os.replace`` it into place: a reader or a crash never sees a half-written
+    file, and a failed write leaves the old file and no temporary behind. Files end up 0644."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, name = tempfile.mkstemp(
+        dir=path.parent, prefix=f".{path.name}.", suffix=f".tmp{path.suffix}"
+    )
+    os.close(fd)
+    tmp = Path(name)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        write(tmp)
         os.chmod(tmp, 0o644)  # mkstemp creates 0600
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
     return path
+
+
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` atomically (``write_atomic``)."""
+    return write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 def write_json_atomic(path: str | Path, obj: Any) -> Path:

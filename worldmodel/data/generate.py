@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from worldmodel.cli import write_text_atomic
 from worldmodel.data.format import DatasetFormatError, MapRecord, load_map, save_map
 from worldmodel.data.schedules import (
     BranchConfig,
@@ -361,10 +362,7 @@ def _summary(rec: MapRecord, path: Path, job: MapJob, seconds: float, reused: bo
 
 
 def _write_json_atomic(path: Path, obj: dict) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=2)
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(obj, indent=2))
 
 
 def generate(cfg: GenerateConfig, out: str | Path, workers: int = 1, progress: bool = True) -> dict:

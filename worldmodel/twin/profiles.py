@@ -61,8 +61,6 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -70,6 +68,7 @@ from typing import Any
 
 import numpy as np
 
+from worldmodel.cli import write_atomic, write_text_atomic
 from worldmodel.twin.scenario import DAYS_PER_WEEK, N_LANDUSE, SLOTS_PER_WEEK, LandUse
 
 HOURS_PER_WEEK = 24 * DAYS_PER_WEEK
@@ -517,18 +516,6 @@ def _daily_cross_check(x: np.ndarray, shift: int, cent: np.ndarray) -> list[floa
 
 
 # ---------------------------------------------------------------------------- I/O
-def _atomic_write(path: Path, write: Any, suffix: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600 files
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _sidecar(table: ProfileTable) -> dict[str, Any]:
     return {
         "credit": CREDIT,
@@ -550,9 +537,9 @@ def save_profiles(table: ProfileTable, out_dir: Path | str) -> Path:
         "names": np.array(table.names, dtype=np.str_),
         "meta_json": np.array(json.dumps(table.meta, sort_keys=True), dtype=np.str_),
     }
-    _atomic_write(npz, lambda f: np.savez_compressed(f, **arrays), ".npz")
+    write_atomic(npz, lambda tmp: np.savez_compressed(tmp, **arrays))
     text = json.dumps(_sidecar(table), indent=1, sort_keys=False) + "\n"
-    _atomic_write(out / f"{ASSET_STEM}.json", lambda f: f.write(text.encode()), ".json")
+    write_text_atomic(out / f"{ASSET_STEM}.json", text)
     return npz
 
 
