@@ -254,6 +254,7 @@ class EnvState:
     hist_params: np.ndarray  # [E, W, N, 4] parameters of those slots
     association: dict[str, np.ndarray] | None = None
     memory: dict[str, np.ndarray] | None = None
+    served_ratio: np.ndarray | None = None  # [E] (LoadBalanceCore.served_ratio); None = 1
 
     @property
     def n_envs(self) -> int:
@@ -276,6 +277,7 @@ class EnvState:
             core.hist_params.copy(),
             association,
             memory,
+            core.served_ratio.copy(),
         )
 
     @classmethod
@@ -311,6 +313,7 @@ class EnvState:
             ),
             rows(self.association),
             rows(self.memory),
+            None if self.served_ratio is None else np.repeat(self.served_ratio, k, axis=0),
         )
 
     def _memory_for(self, season: int) -> dict[str, np.ndarray]:
@@ -363,6 +366,12 @@ class EnvState:
         core.steps = np.zeros(core.n_envs, dtype=np.int64)
         core.last_reward = np.full(core.n_envs, np.nan)
         core._was_reset[:] = True  # noqa: SLF001  (no public set-state API in mobiwm_env)
+        core.served_ratio = (
+            np.ones(core.n_envs)
+            if self.served_ratio is None
+            else np.asarray(self.served_ratio, dtype=np.float64).copy()
+        )
+        core.calibrate_demand(np.arange(core.n_envs))
 
 
 def _max_cells(obs: np.ndarray, config: EnvConfig) -> int:

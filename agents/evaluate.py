@@ -191,7 +191,7 @@ def load_policy(
         raise FileNotFoundError(f"--policy {spec!r}: neither a baseline {BASELINES} nor a path")
     from agents.policies import TrainedPolicy
 
-    return TrainedPolicy(path)
+    return TrainedPolicy(path, env=env)
 
 
 def policy_label(spec: str, controller: Controller, checkpoint: str | Path | None) -> str:
@@ -348,7 +348,9 @@ class EvalConfig:
     backend: str = arg("twin", "backend that judges: twin | world_model")
     also_world_model: bool = arg(False, "also evaluate on the world model (--checkpoint)")
     checkpoint: str = arg("", "world-model checkpoint (world-model backend and MPC); '' = shipped")
-    scenario: str = arg("hex57", "scenario name (must match the policies')")
+    scenario: str = arg(
+        "hex57", "scenario name (shared policies trained on another map run zero-shot)"
+    )
     lambda_delta: float = arg(1.0, "λ_Δ of Eq. 21")
     lambda_unserved: float = arg(0.0, "λ_U of the shortfall term (0 = Eq. 21 exactly)")
     episode_steps: int = arg(24, "env steps (hours) per episode")

@@ -227,12 +227,18 @@ class _CellLatent(nn.Module):
             nn.Linear(hidden + n_inputs, 2 * hidden), nn.ReLU(), nn.Linear(2 * hidden, hidden)
         )
         self.rho = nn.Sequential(nn.Linear(2 * hidden, 2 * hidden), nn.ReLU())
+        self.cell_value = nn.Linear(hidden, 1)  # per-cell critic (agents.cell_ppo, local credit)
 
     def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.forward_actor(features), self.forward_critic(features)
 
     def forward_actor(self, features: torch.Tensor) -> torch.Tensor:
         return features
+
+    def forward_cell_critic(self, features: torch.Tensor) -> torch.Tensor:
+        """``[B, M]``: each cell's value (of its own or its neighbourhood's rewards)."""
+        x = features.reshape(features.shape[0], -1, self.width)
+        return self.cell_value(self.phi(x[..., :-1]))[..., 0]
 
     def forward_critic(self, features: torch.Tensor) -> torch.Tensor:
         x = features.reshape(features.shape[0], -1, self.width)
@@ -278,6 +284,32 @@ class CellSharedPolicy(ActorCriticPolicy):
             self.parameters(), lr=lr_schedule(1), **self.optimizer_kwargs
         )
 
+    def predict_cell_values(self, obs: torch.Tensor) -> torch.Tensor:
+        """``[B, M]`` per-cell values (the per-cell critic of ``agents.cell_ppo``)."""
+        return self.mlp_extractor.forward_cell_critic(self.extract_features(obs))
+
+    def forward_cells(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Sampled actions ``[B, M*4]`` with their per-cell values and log-probabilities
+        ``[B, M]`` (one pass; the rollouts of ``agents.cell_ppo``'s neighbourhood credit)."""
+        features = self.extract_features(obs)
+        dist = self._get_action_dist_from_latent(self.mlp_extractor.forward_actor(features))
+        actions = dist.get_actions()
+        b = actions.shape[0]
+        logp = dist.distribution.log_prob(actions).reshape(b, -1, 4).sum(-1)
+        return actions, self.mlp_extractor.forward_cell_critic(features), logp
+
+    def evaluate_cells(
+        self, obs: torch.Tensor, actions: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Per-cell values ``[B, M]``, log-probabilities ``[B, M]`` and entropies ``[B, M]``
+        of ``actions [B, M*4]`` (one pass through the shared features)."""
+        features = self.extract_features(obs)
+        dist = self._get_action_dist_from_latent(self.mlp_extractor.forward_actor(features))
+        b = actions.shape[0]
+        logp = dist.distribution.log_prob(actions).reshape(b, -1, 4).sum(-1)
+        ent = dist.distribution.entropy().reshape(b, -1, 4).sum(-1)
+        return self.mlp_extractor.forward_cell_critic(features), logp, ent
+
     def _get_action_dist_from_latent(self, latent_pi: torch.Tensor):
         mean_actions = self.action_net(latent_pi)
         log_std = self.log_std.repeat(mean_actions.shape[-1] // 4)
@@ -300,20 +332,46 @@ def shared_policy_kwargs(env: Any, **extractor: Any) -> dict[str, Any]:
     }
 
 
-def transfer_policy(model: Any, env: Any) -> Any:
-    """A new PPO on ``env`` (a map of any size) with the weights of a shared-policy ``model``."""
-    from stable_baselines3 import PPO
-
-    kwargs = dict(model.policy_kwargs)
+def _map_kwargs(policy_kwargs: dict[str, Any], env: Any) -> dict[str, Any]:
+    """``policy_kwargs`` of a shared policy with the map of ``env`` (cells, coordinates)."""
+    kwargs = dict(policy_kwargs)
     fe_kwargs = {
         k: v
         for k, v in kwargs.get("features_extractor_kwargs", {}).items()
         if k not in ("max_cells", "history_slots", "cell_xy_m")
     }
     kwargs.update(shared_policy_kwargs(env, **fe_kwargs))
-    new = PPO(CellSharedPolicy, env, policy_kwargs=kwargs, device="cpu")
+    return kwargs
+
+
+def transfer_policy(model: Any, env: Any) -> Any:
+    """A new PPO on ``env`` (a map of any size) with the weights of a shared-policy ``model``."""
+    from stable_baselines3 import PPO
+
+    new = PPO(
+        CellSharedPolicy, env, policy_kwargs=_map_kwargs(model.policy_kwargs, env), device="cpu"
+    )
     new.policy.load_state_dict(model.policy.state_dict())
     return new
+
+
+def policy_for_map(model: Any, env: Any) -> CellSharedPolicy:
+    """The shared policy of ``model`` rebuilt for the map of ``env`` (any number of cells and
+    layout; a Gymnasium vector env, an SB3 env or a wrapper), weights unchanged: zero-shot
+    transfer. Raises ``ValueError`` for a policy that is not a ``CellSharedPolicy``."""
+    if not isinstance(model.policy, CellSharedPolicy):
+        raise ValueError(
+            f"only the shared policy (--policy shared) runs on another map; this one is "
+            f"{type(model.policy).__name__}"
+        )
+    from agents.envs import find_core
+
+    core = find_core(env)
+    kwargs = _map_kwargs(model.policy_kwargs, env)
+    policy = CellSharedPolicy(core.observation_space, core.action_space, lambda _: 0.0, **kwargs)
+    policy.load_state_dict(model.policy.state_dict())
+    policy.set_training_mode(False)
+    return policy
 
 
 # ============================================================================ controller
@@ -322,9 +380,11 @@ class TrainedPolicy:
 
     ``path``: a run folder (``model.zip`` and ``vecnormalize.pkl`` inside) or a ``.zip`` file
     (``vecnormalize.pkl`` beside it, or ``<name>_vecnormalize.pkl`` for checkpoints).
+    ``env``: the env it will act in; a shared policy trained on another map (other cells or
+    layout) is rebuilt for this one (``policy_for_map``: zero-shot transfer).
     """
 
-    def __init__(self, path: str | Path, deterministic: bool = True) -> None:
+    def __init__(self, path: str | Path, deterministic: bool = True, env: Any = None) -> None:
         from stable_baselines3 import PPO
 
         path = Path(path)
@@ -350,6 +410,9 @@ class TrainedPolicy:
             meta = json.loads(run_cfg.read_text(encoding="utf-8"))
             label = meta.get("label", label)
         self.name = label
+        self.policy = self.model.policy
+        if env is not None and _other_map(self.model, env):
+            self.policy = policy_for_map(self.model, env)
 
     def reset(self) -> None:
         pass
@@ -358,5 +421,22 @@ class TrainedPolicy:
         o = np.asarray(obs, dtype=np.float32)
         if self.vecnormalize is not None:
             o = self.vecnormalize.normalize_obs(o).astype(np.float32)
-        act, _ = self.model.predict(o, deterministic=self.deterministic)
+        act, _ = self.policy.predict(o, deterministic=self.deterministic)
         return np.asarray(act, dtype=np.float32)
+
+
+def _other_map(model: Any, env: Any) -> bool:
+    """Whether ``env``'s map differs from the one ``model``'s shared policy was built for."""
+    from agents.envs import find_core
+
+    if not isinstance(model.policy, CellSharedPolicy):
+        return False
+    core = find_core(env)
+    fe = model.policy_kwargs.get("features_extractor_kwargs", {})
+    xy = np.asarray(fe.get("cell_xy_m", []), dtype=float)
+    here = np.asarray(core.scenario.cell_xy_m, dtype=float)
+    return (
+        int(fe.get("max_cells", -1)) != int(core.max_cells)
+        or xy.shape != here.shape
+        or not np.allclose(xy, here)
+    )

@@ -48,20 +48,26 @@ from stable_baselines3.common.utils import set_random_seed  # noqa: E402
 from stable_baselines3.common.vec_env import VecMonitor, VecNormalize  # noqa: E402
 
 from agents.callbacks import PeriodicEvalCallback  # noqa: E402
-from agents.envs import backend_of, checkpoint_label, make_sb3_env  # noqa: E402
+from agents.cell_ppo import CREDITS, CellPPO  # noqa: E402
+from agents.envs import backend_of, checkpoint_label, find_core, make_sb3_env  # noqa: E402
 from agents.evaluate import EVAL_SEED, evaluate_policies, write_results  # noqa: E402
-from agents.policies import CellSharedPolicy, shared_policy_kwargs  # noqa: E402
+from agents.policies import (  # noqa: E402
+    CellSharedPolicy,
+    neighbour_index,
+    shared_policy_kwargs,
+)
 from agents.warmstart import WARM_START_CONTROLLERS, warm_start  # noqa: E402
 from worldmodel.cli import arg, parse_config, write_json_atomic  # noqa: E402
 from worldmodel.devices import resolve_device  # noqa: E402
 
-DEFAULT_TIMESTEPS = 18_432
-"""Default budget: 24 PPO iterations of 16 envs × 48 steps, ~5 min of training with the
-default (full) world model on hex57 on the 2-core CPU (measured 74 steps/s overall for the
-shared policy with 5 epochs, version 0.3.1); the twin evaluation adds about a minute."""
-BUDGET_STEPS_PER_SECOND = 74
-"""Training speed (env steps/s, rollouts + PPO updates) measured with the defaults and the
-default (full) world model, version 0.3.1 (0.2.0: 63; 0.1.0: 17–35)."""
+DEFAULT_TIMESTEPS = 500_736
+"""Default budget: 163 PPO iterations of 64 envs × 48 steps, ~13-14 min of training in the fast
+MobiWM on hex57 on the 2-core CPU (``BUDGET_STEPS_PER_SECOND``); the twin evaluation adds
+about half a minute."""
+BUDGET_STEPS_PER_SECOND = 620
+"""Training speed (env steps/s, rollouts + PPO updates + periodic judgements) measured with
+the defaults and ``--compile``, version 0.4.0 (0.3.1: 74 with the full model and a larger
+policy; 0.2.0: 63; 0.1.0: 17–35)."""
 
 
 @dataclass
@@ -70,32 +76,46 @@ class PPOConfig:
 
     env_id: str = arg("MobiWM-LoadBalance-v0", "env to train in (world model or ...-Twin-v0)")
     scenario: str = arg("hex57", "scenario name (worldmodel.twin.builders.SCENARIOS)")
-    checkpoint: str = arg("", "world-model checkpoint folder or shipped name: fast | full ('' = the env default); "
+    checkpoint: str = arg("fast", "world-model checkpoint folder or shipped name: fast | full ('' = the env default); "
                               "MobiWM, Static-MobiWM or GRU checkpoints")  # fmt: skip
-    num_envs: int = arg(16, "sub-envs stepped as one batch")
+    num_envs: int = arg(64, "sub-envs stepped as one batch")
     total_timesteps: int = arg(DEFAULT_TIMESTEPS, "env steps of training (all sub-envs)")
     seed: int = arg(0, "seed of the policy, PPO and the training episodes")
     policy: str = arg("shared", "shared (per-cell shared policy, attention) | mlp (MlpPolicy)")
     lambda_delta: float = arg(1.0, "λ_Δ of Eq. 21 (weight of the parameter-change penalty)")
     lambda_unserved: float = arg(
-        0.0, "λ_U: weight of the unserved-demand (shortfall) term; 0 = Eq. 21 exactly"
+        2.0,
+        "λ_U: weight of the unserved-demand (shortfall) term; 2 = shedding users never pays; "
+        "0 = Eq. 21 exactly",
+    )
+    calibrate_shortfall: bool = arg(
+        True, "world model: calibrate the shortfall term's demand per episode (docs/envs.md)"
     )
     episode_steps: int = arg(24, "env steps (hours) per episode, training and evaluation")
-    learning_rate: float = arg(1e-3, "Adam learning rate")
+    learning_rate: float = arg(3e-4, "Adam learning rate")
     n_steps: int = arg(48, "steps per sub-env per PPO rollout (48 = two episodes)")
-    batch_size: int = arg(256, "PPO minibatch size")
-    n_epochs: int = arg(5, "PPO epochs per rollout")
+    batch_size: int = arg(1536, "PPO minibatch size")
+    n_epochs: int = arg(2, "PPO epochs per rollout")
     gamma: float = arg(0.8, "discount factor")
     gae_lambda: float = arg(0.95, "GAE λ")
     clip_range: float = arg(0.2, "PPO clip range")
     ent_coef: float = arg(0.0, "entropy bonus")
     vf_coef: float = arg(0.5, "value-loss weight")
     max_grad_norm: float = arg(0.5, "gradient-norm clip")
+    ratio: str = arg(
+        "cell", "PPO ratio clipping: cell (one ratio per cell, agents.cell_ppo) | joint (SB3's)"
+    )
+    credit: str = arg(
+        "team",
+        "cell ratio: team (the map's reward for every cell) | neighbourhood (each cell's own "
+        "and its nearest cells' rewards, per-cell critic; shared policy only)",
+    )
+    credit_neighbours: int = arg(8, "neighbourhood credit: nearest cells counted with a cell's own")
     target_kl: float = arg(0.1, "stop a PPO update's epochs early above this KL (0 = never)")
     log_std_init: float = arg(-1.0, "initial log std of the Gaussian policy")
     net_arch: tuple[int, ...] = arg((256, 256), "MlpPolicy hidden layers (policy and value)")
-    shared_hidden: int = arg(64, "shared policy: per-cell feature width")
-    shared_layers: int = arg(2, "shared policy: message-passing rounds")
+    shared_hidden: int = arg(32, "shared policy: per-cell feature width")
+    shared_layers: int = arg(1, "shared policy: message-passing rounds")
     shared_neighbours: int = arg(8, "shared policy: neighbours per cell")
     normalize_reward: bool = arg(True, "VecNormalize rewards")
     normalize_obs: bool = arg(
@@ -106,10 +126,10 @@ class PPOConfig:
     )
     warm_start_steps: int = arg(3072, "warm start: env steps of demonstrations (extra to PPO's)")
     warm_start_epochs: int = arg(20, "warm start: supervised epochs over the demonstrations")
-    checkpoint_every: int = arg(12_288, "env steps between checkpoints (0 = none)")
+    checkpoint_every: int = arg(100_000, "env steps between checkpoints (0 = none)")
     out: str = arg("", "run folder ('' = runs/ppo-<timestamp>)")
     periodic_every: int = arg(
-        3072, "env steps between judgements of the policy during training (0 = none)"
+        50_000, "env steps between judgements of the policy during training (0 = none)"
     )
     periodic_runs: int = arg(4, "seeded episodes per periodic judgement, on the twin and the model")
     eval_runs: int = arg(18, "evaluation episodes on the twin after training (0 = skip)")
@@ -119,7 +139,7 @@ class PPOConfig:
     )
     gif: bool = arg(True, "save a heat-map GIF of one evaluation episode")
     device: str = arg("cpu", "torch device of the policy and the world model: cpu | cuda | cuda:N")
-    threads: int = arg(1, "torch CPU threads (1: fastest on a busy 2-core CPU; 0: torch default)")
+    threads: int = arg(2, "torch CPU threads (0: torch default)")
     compile: bool = arg(
         False,
         "torch.compile the MobiWM env model's inference (compiles once, ~10-60 s; "
@@ -129,6 +149,14 @@ class PPOConfig:
     label: str = arg("", "name of the policy in tables ('' = 'PPO (<trained in>)')")
 
     def __post_init__(self) -> None:
+        if self.ratio not in ("cell", "joint"):
+            raise ValueError(f"ratio must be 'cell' or 'joint', got {self.ratio!r}")
+        if self.credit not in CREDITS:
+            raise ValueError(f"credit must be one of {CREDITS}, got {self.credit!r}")
+        if self.ratio == "cell" and self.credit == "neighbourhood" and self.policy != "shared":
+            raise ValueError("credit='neighbourhood' needs --policy shared (per-cell values)")
+        if self.credit_neighbours < 0:
+            raise ValueError(f"credit_neighbours must be >= 0, got {self.credit_neighbours}")
         if self.policy not in ("mlp", "shared"):
             raise ValueError(f"policy must be 'mlp' or 'shared', got {self.policy!r}")
         backend_of(self.env_id)  # validates
@@ -160,6 +188,7 @@ class PPOConfig:
             "lambda_delta": self.lambda_delta,
             "lambda_unserved": self.lambda_unserved,
             "episode_steps": self.episode_steps,
+            "calibrate_shortfall": self.calibrate_shortfall,
             "device": self.device,  # of the world model (the twin ignores it)
             "compile": self.compile,  # MobiWM only (the twin and GRU models ignore it)
         }
@@ -275,7 +304,21 @@ def build_model(cfg: PPOConfig, venv: Any, tb_dir: Path | None) -> PPO:
         arch = list(cfg.net_arch)
         policy_kwargs = {"net_arch": {"pi": arch, "vf": arch}}
     policy_kwargs["log_std_init"] = cfg.log_std_init
-    return PPO(
+    extra: dict[str, Any] = {}
+    algo: type[PPO] = PPO
+    if cfg.ratio == "cell":
+        core = find_core(venv)
+        mask = np.zeros(int(core.max_cells), bool)
+        mask[: int(core.n_cells)] = np.asarray(core.active, bool)[: int(core.n_cells)]
+        nbr = neighbour_index(
+            np.asarray(core.scenario.cell_xy_m, dtype=float),
+            int(core.n_cells),
+            int(core.max_cells),
+            cfg.credit_neighbours,
+        )
+        algo = CellPPO
+        extra = {"cell_mask": mask, "credit": cfg.credit, "neighbours": nbr}
+    return algo(
         policy,
         venv,
         learning_rate=cfg.learning_rate,
@@ -294,6 +337,7 @@ def build_model(cfg: PPOConfig, venv: Any, tb_dir: Path | None) -> PPO:
         seed=cfg.seed,
         device=cfg.device,
         verbose=0,
+        **extra,
     )
 
 

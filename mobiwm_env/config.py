@@ -98,6 +98,11 @@ class EnvConfig:
     """``λ_U``: weight of the shortfall term (offered demand − carried traffic, MB, normalised
     like the L1 term); 0 = Eq. 21 exactly; ≥ 2 makes "balancing" by leaving users unserved
     never pay under the balanced target; see ``objective``."""
+    calibrate_shortfall: bool = True
+    """World-model backend: scale the offered demand of the shortfall term per episode so that
+    the model's no-change prediction leaves the twin's warm-up share of demand unserved
+    (``LoadBalanceCore.calibrate_demand``); without it the term is mostly the model's bias.
+    The twin ignores it (its shortfall is the true unserved traffic)."""
     target: Any = None
     """``None``/``"balanced"`` (capacity-weighted share of each slot's total traffic) or an
     array ``[N]`` / ``[T, N]`` of MB per slot (row ``slot mod T``); see ``objective``."""
@@ -168,7 +173,9 @@ class EnvConfig:
                 resolve_device(str(self.device))
             except ValueError as err:
                 raise ValueError(f"EnvConfig: {err}") from None
-        need(isinstance(self.compile, bool), f"compile must be a bool, got {self.compile!r}")
+        for name in ("compile", "calibrate_shortfall"):
+            value = getattr(self, name)
+            need(isinstance(value, bool), f"{name} must be a bool, got {value!r}")
         for name in ("lambda_delta", "lambda_unserved", "init_noise_steps"):
             value = getattr(self, name)
             need(

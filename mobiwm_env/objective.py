@@ -125,6 +125,19 @@ def target_mean(target: np.ndarray, active: np.ndarray) -> np.ndarray:
     return np.maximum(mean, EPS_TARGET_MB)
 
 
+def cell_action_change(
+    old_params: np.ndarray, new_params: np.ndarray, max_step: np.ndarray, active: np.ndarray
+) -> np.ndarray:
+    """Per cell ``mean_j |p_new[i, j] − p_old[i, j]| / max_step[j]``: ``[E, N]`` (0 for
+    inactive cells) from ``[E, N, 4]`` physical parameters and ``max_step [4]``."""
+    diff = np.asarray(new_params, dtype=np.float64) - np.asarray(old_params, dtype=np.float64)
+    diff[..., AZIMUTH] = (diff[..., AZIMUTH] + 180.0) % 360.0 - 180.0
+    norm = np.abs(diff) / np.asarray(max_step, dtype=np.float64)
+    act = np.asarray(active, dtype=bool)
+    act = np.broadcast_to(act if act.ndim == 2 else act[None, :], norm.shape[:2])
+    return np.where(act, norm.mean(axis=-1), 0.0)
+
+
 def action_change(
     old_params: np.ndarray, new_params: np.ndarray, max_step: np.ndarray, active: np.ndarray
 ) -> np.ndarray:
@@ -132,13 +145,10 @@ def action_change(
 
     ``old_params``/``new_params`` ``[E, N, 4]`` physical, ``max_step [4]``; returns ``[E]``.
     """
-    diff = np.asarray(new_params, dtype=np.float64) - np.asarray(old_params, dtype=np.float64)
-    diff[..., AZIMUTH] = (diff[..., AZIMUTH] + 180.0) % 360.0 - 180.0
-    norm = np.abs(diff) / np.asarray(max_step, dtype=np.float64)
+    per_cell = cell_action_change(old_params, new_params, max_step, active)
     act = np.asarray(active, dtype=bool)
-    act = np.broadcast_to(act if act.ndim == 2 else act[None, :], norm.shape[:2])
-    count = np.maximum(act.sum(axis=1), 1) * 4
-    return np.where(act[..., None], norm, 0.0).sum(axis=(1, 2)) / count
+    act = np.broadcast_to(act if act.ndim == 2 else act[None, :], per_cell.shape)
+    return per_cell.sum(axis=1) / np.maximum(act.sum(axis=1), 1)
 
 
 def shortfall(traffic: np.ndarray, demand: np.ndarray) -> np.ndarray:
@@ -171,3 +181,48 @@ def reward(
             raise ValueError("reward: lambda_unserved > 0 needs the shortfall [E, P]")
         r = r - float(lambda_unserved) * np.asarray(short, dtype=np.float64).sum(-1) / norm
     return r, imb
+
+
+def cell_rewards(
+    traffic: np.ndarray,
+    target: np.ndarray,
+    active: np.ndarray,
+    cell_delta: np.ndarray,
+    lambda_delta: float,
+    demand: np.ndarray | None = None,
+    cell_weight: np.ndarray | None = None,
+    lambda_unserved: float = 0.0,
+) -> np.ndarray:
+    """The reward of ``reward`` split over the cells: ``[E, N]``, 0 for inactive cells, summing
+    over cells to ``reward(...)[0]`` (with ``short = shortfall(traffic, demand)``).
+
+    Cell ``i`` gets its own L1 term ``−Σ_t |ŝ_t,i − s*_t,i| / mean(s*)``, its share of the change
+    penalty ``−λ_Δ · d_i / n`` (``d_i`` of ``cell_action_change``, ``n`` active cells) and its
+    part of the shortfall term: in every slot where the map falls short (``u_t > 0``),
+    ``−λ_U (w_i D_t − ŝ_t,i) / mean(s*)``, the demand it is responsible for (its capacity share
+    ``w_i`` of ``cell_weight``) minus the traffic it carries. These parts sum to
+    ``−λ_U u_t / mean(s*)`` exactly, and a cell that sheds traffic its neighbours do not pick up
+    pays for it itself. For multi-agent learners that credit each cell (or neighbourhood) with
+    its own part (``agents.cell_ppo``).
+
+    ``demand [E, P]`` MB (the offered demand of ``shortfall``) and ``cell_weight [N]`` are
+    needed only when ``lambda_unserved > 0``.
+    """
+    act = np.asarray(active, dtype=bool)
+    act2 = np.broadcast_to(act if act.ndim == 2 else act[None, :], np.shape(cell_delta))
+    norm = target_mean(target, active)[:, None]
+    n = np.maximum(act2.sum(axis=1, keepdims=True), 1)
+    traffic = np.asarray(traffic, dtype=np.float64)
+    l1 = np.where(act2[:, None, :], np.abs(traffic - target), 0.0).sum(axis=1)
+    r = -l1 / norm - float(lambda_delta) * np.asarray(cell_delta) / n
+    if lambda_unserved:
+        if demand is None or cell_weight is None:
+            raise ValueError("cell_rewards: lambda_unserved > 0 needs demand and cell_weight")
+        w = np.where(act2, np.asarray(cell_weight, dtype=np.float64), 0.0)
+        w = w / np.maximum(w.sum(axis=1, keepdims=True), 1e-12)  # [E, N]
+        dem = np.asarray(demand, dtype=np.float64)  # [E, P]
+        carried = np.where(act2[:, None, :], traffic, 0.0)
+        short = dem > carried.sum(-1)  # u_t > 0
+        owed = (dem[:, :, None] * w[:, None, :] - carried) * short[:, :, None]  # [E, P, N]
+        r = r - float(lambda_unserved) * owed.sum(axis=1) / norm
+    return np.where(act2, r, 0.0)

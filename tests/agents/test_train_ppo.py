@@ -148,6 +148,17 @@ def test_shared_policy_save_reload_and_other_map_size(tmp_path):
     act, _ = moved.predict(wide.reset(), deterministic=True)
     assert act.shape == (2, 64 * 4)
     np.testing.assert_allclose(act[:, : 57 * 4], a1, atol=1e-5)  # padding changes nothing
+    # zero-shot on another map (120 cells, another layout): the controller rebuilds itself
+    urban = make_vector_env("twin", 2, scenario="urban", episode_steps=2)
+    obs_u, _ = urban.reset(seed=1)
+    ctrl = TrainedPolicy(tmp_path / "model.zip", env=urban)
+    act_u = ctrl.predict(obs_u)
+    assert act_u.shape == (2, 120 * 4) and np.isfinite(act_u).all()
+    same, _ = transfer_policy(model, make_sb3_env("twin", 2, scenario="urban")).predict(
+        obs_u, deterministic=True
+    )
+    np.testing.assert_allclose(act_u, same, atol=1e-6)
+    urban.close()
 
 
 def test_mlp_policy_with_obs_normalisation_reloads(tmp_path):

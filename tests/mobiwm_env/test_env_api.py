@@ -212,12 +212,42 @@ def test_shortfall_is_the_twins_unserved_traffic_and_enters_the_reward(env_spec)
         _, reward, _, _, info = env.step(action)
         slots = info["slot"] - 4 + np.arange(4)
         demand = core.source.twin.demand.density_many(slots).astype(np.float64).sum(1)
-        np.testing.assert_allclose(info["shortfall"], demand - info["traffic"].sum(1), rtol=1e-9)
+        demand = demand * core.demand_scale[0]  # 1 on the twin; calibrated on a world model
+        np.testing.assert_allclose(
+            info["shortfall"], np.maximum(demand - info["traffic"].sum(1), 0.0), rtol=1e-9
+        )
         if env_id == TWIN_ID:  # exact on the twin: offered = carried + unserved
             np.testing.assert_allclose(info["shortfall"], info["unserved"], rtol=1e-4, atol=1e-2)
         target = info["target"]
         expected = -(np.abs(info["traffic"] - target).sum() + lam_u * info["shortfall"].sum())
         assert reward == pytest.approx(expected / target.mean(), rel=1e-9)
+        assert info["cell_reward"].shape == (core.n_cells,)
+        assert info["cell_reward"].sum() == pytest.approx(reward, rel=1e-9)
     with pytest.raises(ValueError, match="lambda_unserved"):
         gym.make(env_id, lambda_unserved=-1.0, **kwargs)
     env.close()
+
+
+def test_world_model_shortfall_is_calibrated_to_the_twins_served_share():
+    """Keeping its parameters for the first step, the world model leaves exactly the share of
+    the (scaled) demand unserved that the twin left over the warm-up's last day."""
+    env = gym.make("MobiWM-LoadBalance-v0", checkpoint="fast", randomize_params=False)
+    core = env.unwrapped.core
+    _, info = env.reset(seed=3)
+    warm_share = info["shortfall"].sum() / (info["shortfall"].sum() + info["traffic"].sum())
+    assert 0.0 < core.served_ratio[0] <= 1.0 and core.demand_scale[0] != 1.0
+    _, _, _, _, info = env.step(np.zeros(env.action_space.shape, np.float32))
+    slots = info["slot"] - 4 + np.arange(4)
+    demand = core.source.twin.demand.density_many(slots).astype(np.float64).sum(1)
+    carried = info["traffic"].sum()
+    assert core.demand_scale[0] * demand.sum() * core.served_ratio[0] == pytest.approx(
+        carried, rel=1e-9
+    )
+    assert abs(1 - core.served_ratio[0] - warm_share) < 0.05  # the last warm-up hour is typical
+    env.close()
+    raw = gym.make("MobiWM-LoadBalance-v0", checkpoint="fast", calibrate_shortfall=False)
+    raw.reset(seed=3)
+    assert raw.unwrapped.core.demand_scale[0] == 1.0
+    raw.close()
+    with pytest.raises(ValueError, match="calibrate_shortfall"):
+        gym.make("MobiWM-LoadBalance-v0", calibrate_shortfall="yes")

@@ -81,3 +81,38 @@ def test_shortfall_pays_no_bonus_for_traffic_above_demand():
         over, target, active, np.zeros(1), 0.0, objective.shortfall(over, demand), 2.0
     )
     np.testing.assert_allclose(r2, r0)  # the term is 0: no bonus
+
+
+def test_cell_rewards_split_the_reward_over_cells():
+    rng = np.random.default_rng(0)
+    e, p, n = 3, 4, 5
+    traffic = rng.uniform(0, 100, (e, p, n))
+    active = np.array([True, True, False, True, True])
+    weight = np.where(active, rng.uniform(1, 2, n), 0.0)
+    target = objective.balanced_target(traffic, weight)
+    old = rng.uniform(0, 10, (e, n, 4))
+    new = old + rng.uniform(-1, 1, (e, n, 4))
+    step = np.ones(4)
+    cell_delta = objective.cell_action_change(old, new, step, active)
+    delta = objective.action_change(old, new, step, active)
+    np.testing.assert_allclose(cell_delta[:, active].mean(1), delta)
+    carried = np.where(active, traffic, 0).sum(-1)
+    demand = carried + rng.uniform(-50, 50, (e, p))  # some slots short, some over-served
+    short = objective.shortfall(np.where(active, traffic, 0), demand)
+    assert (short > 0).any() and (short == 0).any()
+    for lam_u in (0.0, 2.0):
+        total, _ = objective.reward(traffic, target, active, delta, 3.0, short, lam_u)
+        cell = objective.cell_rewards(
+            traffic, target, active, cell_delta, 3.0, demand, weight, lam_u
+        )
+        assert cell.shape == (e, n) and np.all(cell[:, ~active] == 0)
+        np.testing.assert_allclose(cell.sum(1), total, rtol=1e-12)
+    # a cell's own part: its L1 term, its share of the change penalty, and (short slots only)
+    # the demand it answers for minus what it carries
+    norm = objective.target_mean(target, active)
+    share = weight[0] / weight.sum()
+    owed = ((demand * share - traffic[:, :, 0]) * (short > 0)).sum(1)
+    own = -np.abs(traffic - target)[:, :, 0].sum(1) / norm - 3.0 * cell_delta[:, 0] / 4
+    np.testing.assert_allclose(cell[:, 0], own - 2.0 * owed / norm, rtol=1e-12)
+    with pytest.raises(ValueError, match="demand"):
+        objective.cell_rewards(traffic, target, active, cell_delta, 1.0, None, None, 1.0)
