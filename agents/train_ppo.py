@@ -1,7 +1,7 @@
 """Train PPO (Stable-Baselines3) to balance cell load in the MobiWM world model, then judge it
 on the twin against the baselines.
 
-    python agents/train_ppo.py                                   # default run (~12 min, 2 CPUs)
+    python agents/train_ppo.py --compile                         # the main job (~13 min, 2 CPUs)
     python agents/train_ppo.py --policy shared --out runs/ppo-shared
     python agents/train_ppo.py --checkpoint runs/static-mobiwm/best --out runs/ppo-static
     python agents/train_ppo.py --env-id MobiWM-LoadBalance-Twin-v0 --out runs/ppo-twin

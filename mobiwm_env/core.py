@@ -235,11 +235,11 @@ class LoadBalanceCore:
 
         The model's carried traffic is biased (−8% for the full model, −19% for the fast one on
         the test maps; ``docs/results.md``), so against the raw demand its shortfall is mostly
-        that bias, thousands of MB per slot where the twin leaves hundreds unserved: a policy
-        then farms the model's over-response of total traffic to power and tilt instead of
-        balancing. Scaled, the shortfall starts at the twin's level and the floor at 0 caps
-        what raising the model's total can earn at the demand the twin left unserved. Costs one
-        world-model step per reset. A no-op on the twin and with ``calibrate_shortfall=False``.
+        that bias, thousands of MB per slot where the twin leaves hundreds unserved. Scaled, it
+        starts each episode at the twin's level. It does not stay there: the model's total
+        drifts over the day's rollout, so the episode's mean shortfall of a no-op is still far
+        above the twin's (``docs/results.md``). Costs one world-model step per reset. A no-op on
+        the twin and with ``calibrate_shortfall=False``.
         """
         idx = np.asarray(env_ids, dtype=np.int64)
         if self.models_unserved or not self.config.calibrate_shortfall or not idx.size:

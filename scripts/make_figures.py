@@ -27,12 +27,11 @@ What it makes (every file written atomically: a temporary file in the same folde
   dynamics' returns are not on one scale (the fast model's are about twice the twin's).
   ``--run DIR`` plots an existing run folder (``agents/train_ppo.py --out DIR``); without it
   the script first trains one into ``--train-out`` (default ``runs/figures-ppo``, replaced if
-  it holds an earlier run) with ``TRAIN_ARGS``: the main job's recipe (``scripts/main.sh``:
-  clone the heuristic, then PPO at learning rate 1e-4 with λ_U = 2 and 3 epochs) on the fast
-  world model with 16 envs, seed 0, 9,216 PPO steps and 10 clone epochs, then 8 evaluation
-  episodes per policy on the twin: 2.5–3.3 min measured on 2 CPU cores shared with other jobs
-  (the return climbs from the clone's level over the first ~6,000 steps; the run is seeded and
-  repeats exactly on one machine). Plotting alone takes a second or two.
+  it holds an earlier run) with ``TRAIN_ARGS``: the main job's recipe (``agents/train_ppo.py``'s
+  defaults: PPO from scratch in the fast world model) cut to 61,440 env steps, seed 0, then 8
+  evaluation episodes per policy on the twin: about 2 min on 2 CPU cores (the run is seeded and
+  repeats exactly on one machine). ``docs/img/learning_curve.png`` is drawn from the main job's
+  run (``--run runs/main-s0``). Plotting alone takes a second or two.
 
 Runs headless: ``SDL_VIDEODRIVER=dummy`` is set unless already set, matplotlib uses Agg.
 """
@@ -72,14 +71,11 @@ HEATMAP_STEPS = 6  # → Tuesday 18:00: the evening load builds up
 GIF_START_SLOT = WEEK1_TUESDAY + 32  # Tuesday 08:00
 GIF_STEPS = 24  # one day, one env step (hour) per frame
 TRAIN_ARGS: tuple[str, ...] = (
-    "--checkpoint", "fast", "--num-envs", "16", "--seed", "0",
-    "--warm-start", "heuristic", "--warm-start-epochs", "10",
-    "--learning-rate", "1e-4", "--lambda-unserved", "2", "--n-epochs", "3",
-    "--total-timesteps", "9216",
+    "--seed", "0", "--total-timesteps", "61440", "--periodic-every", "12288",
     "--eval-runs", "8", "--eval-baselines", "noop", "heuristic",
     "--no-gif", "--checkpoint-every", "0", "--no-progress",
 )  # fmt: skip
-"""``agents/train_ppo.py`` arguments of the default run behind the learning curve (~3 min)."""
+"""``agents/train_ppo.py`` arguments of the default run behind the learning curve (~2 min)."""
 RETURN_TAG = "rollout/ep_rew_mean"
 L1_TAG = "charts/l1_to_target"
 IMBALANCE_TAG = "charts/imbalance_mb"
