@@ -176,3 +176,27 @@ def test_env_state_loads_into_a_twin_core():
     bare = dataclasses.replace(state, association=None)
     with pytest.raises(ValueError, match="no twin association state"):
         bare.load_into(core_dst)
+
+
+def test_env_state_carries_the_served_share_and_calibrates_a_world_model_core(debug_checkpoint):
+    """A planner's world-model core loaded from a twin snapshot gets the twin's served share and
+    a demand scale fitted to its own no-change prediction (as a world-model env at reset)."""
+    from agents.envs import find_core
+
+    src = make_vector_env("twin", 2, episode_steps=6)
+    src.reset(seed=3)
+    state = EnvState.from_env(src)
+    assert state.served_ratio is not None and (state.served_ratio <= 1).all()
+    np.testing.assert_array_equal(state.repeat(3).served_ratio, np.repeat(state.served_ratio, 3))
+    dst = make_vector_env("world_model", 2, debug_checkpoint, episode_steps=6)
+    dst.reset(seed=99)
+    core = find_core(dst)
+    state.load_into(core)
+    np.testing.assert_array_equal(core.served_ratio, state.served_ratio)
+    p = core.slots_per_step
+    out = core.dynamics.step(core.params, core.hist_traffic, core.hist_params, core.slot, p)
+    demand = core.demand_totals(core.slot[:, None] + np.arange(p)).sum(1)
+    np.testing.assert_allclose(
+        core.demand_scale * core.served_ratio * demand, out.traffic.sum(axis=(1, 2)), rtol=1e-9
+    )
+    assert find_core(src).demand_scale.tolist() == [1.0, 1.0]  # the twin never scales
