@@ -288,14 +288,18 @@ class CellSharedPolicy(ActorCriticPolicy):
         """``[B, M]`` per-cell values (the per-cell critic of ``agents.cell_ppo``)."""
         return self.mlp_extractor.forward_cell_critic(self.extract_features(obs))
 
+    def _cell_dist(self, obs: torch.Tensor) -> tuple[torch.Tensor, Any]:
+        """The shared features and the action distribution of ``obs`` (one pass)."""
+        features = self.extract_features(obs)
+        dist = self._get_action_dist_from_latent(self.mlp_extractor.forward_actor(features))
+        return features, dist
+
     def forward_cells(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Sampled actions ``[B, M*4]`` with their per-cell values and log-probabilities
         ``[B, M]`` (one pass; the rollouts of ``agents.cell_ppo``'s neighbourhood credit)."""
-        features = self.extract_features(obs)
-        dist = self._get_action_dist_from_latent(self.mlp_extractor.forward_actor(features))
+        features, dist = self._cell_dist(obs)
         actions = dist.get_actions()
-        b = actions.shape[0]
-        logp = dist.distribution.log_prob(actions).reshape(b, -1, 4).sum(-1)
+        logp = dist.distribution.log_prob(actions).reshape(actions.shape[0], -1, 4).sum(-1)
         return actions, self.mlp_extractor.forward_cell_critic(features), logp
 
     def evaluate_cells(
@@ -303,8 +307,7 @@ class CellSharedPolicy(ActorCriticPolicy):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Per-cell values ``[B, M]``, log-probabilities ``[B, M]`` and entropies ``[B, M]``
         of ``actions [B, M*4]`` (one pass through the shared features)."""
-        features = self.extract_features(obs)
-        dist = self._get_action_dist_from_latent(self.mlp_extractor.forward_actor(features))
+        features, dist = self._cell_dist(obs)
         b = actions.shape[0]
         logp = dist.distribution.log_prob(actions).reshape(b, -1, 4).sum(-1)
         ent = dist.distribution.entropy().reshape(b, -1, 4).sum(-1)
