@@ -177,18 +177,34 @@ class CellPPO(PPO):
     def _cell_rewards(self, infos: list[dict[str, Any]], dones: np.ndarray) -> np.ndarray:
         """``[E, M]`` neighbourhood rewards, scaled by the running std of their discounted
         returns (as ``VecNormalize`` scales the team reward)."""
-        e, m = self.n_envs, self.n_cells
-        own = np.zeros((e, m))
-        for i, info in enumerate(infos):
-            if "cell_reward" not in info:
-                raise KeyError("neighbourhood credit needs info['cell_reward'] from the env")
-            r = np.asarray(info["cell_reward"], dtype=np.float64)
-            own[i, : r.shape[0]] = r
-        reward = own @ self.credit_matrix.T
+        if any("cell_reward" not in info for info in infos):
+            raise KeyError("neighbourhood credit needs info['cell_reward'] from the env")
+        own = np.stack([info["cell_reward"] for info in infos]).astype(np.float64)  # [E, N]
+        reward = own @ self.credit_matrix[:, : own.shape[1]].T  # padded cells earn nothing
         self._disc_return = self._disc_return * self.gamma + reward
         self.reward_rms.update(self._disc_return[:, self._mask_np].reshape(-1))
         self._disc_return[np.asarray(dones, bool)] = 0.0
         return (reward / np.sqrt(self.reward_rms.var + 1e-8)).astype(np.float32)
+
+    def _bootstrap_truncated(
+        self, rewards: np.ndarray, infos: list[dict[str, Any]], dones: np.ndarray
+    ) -> None:
+        """Add ``γ · V(terminal observation)`` per cell to the rewards of episodes cut by the
+        time limit (SB3 #633), in one batched forward (every sub-env ends its episode on the
+        same step here)."""
+        rows = [
+            i
+            for i, done in enumerate(dones)
+            if done
+            and infos[i].get("terminal_observation") is not None
+            and infos[i].get("TimeLimit.truncated", False)
+        ]
+        if not rows:
+            return
+        term = np.stack([infos[i]["terminal_observation"] for i in rows])
+        with torch.no_grad():
+            v = self.policy.predict_cell_values(obs_as_tensor(term, self.device)).cpu().numpy()
+        rewards[rows] += self.gamma * v
 
     def collect_rollouts(self, env, callback, rollout_buffer, n_rollout_steps: int) -> bool:
         """SB3's ``collect_rollouts`` with per-cell rewards, values and log-probabilities."""
@@ -213,16 +229,7 @@ class CellPPO(PPO):
             self._update_info_buffer(infos, dones)
             n_steps += 1
             rewards = self._cell_rewards(infos, dones)
-            for idx, done in enumerate(dones):  # bootstrap truncated episodes (SB3 #633)
-                if (
-                    done
-                    and infos[idx].get("terminal_observation") is not None
-                    and infos[idx].get("TimeLimit.truncated", False)
-                ):
-                    term = self.policy.obs_to_tensor(infos[idx]["terminal_observation"])[0]
-                    with torch.no_grad():
-                        v = self.policy.predict_cell_values(term)[0].cpu().numpy()
-                    rewards[idx] += self.gamma * v
+            self._bootstrap_truncated(rewards, infos, dones)
             rollout_buffer.add(
                 self._last_obs, actions_np, rewards, self._last_episode_starts, values, log_probs
             )

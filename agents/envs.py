@@ -335,7 +335,10 @@ class EnvState:
         A twin-backed core also gets the twin's slot, parameters and A3 association state (its
         fast-fading generator is left as it is), so it continues like the snapshotted env. A
         world-model core with a daily memory also gets one (see the class doc): without it the
-        model would read a memory left from the core's own past (or zeros).
+        model would read a memory left from the core's own past (or zeros). A world-model core
+        also gets the snapshot's served share and recalibrates its shortfall demand
+        (``LoadBalanceCore.calibrate_demand``: one model step over the whole core, so a planner
+        pays one extra batched step per plan).
         """
         if core.n_envs != self.n_envs:
             raise ValueError(f"core has {core.n_envs} envs, the state {self.n_envs}")

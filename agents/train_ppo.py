@@ -61,7 +61,7 @@ from worldmodel.cli import arg, parse_config, write_json_atomic  # noqa: E402
 from worldmodel.devices import resolve_device  # noqa: E402
 
 DEFAULT_TIMESTEPS = 500_736
-"""Default budget: 163 PPO iterations of 64 envs × 48 steps, ~13-14 min of training in the fast
+"""Default budget: 163 PPO iterations of 64 envs × 48 steps, ~12.5 min of training in the fast
 MobiWM on hex57 on the 2-core CPU (``BUDGET_STEPS_PER_SECOND``); the twin evaluation adds
 about half a minute."""
 BUDGET_STEPS_PER_SECOND = 620
