@@ -2,7 +2,7 @@
 
 * ``make_vector_env`` / ``make_sb3_env``: ``gym.make_vec`` of the twin or of a world model given
   by its checkpoint. MobiWM checkpoints (also Static-MobiWM, i.e. ``--ablate actions``) go
-  through the env's own world-model backend. Checkpoints of the GRU world model
+  through the env's own world-model backend. Checkpoints of the learned baselines
   (``worldmodel.baselines``, format ``mobiwm-baseline-checkpoint``) are not accepted by
   ``mobiwm_env``'s backend, which loads MobiWM checkpoints only; for them the env is built with
   the twin backend and its dynamics are replaced by ``BaselineDynamics`` (same interface).
@@ -39,6 +39,8 @@ from worldmodel.twin.scenario import DAYS_PER_WEEK, SLOTS_PER_DAY, Scenario
 BACKENDS = {"world_model": mobiwm_env.WORLD_MODEL_ID, "twin": mobiwm_env.TWIN_ID}
 """Backend name → Gymnasium id."""
 BASELINE_FORMAT = "mobiwm-baseline-checkpoint"
+BASELINE_LABELS = {"gru": "GRU", "itransformer": "iTransformer", "rssm": "RSSM", "tdmpc": "TD-MPC2"}
+"""Display names of the learned baselines (``model_class`` in their checkpoints)."""
 
 
 def env_id_of(backend: str) -> str:
@@ -57,7 +59,8 @@ def backend_of(env_id: str) -> str:
 
 
 def checkpoint_format(checkpoint: str | Path | None) -> str:
-    """``"mobiwm"`` (MobiWM / Static-MobiWM) or ``"baseline"`` (GRU) from ``config.json``."""
+    """``"mobiwm"`` (MobiWM / Static-MobiWM) or ``"baseline"`` (a learned baseline) from
+    ``config.json``."""
     path = resolve_checkpoint(checkpoint)
     directory = path.parent if path.is_file() else path
     cfg_path = directory / "config.json"
@@ -71,20 +74,23 @@ def checkpoint_format(checkpoint: str | Path | None) -> str:
 
 
 def checkpoint_label(checkpoint: str | Path | None) -> str:
-    """Short description of a world-model checkpoint: MobiWM, Static-MobiWM or GRU."""
+    """Short description of a world-model checkpoint: MobiWM, Static-MobiWM or a baseline's
+    (``GRU-WM``, ``iTransformer-WM``, ``RSSM-WM``, ``TD-MPC2-WM``; ``Static-`` without actions)."""
     path = resolve_checkpoint(checkpoint)
     directory = path.parent if path.is_file() else path
     meta = json.loads((directory / "config.json").read_text(encoding="utf-8"))
     if meta.get("format") == BASELINE_FORMAT:
         cfg = meta.get("model_config", meta.get("config", {}))
-        return "GRU-WM" if cfg.get("use_actions", True) else "Static-GRU"
+        name = BASELINE_LABELS.get(meta.get("model_class", "gru"), str(meta.get("model_class")))
+        return f"{name}-WM" if cfg.get("use_actions", True) else f"Static-{name}"
     use_actions = meta.get("model_config", {}).get("use_actions", True)
     return "MobiWM" if use_actions else "Static-MobiWM"
 
 
-# ============================================================================ GRU dynamics
+# ============================================================================ baseline dynamics
 class BaselineDynamics:
-    """``mobiwm_env`` dynamics backed by a ``worldmodel.baselines`` world model (GRU).
+    """``mobiwm_env`` dynamics backed by a learned ``worldmodel.baselines`` world model (GRU,
+    iTransformer, RSSM or TD-MPC2 style).
 
     Same interface as ``mobiwm_env.dynamics.WorldModelDynamics``: ``step`` is one
     ``rollout_batch`` call for all ``E`` envs; unserved traffic is not modelled (NaN).
@@ -102,6 +108,8 @@ class BaselineDynamics:
         self.history = int(self.model.history)
         self.horizon = int(self.model.horizon)
         self.active = scenario.init_active.copy()
+        self._cell_xy = torch.as_tensor(scenario.cell_xy_m.astype(np.float32))
+        self._extent = float(scenario.extent_m)
         from mobiwm_env.dynamics import ServingMapper
 
         self._mapper = ServingMapper(scenario)
@@ -126,6 +134,8 @@ class BaselineDynamics:
             "cell_mask": torch.ones(e, n, dtype=torch.bool),
             "slot_of_day": torch.as_tensor(abs_slots % SLOTS_PER_DAY),
             "day_of_week": torch.as_tensor((abs_slots // SLOTS_PER_DAY) % DAYS_PER_WEEK),
+            "cell_xy": self._cell_xy.expand(e, n, 2),
+            "extent_m": torch.full((e,), self._extent),
         }
         with torch.no_grad():
             out = self.model.rollout_batch(batch, k)
@@ -141,7 +151,7 @@ class BaselineDynamics:
 
 
 def _install_baseline_dynamics(core: LoadBalanceCore, checkpoint: str | Path) -> None:
-    """Replace a core's twin dynamics by a GRU world model (workaround, see module doc)."""
+    """Replace a core's twin dynamics by a learned baseline world model (see module doc)."""
     dyn = BaselineDynamics(core.scenario, core.n_envs, checkpoint)
     if dyn.history > core.config.warmup_slots:
         raise ValueError(
@@ -170,7 +180,7 @@ def make_vector_env(
     **kwargs: Any,
 ) -> gym.vector.VectorEnv:
     """The natively batched env of ``backend``; ``checkpoint`` may be any world-model checkpoint
-    (MobiWM, Static-MobiWM or GRU). ``kwargs``: ``EnvConfig`` fields."""
+    (MobiWM, Static-MobiWM or a learned baseline). ``kwargs``: ``EnvConfig`` fields."""
     eid = env_id_of(backend)
     baseline = backend_of(eid) == "world_model" and checkpoint_format(checkpoint) == "baseline"
     if baseline:

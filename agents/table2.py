@@ -1,28 +1,23 @@
 """The paper's Table 2 study in one command: where should an RL agent learn load balancing?
 
-    python agents/table2.py                               # all four agents + baselines (~50 min)
+    python agents/table2.py                               # every agent with a checkpoint
     python agents/table2.py --static runs/static-mobiwm/best --gru runs/gru-wm/best
     python agents/table2.py --reuse --out runs/table2     # re-evaluate already trained agents
     python agents/table2.py --jobs 2                      # train / judge two at a time
     python agents/table2.py --warm-start heuristic        # every agent starts from the rule
 
-PPO is trained (same config, seed and budget) in
+PPO is trained with the main job's recipe (``agents.train_ppo``'s defaults: same config, seed and
+budget for every agent) in
 
-1. MobiWM (``--mobiwm``, default the shipped checkpoint),
+1. MobiWM (``--mobiwm``, default the main job's ``fast`` checkpoint),
 2. Static-MobiWM (``--static``: MobiWM without action inputs),
-3. the GRU world model (``--gru``),
+3. the learned baseline world models (``--gru``, ``--itransformer``, ``--rssm``, ``--tdmpc``),
 4. the twin itself (the upper bound; ``--no-twin`` to skip),
 
 and every agent, plus the baselines (no-op, random, heuristic, MPC on MobiWM), is judged on the
 twin from the same ``--runs`` seeded starts (``agents.evaluate``). A missing checkpoint skips
-its agent with the command that trains it::
-
-    python -m worldmodel.train --data data/default --out runs/static-mobiwm --preset S \\
-        --ablate actions --max-steps 1500 --eval-every 150 --eval-batches 12 --threads 1
-    python -m worldmodel.train --data data/default --out runs/gru-wm --arch gru \\
-        --max-steps 1500 --eval-every 150 --eval-batches 12 --threads 1
-
-(the same data, steps and batch size as the MobiWM checkpoint, for a fair study).
+its agent with the command that trains it (``TRAIN_COMMANDS``: the same data, steps and batch
+size as the MobiWM checkpoints, for a fair study).
 Output in ``--out``: ``ppo-<agent>/`` run folders, ``table2.json`` and ``table2.md``, and the
 measured checks of the targets (RMSE reduction vs no-op, share of the twin-trained gain, MobiWM vs
 Static-MobiWM).
@@ -54,36 +49,49 @@ from agents.train_ppo import DEFAULT_TIMESTEPS, PPOConfig, train  # noqa: E402
 from mobiwm_env import TWIN_ID, WORLD_MODEL_ID  # noqa: E402
 from worldmodel.cli import arg, parse_config  # noqa: E402
 
+_STEPS = "--max-steps 1500 --eval-every 150 --eval-batches 12 --threads 2"
 TRAIN_COMMANDS = {
     "static": "python -m worldmodel.train --data data/default --out runs/static-mobiwm "
-    "--preset S --ablate actions --max-steps 1500 --eval-every 150 --eval-batches 12 --threads 1",
-    "gru": "python -m worldmodel.train --data data/default --out runs/gru-wm --arch gru "
-    "--max-steps 1500 --eval-every 150 --eval-batches 12 --threads 1",
+    f"--preset S --ablate actions {_STEPS}",
+    **{
+        name: f"python -m worldmodel.train --data data/default --out runs/{name}-wm --arch {name} "
+        + _STEPS
+        for name in ("gru", "itransformer", "rssm", "tdmpc")
+    },
 }
+"""How each world model of the study is trained (``docs/worldmodel.md``)."""
+WORLD_MODELS = ("mobiwm", "static", "gru", "itransformer", "rssm", "tdmpc")
+"""The world models PPO can be trained in here, in table order."""
+_PPO = PPOConfig()
 
 
 @dataclass
 class Table2Config:
     """The Table 2 study: PPO trained in three world models and in the twin, judged on the twin."""
 
-    mobiwm: str = arg("", "MobiWM checkpoint folder or shipped name ('' = the env default)")
+    mobiwm: str = arg("fast", "MobiWM checkpoint folder or shipped name (fast | full)")
     static: str = arg("runs/static-mobiwm/best", "Static-MobiWM checkpoint ('' = skip)")
     gru: str = arg("runs/gru-wm/best", "GRU world-model checkpoint ('' = skip)")
+    itransformer: str = arg("runs/itransformer-wm/best", "iTransformer-WM checkpoint ('' = skip)")
+    rssm: str = arg("runs/rssm-wm/best", "RSSM (DreamerV3-style) checkpoint ('' = skip)")
+    tdmpc: str = arg("runs/tdmpc-wm/best", "TD-MPC2-style checkpoint ('' = skip)")
     twin: bool = arg(True, "also train PPO directly in the twin (the upper bound)")
-    policy: str = arg("shared", "PPO policy: shared | mlp")
+    policy: str = arg(_PPO.policy, "PPO policy: shared | mlp")
     total_timesteps: int = arg(DEFAULT_TIMESTEPS, "PPO env steps per agent")
-    num_envs: int = arg(16, "sub-envs per PPO run")
+    num_envs: int = arg(_PPO.num_envs, "sub-envs per PPO run")
     seed: int = arg(0, "PPO seed (same for every agent)")
     scenario: str = arg("hex57", "scenario")
-    lambda_delta: float = arg(1.0, "λ_Δ of Eq. 21")
+    lambda_delta: float = arg(_PPO.lambda_delta, "λ_Δ of Eq. 21")
     lambda_unserved: float = arg(
-        0.0, "λ_U of the shortfall term, for training and judging (0 = Eq. 21 exactly)"
+        _PPO.lambda_unserved,
+        "λ_U of the shortfall term, for training and judging (0 = Eq. 21 exactly)",
     )
     warm_start: str = arg(
         "", "'' | heuristic: every agent clones this controller in its own env before PPO"
     )
-    learning_rate: float = arg(1e-3, "PPO learning rate (1e-4 after a warm start: docs/agents.md)")
-    n_epochs: int = arg(5, "PPO epochs per rollout (the main job uses 3)")
+    learning_rate: float = arg(_PPO.learning_rate, "PPO learning rate")
+    n_epochs: int = arg(_PPO.n_epochs, "PPO epochs per rollout")
+    compile: bool = arg(True, "torch.compile MobiWM's inference (as the main job)")
     runs: int = arg(18, "evaluation episodes per policy on the twin")
     eval_seed: int = arg(EVAL_SEED, "first evaluation seed")
     baselines: tuple[str, ...] = arg(
@@ -94,7 +102,7 @@ class Table2Config:
     mpc_iters: int = arg(2, "MPC: CEM iterations per env step")
     reuse: bool = arg(False, "skip training where ppo-<agent>/model.zip already exists")
     out: str = arg("", "output folder ('' = runs/table2-<timestamp>)")
-    threads: int = arg(1, "torch CPU threads (1: fastest on a busy 2-core CPU; 0: torch default)")
+    threads: int = arg(2, "torch CPU threads (0: torch default; 1 with --jobs 2 on 2 cores)")
     jobs: int = arg(1, "agents trained / policies judged in parallel processes")
     progress: bool = arg(True, "progress bars while training (off when jobs > 1)")
 
@@ -158,7 +166,8 @@ def _judge_parallel(specs: list[Any], jobs: int, threads: int, judge_args: tuple
 def agents_of(cfg: Table2Config) -> list[tuple[str, str, str | None]]:
     """``(name, env id, checkpoint)`` of every agent whose world model is available."""
     out: list[tuple[str, str, str | None]] = []
-    for name, ckpt in (("mobiwm", cfg.mobiwm), ("static", cfg.static), ("gru", cfg.gru)):
+    for name in WORLD_MODELS:
+        ckpt = getattr(cfg, name)
         if name != "mobiwm" and not ckpt:
             continue
         path = resolve_checkpoint(ckpt or None)
@@ -189,8 +198,9 @@ def targets(result: dict[str, Any]) -> dict[str, Any]:
         out["mobiwm_share_ge_80pct"] = bool(share >= 0.8)
     if wm is not None and "static" in rmse:
         out["mobiwm_beats_static"] = bool(wm < rmse["static"])
-    if wm is not None and "gru" in rmse:
-        out["mobiwm_beats_gru"] = bool(wm < rmse["gru"])
+    for name in WORLD_MODELS[2:]:
+        if wm is not None and name in rmse:
+            out[f"mobiwm_beats_{name}"] = bool(wm < rmse[name])
     return out
 
 
@@ -210,6 +220,7 @@ def plan(
         warm_start=cfg.warm_start,
         learning_rate=cfg.learning_rate,
         n_epochs=cfg.n_epochs,
+        compile=cfg.compile,
         eval_runs=0,
         threads=cfg.threads,
         progress=cfg.progress and cfg.jobs == 1,

@@ -71,11 +71,22 @@ class TrainConfig:
 
     data: str = arg("data/default", "dataset folder (with manifest.json)")
     out: str = arg("runs/worldmodel", "run folder (config, checkpoints, TensorBoard)")
-    arch: str = arg("mobiwm", "model family: mobiwm | gru")
+    arch: str = arg(
+        "mobiwm", "model family: mobiwm | gru | itransformer | rssm | tdmpc (learned baselines)"
+    )
+    baseline_config: str = arg(
+        "",
+        "learned baselines: a JSON object of config fields beyond history, horizon and actions, "
+        'e.g. \'{"d_model": 96, "layers": 3}\' (worldmodel.baselines)',
+    )
     preset: str = arg("M", "MobiWM size preset: debug | XS | S | M | L | XL")
     ablate: tuple[str, ...] = arg((), f"components to remove: {', '.join(ABLATIONS)}")
     scenarios: tuple[str, ...] = arg((), "train only on these scenarios (e.g. urban-para)")
-    history: int = arg(8, "H: history slots the model reads (with --season: memory + tokens)")
+    history: int = arg(
+        0,
+        "H: history slots the model reads (0 = the architecture's default: 8 for mobiwm and gru, "
+        "104 for itransformer, rssm and tdmpc; with --season: memory + tokens)",
+    )
     season: int = arg(
         0,
         "MobiWM daily memory in slots (96 = one day; 0 = off): the model reads --history "
@@ -174,19 +185,31 @@ class TrainConfig:
     progress: bool = arg(True, "show a progress bar")
 
     def __post_init__(self) -> None:
-        if self.arch not in ("mobiwm", "gru"):
-            raise ValueError(f"arch must be 'mobiwm' or 'gru', got {self.arch!r}")
+        from worldmodel.baselines import LEARNED
+
+        archs = ("mobiwm", *LEARNED)
+        if self.arch not in archs:
+            raise ValueError(f"arch must be one of {', '.join(archs)}, got {self.arch!r}")
+        if self.history == 0:
+            self.history = LEARNED[self.arch].config_class().history if self.arch in LEARNED else 8
         bad = [a for a in self.ablate if a not in ABLATIONS]
         if bad:
             raise ValueError(f"unknown --ablate {bad}; choose from {sorted(ABLATIONS)}")
-        if self.arch == "gru" and any(a != "actions" for a in self.ablate):
-            raise ValueError(f"--arch gru supports only --ablate actions, got {list(self.ablate)}")
+        if self.arch != "mobiwm" and any(a != "actions" for a in self.ablate):
+            raise ValueError(
+                f"--arch {self.arch} supports only --ablate actions, got {list(self.ablate)}"
+            )
+        if self.baseline_config and self.arch == "mobiwm":
+            raise ValueError("--baseline-config is for the learned baselines, not --arch mobiwm")
         if self.season_anchor == "yesterday" and self.season_mix != -1.0:
             raise ValueError(
                 "--season-mix sets α of the difference anchor; --season-anchor yesterday has no α"
             )
-        if self.arch == "gru" and self.season:
-            raise ValueError("--season is a MobiWM option; --arch gru has no daily memory")
+        if self.arch != "mobiwm" and self.season:
+            raise ValueError(
+                f"--season is a MobiWM option; --arch {self.arch} has no daily memory (the "
+                "learned baselines set their own in --baseline-config)"
+            )
         positive = ("history", "horizon", "n_chunks", "batch_size", "max_steps", "eval_every",
                     "eval_batches", "log_every")  # fmt: skip
         for name in positive:
@@ -211,6 +234,8 @@ class TrainConfig:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         if self.arch == "mobiwm":
             model_config(self)  # the architecture's own checks (ModelConfig.__post_init__)
+        else:
+            build_model(self)  # the baseline config's own checks
         if not (self.grad_clip > 0 and math.isfinite(self.grad_clip)):
             raise ValueError(f"grad_clip must be > 0, got {self.grad_clip}")
 
@@ -235,12 +260,34 @@ def model_config(cfg: TrainConfig) -> ModelConfig:
     )  # fmt: skip
 
 
-def build_model(cfg: TrainConfig) -> nn.Module:
-    if cfg.arch == "gru":
-        from worldmodel.baselines import GRUWorldModel
+def baseline_overrides(cfg: TrainConfig) -> dict:
+    """The ``--baseline-config`` JSON as a dict (``ValueError`` naming what is wrong)."""
+    if not cfg.baseline_config:
+        return {}
+    try:
+        extra = json.loads(cfg.baseline_config)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"--baseline-config is not valid JSON: {err}") from err
+    if not isinstance(extra, dict):
+        raise ValueError(f"--baseline-config must be a JSON object, got {cfg.baseline_config!r}")
+    fixed = sorted(set(extra) & {"history", "horizon", "use_actions"})
+    if fixed:
+        raise ValueError(
+            f"--baseline-config sets {fixed}: use --history, --horizon and --ablate actions"
+        )
+    return extra
 
-        return GRUWorldModel(
-            history=cfg.history, horizon=cfg.horizon, use_actions="actions" not in cfg.ablate
+
+def build_model(cfg: TrainConfig) -> nn.Module:
+    """The run's model: MobiWM (``model_config``) or a learned baseline (``LEARNED[arch]``)."""
+    if cfg.arch != "mobiwm":
+        from worldmodel.baselines import LEARNED
+
+        return LEARNED[cfg.arch](
+            history=cfg.history,
+            horizon=cfg.horizon,
+            use_actions="actions" not in cfg.ablate,
+            **baseline_overrides(cfg),
         )
     from worldmodel.model.mobiwm import MobiWM
 
@@ -628,6 +675,9 @@ class Trainer:
                     if "pair_mse" in m:
                         writer.add_scalar("train/pair_mse", m["pair_mse"], self.step)
                     writer.add_scalar("train/grad_norm", gnorm, self.step)
+                    for key in getattr(self.core, "aux_metrics", None) or {}:
+                        if f"{key}_c0" in m:  # a learned baseline's extra training terms
+                            writer.add_scalar(f"train/{key}_c0", m[f"{key}_c0"], self.step)
                     writer.add_scalar("charts/lr", self.opt.param_groups[0]["lr"], self.step)
                     writer.add_scalar(
                         "charts/steps_per_sec",

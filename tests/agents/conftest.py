@@ -41,3 +41,26 @@ def gru_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     model = GRUWorldModel(hidden=8)
     model.normalizer.set_stats(1500.0, 0.7, 0.8)
     return save_world_model(model, tmp_path_factory.mktemp("ckpt") / "gru-debug")
+
+
+@pytest.fixture(scope="session")
+def learned_checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Untrained small iTransformer, RSSM and TD-MPC2-style world models (default ``H = 104``),
+    saved with ``save_world_model``, by name."""
+    from worldmodel.baselines import LEARNED, save_world_model
+
+    small = {
+        "itransformer": {"d_model": 16, "heads": 2, "layers": 1, "ff": 32},
+        "rssm": {"deter": 16, "hidden": 16, "groups": 4, "classes": 4},
+        "tdmpc": {"latent": 16, "hidden": 32, "layers": 1},
+    }
+    root = tmp_path_factory.mktemp("ckpt")
+    out = {}
+    for name, cfg in small.items():
+        torch.manual_seed(0)
+        model = LEARNED[name](**cfg)
+        if name == "tdmpc":  # its decoder head starts at zero (persistence): make inputs show
+            torch.nn.init.normal_(model.decoder[-1].weight, std=0.5)
+        model.normalizer.set_stats(1500.0, 0.7, 0.8)
+        out[name] = save_world_model(model, root / f"{name}-debug")
+    return out

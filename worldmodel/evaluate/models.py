@@ -11,7 +11,8 @@ from typing import Any
 import torch
 
 from worldmodel.baselines import (
-    GRUWorldModel,
+    LEARNED,
+    LearnedWorldModel,
     Persistence,
     SeasonalNaive,
     WorldModel,
@@ -26,7 +27,8 @@ class EvalModel:
     """One evaluated model: its row name, how it was given, the batch interface and its kind.
 
     ``kind``: ``mobiwm`` (action-conditioned MobiWM), ``static-mobiwm`` (``use_actions=False``),
-    ``gru-wm`` / ``gru`` (GRU baseline with / without actions) or ``naive``.
+    ``<name>-wm`` / ``<name>`` for a learned baseline with / without actions (``gru``,
+    ``itransformer``, ``rssm``, ``tdmpc``) or ``naive``.
     """
 
     name: str
@@ -58,8 +60,9 @@ def _kind(raw: Any) -> tuple[str, int]:
 
     if isinstance(raw, MobiWM):
         return ("mobiwm" if raw.cfg.use_actions else "static-mobiwm"), raw.n_parameters()
-    if isinstance(raw, GRUWorldModel):
-        return ("gru-wm" if raw.cfg.use_actions else "gru"), raw.n_parameters()
+    if isinstance(raw, LearnedWorldModel):
+        name = next(k for k, cls in LEARNED.items() if type(raw) is cls)
+        return (f"{name}-wm" if raw.cfg.use_actions else name), raw.n_parameters()
     if isinstance(raw, Persistence | SeasonalNaive):
         return "naive", 0
     n = sum(p.numel() for p in raw.parameters()) if hasattr(raw, "parameters") else 0

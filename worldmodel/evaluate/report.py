@@ -114,6 +114,49 @@ def render_summary(results: dict[str, Any], names: list[str]) -> list[str]:
 _summary = render_summary  # its name in the single-file module
 
 
+def _improvement_tables(ro: dict[str, Any], scen: list[str], key: str, what: str) -> list[str]:
+    """MobiWM's JSD improvement over the best ``what`` and its jackknife interval."""
+    md: list[str] = []
+    imp = ro.get(f"improvement_jsd{key}_pct")
+    if not imp:
+        return md
+    md += ["", f"JSD improvement over the best {what} (%, positive = better):", ""]
+    rows = []
+    for n, per in imp.items():
+        rows.append(
+            [n]
+            + [
+                "–"
+                if per[s] is None or per[s]["pct"] is None
+                else f"{per[s]['pct']:+.1f} (vs {per[s]['best_baseline']})"
+                for s in scen
+            ]
+        )
+    md.append(_table(["Model"] + scen, rows))
+    jk = ro.get(f"improvement_jsd{key}_jackknife")
+    if jk and any(jk.values()):
+        md += [
+            "",
+            "How much that improvement depends on the maps drawn: leave-one-map-out "
+            "jackknife, 90% interval (point ± 1.645·se) and, in brackets, the lowest value "
+            f"with one map left out (%; the target is {JSD_TARGET_PCT:g}):",
+            "",
+        ]
+        rows = [
+            [n]
+            + [
+                f"{per[s]['lo90']:+.1f} … {per[s]['hi90']:+.1f} "
+                f"[{per[s]['min_leave_one_out']:+.1f}]"
+                if s in per
+                else "–"
+                for s in scen
+            ]
+            for n, per in jk.items()
+        ]
+        md.append(_table(["Model"] + scen, rows))
+    return md
+
+
 def render_rollout(ro: dict[str, Any], names: list[str], unit: str) -> list[str]:
     """Section 1: Table 1 layout, JSD improvement (+ jackknife), per-map JSD, pooled metrics,
     total-traffic bias and MAE per rollout day."""
@@ -136,41 +179,8 @@ def render_rollout(ro: dict[str, Any], names: list[str], unit: str) -> list[str]
         for k in ("jsd", "mae", "nrmse")
     ]
     md.append(_table(header, [[n] + [c[i] for c in cols] for i, n in enumerate(names)]))
-    if ro["improvement_jsd_pct"]:
-        md += ["", "JSD improvement over the best baseline (%, positive = better):", ""]
-        rows = []
-        for n, per in ro["improvement_jsd_pct"].items():
-            rows.append(
-                [n]
-                + [
-                    "–"
-                    if per[s] is None or per[s]["pct"] is None
-                    else f"{per[s]['pct']:+.1f} (vs {per[s]['best_baseline']})"
-                    for s in scen
-                ]
-            )
-        md.append(_table(["Model"] + scen, rows))
-    jk = ro.get("improvement_jsd_jackknife")
-    if jk and any(jk.values()):
-        md += [
-            "",
-            "How much that improvement depends on the maps drawn: leave-one-map-out "
-            "jackknife, 90% interval (point ± 1.645·se) and, in brackets, the lowest value "
-            f"with one map left out (%; the target is {JSD_TARGET_PCT:g}):",
-            "",
-        ]
-        rows = [
-            [n]
-            + [
-                f"{per[s]['lo90']:+.1f} … {per[s]['hi90']:+.1f} "
-                f"[{per[s]['min_leave_one_out']:+.1f}]"
-                if s in per
-                else "–"
-                for s in scen
-            ]
-            for n, per in jk.items()
-        ]
-        md.append(_table(["Model"] + scen, rows))
+    for key, what in (("", "baseline"), ("_learned", "learned baseline")):
+        md += _improvement_tables(ro, scen, key, what)
     per_map = ro.get("jsd_per_map")
     if per_map:
         md += [

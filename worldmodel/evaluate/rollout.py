@@ -3,7 +3,8 @@
 Every model warm-starts on the true traffic of the first ``W = max_i H_i`` slots of every map and
 rolls out autoregressively with the true actions; JSD, MAE, RMSE, NRMSE (traffic unit of the
 dataset) over active cells pooled per scenario, MobiWM's JSD improvement over the best baseline
-(%, with a leave-one-map-out jackknife) and the MAE per rollout day (96 slots).
+and over the best learned baseline (%, each with a leave-one-map-out jackknife) and the MAE per
+rollout day (96 slots).
 """
 
 from __future__ import annotations
@@ -99,6 +100,7 @@ def run_rollout(
     }
     pooled: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {m.name: [] for m in models}
     jack: dict[str, dict[str, dict[str, float]]] = {}  # scenario -> model -> jackknife
+    jack_learned: dict[str, dict[str, dict[str, float]]] = {}  # the same, learned baselines
     by_day: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {m.name: [] for m in models}
     bar = tqdm(scenarios, desc="rollout", unit="scenario", disable=not progress)
     for scen in bar:
@@ -134,9 +136,10 @@ def run_rollout(
                 err += np.bincount(d, np.abs(p[mk] - t[mk]), minlength=len(err))
                 cnt += np.bincount(d, minlength=len(cnt))
             by_day[m.name].append((err, cnt))
-        point = _improvement({scen: res["metrics"][scen]}, models)
-        point = {n: (row[scen] or {}).get("pct") for n, row in point.items()}
-        jack[scen] = _jackknife_improvement(preds, true, mask, models, point)
+        for learned, store in ((False, jack), (True, jack_learned)):
+            point = _improvement({scen: res["metrics"][scen]}, models, learned)
+            point = {n: (row[scen] or {}).get("pct") for n, row in point.items()}
+            store[scen] = _jackknife_improvement(preds, true, mask, models, point, learned)
     bar.close()
     res["overall"] = {
         m.name: metrics.rollout_metrics(
@@ -160,13 +163,22 @@ def run_rollout(
         name: {scen: j[name] for scen, j in jack.items() if name in j}
         for name in res["improvement_jsd_pct"]
     }
+    res["improvement_jsd_learned_pct"] = _improvement(res["metrics"], models, True)
+    res["improvement_jsd_learned_jackknife"] = {
+        name: {scen: j[name] for scen, j in jack_learned.items() if name in j}
+        for name in res["improvement_jsd_learned_pct"]
+    }
     return res
 
 
-def _ours_and_baselines(models: Sequence[EvalModel]) -> tuple[list[str], list[str]]:
-    """Names of the MobiWM models and of the baselines they are scored against."""
+def _ours_and_baselines(
+    models: Sequence[EvalModel], learned_only: bool = False
+) -> tuple[list[str], list[str]]:
+    """Names of the MobiWM models and of the baselines they are scored against (every other
+    row, or with ``learned_only`` the trained ones: not the naive copies)."""
+    skip = ("mobiwm", "naive") if learned_only else ("mobiwm",)
     return [m.name for m in models if m.kind == "mobiwm"], [
-        m.name for m in models if m.kind != "mobiwm"
+        m.name for m in models if m.kind not in skip
     ]
 
 
@@ -176,12 +188,14 @@ def _jackknife_improvement(
     mask: list[np.ndarray],
     models: Sequence[EvalModel],
     point: dict[str, float],
+    learned_only: bool = False,
 ) -> dict[str, dict[str, float]]:
     """Leave-one-map-out jackknife of each MobiWM model's pooled-JSD improvement over the best
     baseline (picked again in every replicate; ``metrics.leave_one_map_out_jsd``): the standard
     error ``se = sqrt((n−1)/n · Σ (θ_i − θ̄)²)``, the 90% interval ``point ± 1.645·se`` and the
-    lowest leave-one-out value (%). Empty with fewer than two maps."""
-    ours, base = _ours_and_baselines(models)
+    lowest leave-one-out value (%). Empty with fewer than two maps. ``learned_only``: against
+    the best learned baseline."""
+    ours, base = _ours_and_baselines(models, learned_only)
     if not ours or not base or len(true) < 2:
         return {}
     sel = {n: [p[mk] for p, mk in zip(preds[n], mask, strict=True)] for n in ours + base}
@@ -204,9 +218,16 @@ def _jackknife_improvement(
     return out
 
 
-def _improvement(table: dict[str, dict[str, dict[str, float]]], models: Sequence[EvalModel]):
-    """``{mobiwm model: {scenario: 100·(best baseline JSD − model JSD) / best baseline JSD}}``."""
-    ours, base = _ours_and_baselines(models)
+def _improvement(
+    table: dict[str, dict[str, dict[str, float]]],
+    models: Sequence[EvalModel],
+    learned_only: bool = False,
+):
+    """``{mobiwm model: {scenario: 100·(best baseline JSD − model JSD) / best baseline JSD}}``;
+    ``learned_only``: the best learned baseline (empty when there is none)."""
+    ours, base = _ours_and_baselines(models, learned_only)
+    if learned_only and not base:
+        return {}
     out: dict[str, dict[str, Any]] = {}
     for name in ours:
         row: dict[str, Any] = {}
