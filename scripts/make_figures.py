@@ -3,6 +3,7 @@
     python scripts/make_figures.py                       # all three (~3.7 min on 2 CPU cores)
     python scripts/make_figures.py --only heatmap gif    # the env pictures only (~30 s)
     python scripts/make_figures.py --only curve --run runs/ppo-main   # curve of an existing run
+    python scripts/make_figures.py --only table1         # from runs/eval-table1 (scripts/table1.sh)
     python scripts/make_figures.py --help
 
 What it makes (every file written atomically: a temporary file in the same folder, then
@@ -33,6 +34,11 @@ What it makes (every file written atomically: a temporary file in the same folde
   repeats exactly on one machine). ``docs/img/learning_curve.png`` is drawn from the main job's
   run (``--run runs/main-s0``). Plotting alone takes a second or two.
 
+* ``table1.png`` (only when named): Table 1 against the learned world models from an evaluation's
+  ``results.json`` (``--eval``, default ``runs/eval-table1/results.json``, written by
+  ``scripts/table1.sh``): each model's rollout MAE by day, and its counterfactual R² per plan
+  kind. Plotting alone takes a second or two.
+
 Runs headless: ``SDL_VIDEODRIVER=dummy`` is set unless already set, matplotlib uses Agg.
 """
 
@@ -60,7 +66,12 @@ import numpy as np  # noqa: E402
 
 from worldmodel.cli import write_atomic  # noqa: E402
 
-FIGURES = ("heatmap", "gif", "curve")
+FIGURES = ("heatmap", "gif", "curve", "table1")
+DEFAULT_FIGURES = ("heatmap", "gif", "curve")
+"""Made without ``--only``: ``table1`` needs a Table 1 evaluation first."""
+DEFAULT_EVAL = ROOT / "runs" / "eval-table1" / "results.json"
+PLAN_KINDS = (("random", "all"), ("overpower", "all"), ("site_off", "on"))
+"""Counterfactual plan kinds drawn, with the cells they are scored on."""
 DEFAULT_OUT = ROOT / "docs" / "img"
 DEFAULT_TRAIN_OUT = ROOT / "runs" / "figures-ppo"
 ENV_ID = "MobiWM-LoadBalance-v0"
@@ -380,11 +391,66 @@ def make_learning_curve(run_dir: Path, out: Path, *, dpi: int = 110) -> Path:
         plt.close(fig)
 
 
+# ============================================================================ Table 1
+def make_table1(results: Path, out: Path, *, dpi: int = 110) -> Path:
+    """``out`` (PNG): each model's rollout MAE by day (left) and counterfactual R² per plan kind
+    (right) from a ``worldmodel.evaluate`` ``results.json`` with the rollout section."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    res = _read_json(Path(results))
+    if res is None:
+        raise FileNotFoundError(f"{results}: no evaluation results (run scripts/table1.sh)")
+    by_day = (res.get("rollout") or {}).get("mae_by_day")
+    if not by_day:
+        raise ValueError(f"{results}: no rollout section (MAE by day) to draw")
+    cf = (res.get("counterfactual") or {}).get("metrics") or {}
+    names = list(by_day)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11.0, 4.4), width_ratios=[1.3, 1.0])
+    for name in names:
+        mae = by_day[name]
+        bold = res.get("models", {}).get(name, {}).get("kind") == "mobiwm"
+        left.plot(np.arange(1, len(mae) + 1), mae, "o-", ms=3, lw=2.6 if bold else 1.3,
+                  label=name)  # fmt: skip
+    left.set_xlabel("rollout day")
+    left.set_ylabel("MAE (MB per cell and slot)")
+    left.set_title("week-long rollout from a true warm start", fontsize=9)
+    left.grid(alpha=0.3)
+    left.legend(fontsize=7, ncol=2)
+    learned = [n for n in names if n in cf]
+    width = 0.8 / max(1, len(learned))
+    for i, name in enumerate(learned):
+        r2 = [cf[name].get(kind, {}).get(sel, {}).get("r2", np.nan) for kind, sel in PLAN_KINDS]
+        right.bar(np.arange(len(PLAN_KINDS)) + i * width, r2, width, label=name)
+    right.set_xticks(np.arange(len(PLAN_KINDS)) + 0.4 - width / 2)
+    right.set_xticklabels(["random", "overpower", "site-off\n(neighbours)"])
+    right.set_ylim(min(-0.05, right.get_ylim()[0]), 1.0)
+    right.axhline(0.0, color="k", lw=0.6)
+    right.set_ylabel("R² of the per-cell traffic change")
+    right.set_title("counterfactual plans vs the twin", fontsize=9)
+    right.grid(alpha=0.3, axis="y")
+    right.legend(fontsize=7)
+    fig.suptitle(f"Table 1 on {res.get('config', {}).get('data', '?')}", fontsize=10)
+    fig.tight_layout()
+
+    def save(p: Path) -> None:
+        fig.savefig(p, format="png", dpi=dpi)
+
+    try:
+        return write_atomic(out, save)
+    finally:
+        plt.close(fig)
+
+
 # ============================================================================ CLI
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--only", nargs="+", choices=FIGURES, default=list(FIGURES),
-                   help="which figures to make (default: all)")  # fmt: skip
+    p.add_argument("--only", nargs="+", choices=FIGURES, default=list(DEFAULT_FIGURES),
+                   help=f"which figures to make (default: {' '.join(DEFAULT_FIGURES)})")  # fmt: skip
+    p.add_argument("--eval", type=Path, default=DEFAULT_EVAL,
+                   help="results.json of the Table 1 evaluation (for table1)")  # fmt: skip
     p.add_argument("--run", type=Path, default=None,
                    help="PPO run folder for the curve (default: train one, see --train-out)")  # fmt: skip
     p.add_argument("--train-out", type=Path, default=DEFAULT_TRAIN_OUT,
@@ -406,6 +472,8 @@ def main(argv: list[str] | None = None) -> int:
             )
         elif name == "gif":
             path = make_gif(args.out / "episode.gif", seed=args.seed, checkpoint=args.checkpoint)
+        elif name == "table1":
+            path = make_table1(args.eval, args.out / "table1.png")
         else:
             run = args.run if args.run is not None else train_default_run(args.train_out)
             path = make_learning_curve(run, args.out / "learning_curve.png")

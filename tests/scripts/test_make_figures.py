@@ -110,3 +110,29 @@ def test_learning_curve_needs_logs(tmp_path):
     with pytest.raises(FileNotFoundError):
         mf.make_learning_curve(tmp_path, tmp_path / "curve.png")
     assert not (tmp_path / "curve.png").exists()
+
+
+def test_table1_png(tmp_path):
+    res = {
+        "config": {"data": "data/test12"},
+        "models": {"wm": {"kind": "mobiwm"}, "itr": {"kind": "itransformer-wm"}},
+        "rollout": {"mae_by_day": {"wm": [250.0, 260.0, 270.0], "itr": [250.0, 300.0, 350.0]}},
+        "counterfactual": {
+            "metrics": {
+                name: {k: {s: {"r2": r2}} for k, s in mf.PLAN_KINDS}
+                for name, r2 in (("wm", 0.6), ("itr", 0.1))
+            }
+        },
+    }
+    src = tmp_path / "results.json"
+    src.write_text(json.dumps(res))
+    out = mf.make_table1(src, tmp_path / "img" / "table1.png")
+    with Image.open(out) as im:
+        assert im.format == "PNG" and im.size == (1210, 484)
+        assert np.asarray(im.convert("L")).std() > 10
+    with pytest.raises(FileNotFoundError, match="table1.sh"):
+        mf.make_table1(tmp_path / "nope.json", tmp_path / "x.png")
+    src.write_text(json.dumps({"rollout": {}}))
+    with pytest.raises(ValueError, match="no rollout section"):
+        mf.make_table1(src, tmp_path / "x.png")
+    assert not (tmp_path / "x.png").exists()

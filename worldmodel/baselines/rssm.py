@@ -214,7 +214,8 @@ class RSSMWorldModel(LearnedWorldModel):
             msg = torch.where(mask, e, torch.zeros((), dtype=e.dtype)).sum(1, keepdim=True)
             msg = (msg / count).expand(b, n, -1).reshape(m, -1)
             h = self.gru(self.drop(self.img_in(torch.cat([z, u[i], msg], -1))), h)
-            prior = self._dist(self.prior(h))
+            # the prior of an observed slot only enters the KL (training)
+            prior = self._dist(self.prior(h)) if i >= c or self.training else None
             if i < c:  # observed history slot: posterior
                 o = obs[i][:, None] if seasonal is None else torch.stack([obs[i], seasonal[i]], -1)
                 post = self._dist(self.post(torch.cat([h, self.obs_enc(o)], -1)))

@@ -280,6 +280,30 @@ def test_rollout_jackknife_of_the_improvement(records, model: MobiWM) -> None:
     assert jk["se"] > 0 and jk["lo90"] < pct < jk["hi90"]
 
 
+def test_rollout_improvement_over_the_best_learned_baseline(records, model: MobiWM) -> None:
+    """The learned-baseline improvement ignores the naive copies: with a GRU-WM row it equals the
+    improvement over that row alone; without a learned row it is empty."""
+    from worldmodel.baselines import GRUWorldModel
+
+    torch.manual_seed(0)
+    gru = GRUWorldModel(hidden=8)
+    gru.normalizer.set_stats(scale=20.0, mean=0.7, std=0.5)
+    recs = records + [copy.deepcopy(r) for r in records]
+    for i, r in enumerate(recs[len(records) :]):
+        r.metadata = {**r.metadata, "name": f"{r.name}-copy{i}"}
+    models = ev.resolve_models([("wm", model), ("g", gru), "seasonal"])
+    assert [m.kind for m in models] == ["mobiwm", "gru-wm", "naive"]
+    ro = ev.rollout_section(recs, models, progress=False, max_slots=48)
+    for scen, per in ro["metrics"].items():
+        got = ro["improvement_jsd_learned_pct"]["wm"][scen]
+        want = 100.0 * (per["g"]["jsd"] - per["wm"]["jsd"]) / per["g"]["jsd"]
+        assert got["best_baseline"] == "g" and got["pct"] == pytest.approx(want)
+        assert ro["improvement_jsd_learned_jackknife"]["wm"][scen]["n_maps"] == 2
+    alone = ev.rollout_section(recs, [models[0], models[2]], progress=False, max_slots=48)
+    assert alone["improvement_jsd_learned_pct"] == {}
+    assert alone["improvement_jsd_learned_jackknife"] == {}
+
+
 def test_lead_section_matches_direct_forecasts(records, model: MobiWM) -> None:
     """Lead ℓ of origin o scores slot o + ℓ − 1: persistence against the last true value, the
     model's first chunk against one prediction from the true history (teacher forcing)."""
