@@ -52,7 +52,8 @@ from worldmodel.cli import arg, parse_config  # noqa: E402
 _STEPS = "--max-steps 1500 --eval-every 150 --eval-batches 12 --threads 2"
 TRAIN_COMMANDS = {
     "static": "python -m worldmodel.train --data data/default --out runs/static-mobiwm "
-    f"--preset S --ablate actions {_STEPS}",
+    "--preset S --ablate actions --history 104 --season 96 --season-anchor yesterday "
+    f"--memory-age 6 --pair-weight 2 {_STEPS}",
     **{
         name: f"python -m worldmodel.train --data data/default --out runs/{name}-wm --arch {name} "
         + _STEPS

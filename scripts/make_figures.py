@@ -327,6 +327,16 @@ def _twin_panel(tx: Any, rows: list[dict[str, Any]], n: Any) -> None:
     tx.grid(alpha=0.3, axis="y")
 
 
+def _save_png(fig: Any, out: Path, dpi: int) -> Path:
+    """Write ``fig`` to ``out`` as PNG atomically, then close it."""
+    import matplotlib.pyplot as plt
+
+    try:
+        return write_atomic(out, lambda p: fig.savefig(p, format="png", dpi=dpi))
+    finally:
+        plt.close(fig)
+
+
 def make_learning_curve(run_dir: Path, out: Path, *, dpi: int = 110) -> Path:
     """``out`` (PNG): the return (and relative L1 to target, if logged) of ``run_dir``'s PPO
     training against env steps, with the twin-evaluated references of ``eval.json`` (on the
@@ -382,13 +392,7 @@ def make_learning_curve(run_dir: Path, out: Path, *, dpi: int = 110) -> Path:
     fig.suptitle(run_title(run_dir, record), fontsize=10)
     fig.tight_layout()
 
-    def save(p: Path) -> None:
-        fig.savefig(p, format="png", dpi=dpi)
-
-    try:
-        return write_atomic(out, save)
-    finally:
-        plt.close(fig)
+    return _save_png(fig, out, dpi)
 
 
 # ============================================================================ Table 1
@@ -435,13 +439,7 @@ def make_table1(results: Path, out: Path, *, dpi: int = 110) -> Path:
     fig.suptitle(f"Table 1 on {res.get('config', {}).get('data', '?')}", fontsize=10)
     fig.tight_layout()
 
-    def save(p: Path) -> None:
-        fig.savefig(p, format="png", dpi=dpi)
-
-    try:
-        return write_atomic(out, save)
-    finally:
-        plt.close(fig)
+    return _save_png(fig, out, dpi)
 
 
 # ============================================================================ CLI

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from worldmodel.baselines.interface import Batch, BatchWorldModel, check_window, future_valid
+from worldmodel.model.config import check_config_fields
 from worldmodel.model.normalize import (
     ACTION_FEATURES,
     TrafficNormalizer,
@@ -32,25 +33,6 @@ TIME_FEATURES = 4
 """sin/cos of the slot of day and of the day of week."""
 CELL_FEATURES = 1 + ACTION_FEATURES + TIME_FEATURES
 """Per cell per slot: normalised traffic, action features (``normalize_actions``), time."""
-_CONFIG_TYPES = {int: "int", float: "float", bool: "bool", str: "str"}
-
-
-def check_config_fields(cfg: Any) -> None:
-    """Type-check every field of a config dataclass; ``ValueError`` naming the field."""
-    for f in dataclasses.fields(cfg):
-        value = getattr(cfg, f.name)
-        kind = f.type if isinstance(f.type, str) else _CONFIG_TYPES[f.type]
-        ok = {
-            "int": isinstance(value, int) and not isinstance(value, bool),
-            "float": isinstance(value, int | float) and not isinstance(value, bool),
-            "bool": isinstance(value, bool),
-            "str": isinstance(value, str),
-        }[kind]
-        if not ok:
-            raise ValueError(
-                f"{type(cfg).__name__}.{f.name} must be {kind}, got {type(value).__name__} "
-                f"{value!r}"
-            )
 
 
 @dataclass(frozen=True)

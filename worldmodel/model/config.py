@@ -55,6 +55,25 @@ class WorldBatch(TypedDict):
 BATCH_KEYS: tuple[str, ...] = tuple(WorldBatch.__annotations__)
 
 
+def check_config_fields(cfg: Any) -> None:
+    """Type-check every field of a config dataclass of ``int``/``float``/``bool``/``str``
+    fields; ``ValueError`` naming the class and field (``ModelConfig``, the baselines')."""
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        kind = f.type if isinstance(f.type, str) else f.type.__name__
+        ok = {
+            "int": isinstance(value, int) and not isinstance(value, bool),
+            "float": isinstance(value, int | float) and not isinstance(value, bool),
+            "bool": isinstance(value, bool),
+            "str": isinstance(value, str),
+        }[kind]
+        if not ok:
+            raise ValueError(
+                f"{type(cfg).__name__}.{f.name} must be {kind}, got {type(value).__name__} "
+                f"{value!r}"
+            )
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """Architecture of one MobiWM model. Every field is saved in the checkpoint."""
@@ -198,19 +217,7 @@ class ModelConfig:
     read as ``memory_age`` days old). Needs ``season == slots_per_day``."""
 
     def __post_init__(self) -> None:
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            kind = f.type if isinstance(f.type, str) else f.type.__name__
-            ok = {
-                "int": isinstance(value, int) and not isinstance(value, bool),
-                "float": isinstance(value, int | float) and not isinstance(value, bool),
-                "bool": isinstance(value, bool),
-                "str": isinstance(value, str),
-            }[kind]
-            if not ok:
-                raise ValueError(
-                    f"ModelConfig.{f.name} must be {kind}, got {type(value).__name__} {value!r}"
-                )
+        check_config_fields(self)
 
         def need(cond: bool, msg: str) -> None:
             if not cond:
