@@ -5,18 +5,24 @@ from __future__ import annotations
 from agents import table2
 
 
-def test_agents_skip_missing_checkpoints(tmp_path, debug_checkpoint, gru_checkpoint, capsys):
+def test_agents_skip_missing_checkpoints(
+    tmp_path, debug_checkpoint, gru_checkpoint, learned_checkpoints, capsys
+):
     cfg = table2.Table2Config(
-        mobiwm=str(debug_checkpoint), static=str(tmp_path / "nope"), gru=str(gru_checkpoint)
-    )
+        mobiwm=str(debug_checkpoint), static=str(tmp_path / "nope"), gru=str(gru_checkpoint),
+        itransformer=str(learned_checkpoints["itransformer"]), rssm=str(tmp_path / "nope2"),
+        tdmpc="",
+    )  # fmt: skip
     names = [name for name, _, _ in table2.agents_of(cfg)]
-    assert names == ["mobiwm", "gru", "twin"]
-    assert "--ablate actions" in capsys.readouterr().out
+    assert names == ["mobiwm", "gru", "itransformer", "twin"]
+    printed = capsys.readouterr().out
+    assert "--ablate actions" in printed and "--arch rssm" in printed and "tdmpc" not in printed
 
 
 def test_plan_gives_every_agent_the_same_recipe(tmp_path, debug_checkpoint, gru_checkpoint):
     cfg = table2.Table2Config(
-        mobiwm=str(debug_checkpoint), static="", gru=str(gru_checkpoint), warm_start="heuristic",
+        mobiwm=str(debug_checkpoint), static="", gru=str(gru_checkpoint), itransformer="",
+        rssm="", tdmpc="", warm_start="heuristic",
         lambda_unserved=2.0, total_timesteps=512, learning_rate=1e-4, n_epochs=3, reuse=True,
     )  # fmt: skip
     (tmp_path / "ppo-gru").mkdir()
