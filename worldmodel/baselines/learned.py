@@ -86,6 +86,25 @@ class BaselineConfig:
         return [f.name for f in dataclasses.fields(cls)]
 
 
+def check_non_negative(cfg: Any, *names: str) -> None:
+    """``ValueError`` unless every named field is >= 0 (NaN fails)."""
+    for name in names:
+        v = getattr(cfg, name)
+        if not v >= 0:
+            raise ValueError(f"{type(cfg).__name__}: {name} must be >= 0, got {v}")
+
+
+def check_season_context(cfg: Any) -> None:
+    """Fields ``season`` (>= 0) and ``context`` of a model that scans the last ``context``
+    history slots with each slot's value one ``season`` earlier: ``history >= season + context``."""
+    check_non_negative(cfg, "season")
+    if cfg.history < cfg.season + cfg.context:
+        raise ValueError(
+            f"{type(cfg).__name__}: history must be >= season + context = {cfg.season} + "
+            f"{cfg.context} = {cfg.season + cfg.context}, got {cfg.history}"
+        )
+
+
 def check_unit_interval(cfg: Any, *names: str) -> None:
     """``ValueError`` unless every named field lies in ``[0, 1)``."""
     for name in names:

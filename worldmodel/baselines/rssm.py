@@ -43,6 +43,8 @@ from worldmodel.baselines.learned import (
     BaselineConfig,
     LearnedWorldModel,
     MapInputs,
+    check_non_negative,
+    check_season_context,
     check_unit_interval,
 )
 from worldmodel.model.normalize import ACTION_FEATURES
@@ -92,21 +94,13 @@ class RSSMConfig(BaselineConfig):
         super().__post_init__()
         name = type(self).__name__
         check_unit_interval(self, "dropout", "unimix")
-        if self.season < 0:
-            raise ValueError(f"{name}: season must be >= 0, got {self.season}")
+        check_season_context(self)
         if 0 < self.season < self.horizon:
             raise ValueError(
                 f"{name}: season must be 0 or >= horizon {self.horizon} (the seasonal input "
                 f"must lie in the history), got {self.season}"
             )
-        if self.history < self.season + self.context:
-            raise ValueError(
-                f"{name}: history must be >= season + context = {self.season} + "
-                f"{self.context} = {self.season + self.context}, got {self.history}"
-            )
-        for field in ("kl_dyn", "kl_rep", "free_bits", "recon_weight"):
-            if not getattr(self, field) >= 0:
-                raise ValueError(f"{name}: {field} must be >= 0, got {getattr(self, field)}")
+        check_non_negative(self, "kl_dyn", "kl_rep", "free_bits", "recon_weight")
 
 
 def _mlp(n_in: int, hidden: int, n_out: int) -> nn.Sequential:

@@ -49,6 +49,8 @@ from worldmodel.baselines.learned import (
     BaselineConfig,
     LearnedWorldModel,
     MapInputs,
+    check_non_negative,
+    check_season_context,
     check_unit_interval,
 )
 from worldmodel.model.normalize import ACTION_FEATURES
@@ -94,13 +96,7 @@ class TDMPCConfig(BaselineConfig):
         super().__post_init__()
         check_unit_interval(self, "dropout")
         name = type(self).__name__
-        if self.season < 0:
-            raise ValueError(f"{name}: season must be >= 0, got {self.season}")
-        if self.history < self.season + self.context:
-            raise ValueError(
-                f"{name}: history must be >= season + context = "
-                f"{self.season + self.context}, got {self.history}"
-            )
+        check_season_context(self)
         if self.latent % self.simnorm_dim:
             raise ValueError(
                 f"{name}: latent must be a multiple of simnorm_dim {self.simnorm_dim}, "
@@ -108,9 +104,7 @@ class TDMPCConfig(BaselineConfig):
             )
         if not 0.0 < self.rho <= 1.0:
             raise ValueError(f"{name}: rho must be in (0, 1], got {self.rho}")
-        for field in ("consistency_weight", "recon_weight"):
-            if not getattr(self, field) >= 0:
-                raise ValueError(f"{name}: {field} must be >= 0, got {getattr(self, field)}")
+        check_non_negative(self, "consistency_weight", "recon_weight")
 
 
 def simnorm(x: torch.Tensor, group: int) -> torch.Tensor:
