@@ -15,12 +15,17 @@ the shape of the env's action space (``[M*4]`` or ``[E, M*4]``, values in ``[-1,
   action sequences of ``horizon_steps`` env steps, all candidates of all envs simulated in one
   batched world-model core per step (``EnvState.load_into``), scored with Eq. 21 (the env's
   ``objective`` through the core), warm-started from the previous plan shifted by one step.
+  Risk-aware (``risk="std"`` or ``"cvar"``): every candidate is rolled out ``risk_samples``
+  times with traffic drawn from the model's predictive distribution (common random numbers
+  across candidates) and scored by ``mean − κ·std`` or the CVaR (mean of the worst ``α``
+  share) of its sampled returns.
 
 Build any of them by name with ``make_controller(name, env, **options)``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -233,7 +238,19 @@ class MPCController:
         plan_params: tuple[str, ...] = ("power_dbm", "mech_tilt_deg", "elec_tilt_deg"),
         heuristic_prior: bool = True,
         seed: int = 0,
+        risk: str = "neutral",
+        kappa: float = 1.0,
+        alpha: float = 0.25,
+        risk_samples: int = 8,
     ) -> None:
+        if risk not in RISK_MEASURES:
+            raise ValueError(f"risk must be one of {RISK_MEASURES}, got {risk!r}")
+        if not (np.isfinite(kappa) and kappa >= 0):
+            raise ValueError(f"kappa must be a finite number >= 0, got {kappa!r}")
+        if not 0.0 < alpha <= 1.0:
+            raise ValueError(f"alpha must be in (0, 1], got {alpha!r}")
+        if risk != "neutral" and (not isinstance(risk_samples, int) or risk_samples < 2):
+            raise ValueError(f"risk_samples must be an integer >= 2, got {risk_samples!r}")
         if n_candidates < 2 or not 1 <= n_elites <= n_candidates:
             raise ValueError("need n_candidates >= 2 and 1 <= n_elites <= n_candidates")
         unknown = sorted(set(plan_params) - set(PARAM_NAMES))
@@ -251,31 +268,64 @@ class MPCController:
         self.seed = int(seed)
         self.rng = np.random.default_rng(self.seed)
         self.prior = HeuristicController(facts) if heuristic_prior else None
+        self.risk, self.kappa, self.alpha = risk, float(kappa), float(alpha)
+        self.risk_samples = int(risk_samples) if risk != "neutral" else 1
+        self._calls = 0
         self._core = None
         self._plan: np.ndarray | None = None  # [E, Hs, N, 4]
 
     def reset(self) -> None:
         self._plan = None
+        self._calls = 0
 
     def _planner_core(self, rows: int):
         if self._core is None or self._core.n_envs != rows:
             cfg = self.facts.config
+            if self.risk != "neutral":
+                cfg = dataclasses.replace(cfg, uncertainty="sample")
             self._core = make_core(cfg, rows, self.checkpoint)
         return self._core
 
     def score(self, state: EnvState, candidates: np.ndarray) -> np.ndarray:
-        """Sum of Eq. 21 rewards ``[E, C]`` of ``candidates [E, C, Hs, N, 4]`` from ``state``."""
+        """Score ``[E, C]`` of ``candidates [E, C, Hs, N, 4]`` from ``state``: the sum of Eq. 21
+        rewards, or its risk measure over ``risk_samples`` sampled rollouts."""
         f = self.facts
         e, c, hs, n = candidates.shape[:4]
-        core = self._planner_core(e * c)
-        state.repeat(c).load_into(core)
-        total = np.zeros(e * c)
+        s = self.risk_samples
+        rows = e * c * s
+        core = self._planner_core(rows)
+        state.repeat(c * s).load_into(core)
+        if s > 1:
+            self._common_draws(core, s)
+        total = np.zeros(rows)
         for h in range(hs):
             act = np.zeros((e * c, f.max_cells, 4), dtype=np.float32)
             act[:, :n] = candidates[:, :, h].reshape(e * c, n, 4)
-            _, reward, _, _ = core.step(act.reshape(e * c, -1))
+            act = np.repeat(act, s, axis=0)
+            _, reward, _, _ = core.step(act.reshape(rows, -1))
             total += reward
-        return total.reshape(e, c)
+        returns = total.reshape(e, c, s)
+        if self.risk == "std":
+            return returns.mean(axis=2) - self.kappa * returns.std(axis=2)
+        if self.risk == "cvar":
+            k = max(1, int(np.ceil(self.alpha * s)))
+            return np.sort(returns, axis=2)[:, :, :k].mean(axis=2)
+        return returns[:, :, 0]
+
+    def _common_draws(self, core: Any, s: int) -> None:
+        """Seed the planner's sampled rollouts so that every candidate of an env sees the same
+        ``s`` draws (common random numbers: candidates differ by their actions only)."""
+        import torch
+
+        pred = core.dynamics.predictive
+        gen = core.dynamics.generator
+        gen.manual_seed(self.seed * 1_000_003 + self._calls)
+        self._calls += 1
+        pred.crn_period = s
+        pred.lead[:] = 0
+        pred.reference[:] = core.params
+        base = torch.randn((s, pred.eps.shape[1]), generator=gen, dtype=torch.float64).numpy()
+        pred.eps = np.tile(base, (core.n_envs // s, 1))
 
     def predict(self, obs, info=None, state=None) -> np.ndarray:
         o, single = _batched(obs)
@@ -319,6 +369,8 @@ class MPCController:
 
 
 # ============================================================================ registry
+RISK_MEASURES = ("neutral", "std", "cvar")
+"""``MPCController(risk=...)``: expected return, ``mean − κ·std`` or CVaR of sampled returns."""
 BASELINES = ("noop", "random", "heuristic", "mpc")
 
 

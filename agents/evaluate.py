@@ -12,7 +12,9 @@ parameters, twin warm-up). Per episode:
   ``episode_steps // 2 ..``), i.e. after the controller had half a day to act;
 * **return**: the sum of the env's rewards over the episode (Eq. 21, plus the shortfall term
   when ``lambda_unserved > 0``);
-* mean ``|Δa|`` and mean unserved traffic (MB per slot, twin only).
+* mean ``|Δa|`` and mean unserved traffic (MB per slot, twin only);
+* with a no-op row on the twin: the share of steps whose unserved traffic exceeds the no-op's
+  at the same step of the same seeded episode by more than ``EXCESS_UNSERVED`` (10 % + 1 MB).
 
 Reported as mean ± 95% confidence half-width (Student t, ``runs − 1`` degrees of freedom) as in
 the paper's Table 2, plus the RMSE change vs the no-op. Tables go to ``results.json`` and
@@ -69,6 +71,7 @@ class EpisodeMetrics:
     unserved_mb: np.ndarray  # mean unserved traffic per slot (NaN for the world model)
     shortfall_mb: np.ndarray  # mean offered demand − carried traffic per slot (both backends)
     rel_l1: np.ndarray  # Σ|traffic − target| / Σ target over the whole episode
+    unserved_steps: np.ndarray | None = None  # [runs, steps] MB per slot (twin only)
 
     def summary(self) -> dict[str, Any]:
         out = {
@@ -81,6 +84,8 @@ class EpisodeMetrics:
                 "return": self.episode_return.tolist(),
             },
         }
+        if self.unserved_steps is not None and np.isfinite(self.unserved_steps).all():
+            out["per_run"]["unserved_steps"] = self.unserved_steps.tolist()
         if np.isfinite(self.unserved_mb).all():
             out["unserved_mb"] = mean_ci(self.unserved_mb)
         out["shortfall_mb"] = mean_ci(self.shortfall_mb)
@@ -123,6 +128,7 @@ def run_episodes(
     abs_err = np.zeros(runs)
     tgt_sum = np.zeros(runs)
     unserved = np.zeros(runs)
+    unserved_steps = np.full((runs, steps), np.nan)
     shortfall = np.zeros(runs)
     needs_state = getattr(controller, "name", "") == "mpc"
     for t in range(steps):
@@ -135,6 +141,8 @@ def run_episodes(
         abs_err += np.abs(diff).sum(axis=(1, 2))
         tgt_sum += np.where(active, info["target"], 0.0).sum(axis=(1, 2))
         unserved += info["unserved"].mean(axis=1) if "unserved" in info else np.nan
+        if "unserved" in info:
+            unserved_steps[:, t] = info["unserved"].mean(axis=1)
         shortfall += info["shortfall"].mean(axis=1)
         if t >= steps // 2:
             sq_err += (diff**2).sum(axis=(1, 2))
@@ -154,6 +162,7 @@ def run_episodes(
         unserved_mb=unserved / steps,
         shortfall_mb=shortfall / steps,
         rel_l1=abs_err / np.maximum(tgt_sum, 1e-9),
+        unserved_steps=unserved_steps,
     )
 
 
@@ -178,14 +187,18 @@ def load_policy(
     seed: int = 0,
     mpc_options: dict[str, Any] | None = None,
 ) -> Controller:
-    """A controller from ``spec``: a baseline name (``BASELINES``) or a saved PPO run/zip."""
-    if spec in BASELINES:
+    """A controller from ``spec``: a baseline name (``BASELINES``), ``mpc:KEY=VALUE,...``
+    (MPC with ``MPCController`` options, e.g. ``mpc:risk=std,kappa=1``) or a saved PPO run/zip."""
+    name, extra = parse_policy_spec(spec)
+    if name in BASELINES:
         options: dict[str, Any] = {}
-        if spec == "random":
+        if name == "random":
             options["seed"] = seed
-        if spec == "mpc":
-            options = {"checkpoint": checkpoint, "seed": seed, **(mpc_options or {})}
-        return make_controller(spec, EnvFacts.from_env(env), **options)
+        if name == "mpc":
+            options = {"checkpoint": checkpoint, "seed": seed, **(mpc_options or {}), **extra}
+        elif extra:
+            raise ValueError(f"--policy {spec!r}: only mpc takes options")
+        return make_controller(name, EnvFacts.from_env(env), **options)
     path = Path(spec)
     if not path.exists():
         raise FileNotFoundError(f"--policy {spec!r}: neither a baseline {BASELINES} nor a path")
@@ -194,12 +207,41 @@ def load_policy(
     return TrainedPolicy(path, env=env)
 
 
+def parse_policy_spec(spec: str) -> tuple[str, dict[str, Any]]:
+    """``"mpc:risk=std,kappa=0.5"`` → ``("mpc", {"risk": "std", "kappa": 0.5})``; numbers are
+    parsed as int or float, everything else kept as text. Other specs come back unchanged."""
+    if ":" not in spec or Path(spec).exists():
+        return spec, {}
+    name, _, rest = spec.partition(":")
+    options: dict[str, Any] = {}
+    for part in filter(None, rest.split(",")):
+        key, eq, value = part.partition("=")
+        if not eq or not key:
+            raise ValueError(f"--policy {spec!r}: options must be KEY=VALUE, got {part!r}")
+        for cast in (int, float):
+            try:
+                options[key] = cast(value)
+                break
+            except ValueError:
+                continue
+        else:
+            options[key] = value
+    return name, options
+
+
 def policy_label(spec: str, controller: Controller, checkpoint: str | Path | None) -> str:
-    if spec == "mpc":
+    name, extra = parse_policy_spec(spec)
+    if name == "mpc":
+        risk = ""
+        r = extra.get("risk", "neutral")
+        if r == "std":
+            risk = f", mean − {extra.get('kappa', 1.0):g}·std"
+        elif r == "cvar":
+            risk = f", CVaR {extra.get('alpha', 0.25):g}"
         try:
-            return f"MPC (CEM on {checkpoint_label(checkpoint)})"
+            return f"MPC (CEM on {checkpoint_label(checkpoint)}{risk})"
         except (FileNotFoundError, ValueError):
-            return "MPC (CEM)"
+            return f"MPC (CEM{risk})"
     names = {"noop": "No-op", "random": "Random", "heuristic": "Heuristic"}
     return names.get(spec, getattr(controller, "name", spec))
 
@@ -266,16 +308,28 @@ def evaluate_policies(
     return result
 
 
+EXCESS_UNSERVED = (1.1, 1.0)
+"""A step sheds more than the no-op when its unserved traffic > 1.1 × the no-op's + 1 MB/slot."""
+
+
 def add_relative(result: dict[str, Any]) -> None:
-    """Add each row's RMSE change vs the no-op row (``rmse_vs_noop``, fraction) per backend."""
+    """Add each row's RMSE change vs the no-op row (``rmse_vs_noop``, fraction) per backend,
+    and on the twin the share of steps shedding more than the no-op (``excess_unserved_steps``,
+    mean ± CI over episodes; ``EXCESS_UNSERVED``)."""
     noop = next((r for r in result["rows"] if r["policy"] == "noop"), None)
     if noop is None:
         return
+    factor, margin = EXCESS_UNSERVED
     for row in result["rows"]:
         for backend in result["backends"]:
             if backend in row and backend in noop:
                 base = noop[backend]["rmse_mb"]["mean"]
                 row[backend]["rmse_vs_noop"] = row[backend]["rmse_mb"]["mean"] / base - 1.0
+                ref = noop[backend]["per_run"].get("unserved_steps")
+                mine = row[backend]["per_run"].get("unserved_steps")
+                if ref is not None and mine is not None:
+                    over = np.asarray(mine) > factor * np.asarray(ref) + margin
+                    row[backend]["excess_unserved_steps"] = mean_ci(over.mean(axis=1))
 
 
 def markdown_table(result: dict[str, Any], title: str = "") -> str:
@@ -290,8 +344,8 @@ def markdown_table(result: dict[str, Any], title: str = "") -> str:
         "predicted traffic.",
         "",
         f"| policy | judged on | steady-state RMSE (MB/slot) | vs no-op | {ret} | "
-        "mean \\|Δa\\| | unserved (MB/slot) |",
-        "|---|---|---|---|---|---|---|",
+        "mean \\|Δa\\| | unserved (MB/slot) | steps shedding > no-op |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for row in result["rows"]:
         for backend in result["backends"]:
@@ -307,13 +361,15 @@ def markdown_table(result: dict[str, Any], title: str = "") -> str:
                 unserved = "≈" + format(short["mean"], ".1f")
             else:
                 unserved = "–"
+            ex = s.get("excess_unserved_steps")
+            excess = "–" if ex is None else f"{100 * ex['mean']:.1f}% ± {100 * ex['ci95']:.1f}"
             lines.append(
                 f"| {row['label']} | {backend.replace('_', ' ')} | "
                 f"{s['rmse_mb']['mean']:.1f} ± {s['rmse_mb']['ci95']:.1f} | "
                 f"{'' if rel is None else f'{100 * rel:+.1f}%'} | "
                 f"{s['return']['mean']:.1f} ± {s['return']['ci95']:.1f} | "
                 f"{s['action_change']['mean']:.3f} | "
-                f"{unserved} |"
+                f"{unserved} | {excess} |"
             )
     return "\n".join(lines) + "\n"
 

@@ -4,10 +4,12 @@ envs and by network size, against the fast-environment targets.
     python benchmarks/bench_env.py                 # the whole table (~5 min on 2 cores)
     python benchmarks/bench_env.py --quick         # 1 and 64 envs, 57 and 120 cells
     python benchmarks/bench_env.py --envs 64 --backends fast-compiled twin
+    python benchmarks/bench_env.py --envs 64 --cells hex57 --backends fast fast-report fast-sample
 
 Backends: the two shipped world models (``fast``, ``full``; ``mobiwm_env.config``), each also
 with ``compile=True`` (``-compiled``: ``torch.compile`` of the model's inference; its first
-reset includes the compilation), and the twin.
+reset includes the compilation) or with their predictive distribution (``-report``: spread and
+gate in ``info``; ``-sample``: traffic drawn from it; ``EnvConfig.uncertainty``), and the twin.
 Table 1, per backend × ``num_envs`` (``gym.make_vec``, hex57, random actions in [-1, 1] for
 every cell, so every parameter changes every step):
 
@@ -54,8 +56,12 @@ BACKENDS = {
     "full": (mobiwm_env.WORLD_MODEL_ID, {"checkpoint": "full"}),
     "fast-compiled": (mobiwm_env.WORLD_MODEL_ID, {"checkpoint": "fast", "compile": True}),
     "full-compiled": (mobiwm_env.WORLD_MODEL_ID, {"checkpoint": "full", "compile": True}),
+    "fast-report": (mobiwm_env.WORLD_MODEL_ID, {"checkpoint": "fast", "uncertainty": "report"}),
+    "fast-sample": (mobiwm_env.WORLD_MODEL_ID, {"checkpoint": "fast", "uncertainty": "sample"}),
+    "full-report": (mobiwm_env.WORLD_MODEL_ID, {"checkpoint": "full", "uncertainty": "report"}),
     "twin": (mobiwm_env.TWIN_ID, {}),
 }
+DEFAULT_BACKENDS = ("fast", "full", "fast-compiled", "full-compiled", "twin")
 CELLS = {"hex57": 57, "urban": 120, "suburb1700": 1700, "urban5000": 5000}
 EPISODE_STEPS = 24
 
@@ -157,7 +163,8 @@ def _verdict(value: float, target: float, higher: bool = True) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--quick", action="store_true", help="1 and 64 envs; 57 and 120 cells")
-    p.add_argument("--backends", nargs="*", default=list(BACKENDS), choices=list(BACKENDS))
+    p.add_argument("--backends", nargs="*", default=list(DEFAULT_BACKENDS),
+                   choices=list(BACKENDS))  # fmt: skip
     p.add_argument("--envs", nargs="*", type=int, default=None, help="default 1 8 64 256")
     p.add_argument("--cells", nargs="*", default=None, choices=list(CELLS))
     p.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")

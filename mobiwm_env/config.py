@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from mobiwm_env.uncertainty import UNCERTAINTY_MODES
 from worldmodel.twin.scenario import PARAM_NAMES, SLOTS_PER_WEEK, Scenario
 
 DYNAMICS: tuple[str, ...] = ("world_model", "twin")
@@ -73,6 +74,11 @@ class EnvConfig:
     remembers as "the same slot yesterday" (``MobiWM.rollout``): ``"observed"`` = the same slot
     on the warm-up's last day (as the evaluation's rollouts), ``"predicted"`` = the model's own
     prediction a day earlier (it drifts over several days). No effect on one-day episodes."""
+    uncertainty: str = "off"
+    """World-model backend: ``"off"`` (the point prediction), ``"report"`` (plus
+    ``info["traffic_std"]``, ``info["ood_score"]`` and ``info["ood_threshold"]``) or
+    ``"sample"`` (traffic drawn from the predictive distribution, seeded); the last two need a
+    checkpoint with a quantile head (``mobiwm_env.uncertainty``). Ignored by the twin."""
     max_cells: int | None = None
     """Cells in the observation/action spaces (≥ the scenario's N; extra cells are padding,
     masked in the observation and ignored in the action). ``None`` = the scenario's N."""
@@ -195,6 +201,10 @@ class EnvConfig:
         need(
             self.slots_per_step <= SLOTS_PER_WEEK,
             f"slots_per_step must be <= {SLOTS_PER_WEEK}",
+        )
+        need(
+            self.uncertainty in UNCERTAINTY_MODES,
+            f"uncertainty must be one of {UNCERTAINTY_MODES}, got {self.uncertainty!r}",
         )
         need(not self.extra, f"unknown options {sorted(self.extra)}")
 

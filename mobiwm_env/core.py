@@ -23,6 +23,7 @@ term, with the map's offered demand from ``dynamics.DemandTotals``).
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import numpy as np
@@ -101,6 +102,7 @@ class LoadBalanceCore:
                 cfg.device,
                 memory=cfg.memory,
                 compile=cfg.compile,
+                uncertainty=cfg.uncertainty,
             )
         self.observation_space = observation_space(m, cfg.history_slots, cfg.obs_clip)
         self.action_space = action_space(m)
@@ -246,7 +248,9 @@ class LoadBalanceCore:
             self.demand_scale[idx] = 1.0
             return
         p = self.slots_per_step
-        out = self.dynamics.step(self.params, self.hist_traffic, self.hist_params, self.slot, p)
+        pred = getattr(self.dynamics, "predictive", None)
+        with pred.frozen() if pred is not None else contextlib.nullcontext():
+            out = self.dynamics.step(self.params, self.hist_traffic, self.hist_params, self.slot, p)
         carried = out.traffic[idx].sum(axis=(1, 2))
         slots = self.slot[idx, None] + np.arange(p)[None, :]
         demand = self.demand_totals(slots).sum(axis=1)
@@ -268,7 +272,8 @@ class LoadBalanceCore:
         model), ``action_change [E]`` (|Δa|), ``cell_reward [E, N]`` (the reward split over
         the cells, ``objective.cell_rewards``: ``cell_reward.sum(1)`` is the reward),
         ``slot [E]`` (next slot to simulate), ``step [E]``
-        (steps done in the episode).
+        (steps done in the episode); with ``EnvConfig.uncertainty`` on, ``traffic_std [E, P,
+        N]`` MB, ``ood_score [E]`` and ``ood_threshold [E]`` (``mobiwm_env.uncertainty``).
         """
         if not self._was_reset.all():
             missing = np.flatnonzero(~self._was_reset).tolist()
@@ -329,6 +334,10 @@ class LoadBalanceCore:
         }
         if not self.models_unserved:
             del info["unserved"]
+        if out.traffic_std is not None:
+            info["traffic_std"] = out.traffic_std
+            info["ood_score"] = out.ood_score
+            info["ood_threshold"] = np.full(e, self.dynamics.predictive.threshold)
         return self.observe(), reward, truncated, info
 
     # ------------------------------------------------------------------ observation

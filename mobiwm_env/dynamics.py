@@ -45,6 +45,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from mobiwm_env.uncertainty import PredictiveState
 from worldmodel.twin.network import ASSOCIATION_FIELDS, NetworkTwin, TwinState
 from worldmodel.twin.scenario import DAYS_PER_WEEK, SLOTS_PER_DAY, SLOTS_PER_WEEK, Scenario
 
@@ -389,6 +390,8 @@ class DynamicsStep:
 
     traffic: np.ndarray  # [E, n, N] float64 MB per slot (>= 0, 0 for inactive cells)
     unserved: np.ndarray  # [E, n] float64 MB per slot; NaN where the backend does not model it
+    traffic_std: np.ndarray | None = None  # [E, n, N] MB: predictive std (uncertainty on)
+    ood_score: np.ndarray | None = None  # [E] support distance of the parameters (idem)
 
 
 class Dynamics(Protocol):
@@ -470,7 +473,7 @@ _MODELS: OrderedDict[tuple, Any] = OrderedDict()
 
 def _file_stamp(directory: Path) -> tuple:
     stamp = []
-    for name in ("config.json", "model.safetensors"):
+    for name in ("config.json", "model.safetensors", "uncertainty.json", "uncertainty.safetensors"):
         try:
             st = (directory / name).stat()
             stamp.append((name, st.st_mtime_ns, st.st_size))
@@ -534,6 +537,7 @@ class WorldModelDynamics:
         device: str = "cpu",
         memory: str = "observed",
         compile: bool = False,
+        uncertainty: str = "off",
     ) -> None:
         import torch
 
@@ -588,10 +592,12 @@ class WorldModelDynamics:
         self._mapper = ServingMapper(scenario)
         self._active_t: dict[int, Any] = {}
         self._dev = dev
+        self.predictive = PredictiveState(self.model, uncertainty, self.n_envs, n, self.checkpoint)
 
     def reset(self, env_ids, slots, params, warmups, seed) -> None:
-        # MobiWM.predict is deterministic; the generator is kept for stochastic dynamics.
+        # the point prediction is deterministic; the generator seeds uncertainty="sample"
         self.generator.manual_seed(int(seed))
+        self.predictive.reset(env_ids, params, self.generator)
         if self.season:
             ids = np.asarray(env_ids, dtype=np.int64)
             self._day_traffic[ids] = np.stack([w.traffic[-self.season :] for w in warmups])
@@ -684,10 +690,18 @@ class WorldModelDynamics:
             time,
             n_chunks=k,
             memory=self._daily_memory(slots),
+            uncertainty=self.predictive.enabled,
+            lead_offset=torch.as_tensor(self.predictive.lead, device=self._dev),
         )
-        traffic = out[:, :n_slots].detach().cpu().numpy().astype(np.float64)
+        std = ood = None
+        if self.predictive.enabled:
+            traffic, std, ood = self.predictive.step(out, params, self.active, n_slots,
+                                                     self.generator)  # fmt: skip
+            std = np.where(self.active, std, 0.0)
+        else:
+            traffic = out[:, :n_slots].detach().cpu().numpy().astype(np.float64)
         traffic = np.where(self.active, np.maximum(traffic, 0.0), 0.0)
-        return DynamicsStep(traffic, np.full((e, int(n_slots)), np.nan))
+        return DynamicsStep(traffic, np.full((e, int(n_slots)), np.nan), std, ood)
 
     def serving_map(self, env: int, params: np.ndarray, slot: int) -> np.ndarray:
         return self._mapper(params, self.active, slot)

@@ -39,6 +39,12 @@ What it makes (every file written atomically: a temporary file in the same folde
   ``scripts/table1.sh``): each model's rollout MAE by day, and its counterfactual R² per plan
   kind. Plotting alone takes a second or two.
 
+* ``calibration.png`` (only when named): the calibration section of an evaluation
+  (``--calib-eval``, default ``runs/eval-calibration/results.json``, written by ``python -m
+  worldmodel.evaluate ... --sections calibration``): per model with a quantile head, the PIT
+  histogram against the seasonal-naive baseline's, coverage of the 50 % and 90 % intervals by
+  lead time with the goal bands, and CRPS per scenario.
+
 Runs headless: ``SDL_VIDEODRIVER=dummy`` is set unless already set, matplotlib uses Agg.
 """
 
@@ -66,10 +72,11 @@ import numpy as np  # noqa: E402
 
 from worldmodel.cli import write_atomic  # noqa: E402
 
-FIGURES = ("heatmap", "gif", "curve", "table1")
+FIGURES = ("heatmap", "gif", "curve", "table1", "calibration")
 DEFAULT_FIGURES = ("heatmap", "gif", "curve")
-"""Made without ``--only``: ``table1`` needs a Table 1 evaluation first."""
+"""Made without ``--only``: ``table1`` and ``calibration`` need an evaluation first."""
 DEFAULT_EVAL = ROOT / "runs" / "eval-table1" / "results.json"
+DEFAULT_CALIB_EVAL = ROOT / "runs" / "eval-calibration" / "results.json"
 PLAN_KINDS = (("random", "all"), ("overpower", "all"), ("site_off", "on"))
 """Counterfactual plan kinds drawn, with the cells they are scored on."""
 DEFAULT_OUT = ROOT / "docs" / "img"
@@ -442,6 +449,64 @@ def make_table1(results: Path, out: Path, *, dpi: int = 110) -> Path:
     return _save_png(fig, out, dpi)
 
 
+def make_calibration(results: Path, out: Path, *, dpi: int = 110) -> Path:
+    """``out`` (PNG): one row per model of the calibration section of ``results``: PIT
+    histograms, coverage by lead time, CRPS per scenario (model vs seasonal quantiles)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    res = _read_json(Path(results))
+    cal = (res or {}).get("calibration") or {}
+    if not cal.get("models"):
+        raise ValueError(f"{results}: no calibration section with a model to draw")
+    models = list(cal["models"])
+    fig, axes = plt.subplots(len(models), 3, figsize=(12.0, 3.4 * len(models)), squeeze=False)
+    for row, name in zip(axes, models, strict=True):
+        per = cal["models"][name]
+        base = next(k for k in per if k not in (name, "gate"))
+        pit_ax, cov_ax, crps_ax = row
+        for who, color in ((name, "C0"), (base, "C7")):
+            h = per[who]["all"]["pit_histogram"]
+            pit_ax.step(np.arange(len(h) + 1) / len(h), [h[0], *h], where="pre", color=color,
+                        lw=2.2 if who == name else 1.2, label=who)  # fmt: skip
+        pit_ax.axhline(1.0, color="k", lw=0.6, ls=":")
+        pit_ax.set_ylim(0, max(2.0, pit_ax.get_ylim()[1]))
+        pit_ax.set_xlabel("PIT")
+        pit_ax.set_ylabel("density (1 = calibrated)")
+        pit_ax.set_title(f"{name}: PIT histogram", fontsize=9)
+        pit_ax.legend(fontsize=7)
+        bands = per[name]["all"]["bands"]
+        x = np.arange(len(bands))
+        for goal, lo, hi in ((0.5, 0.45, 0.55), (0.9, 0.87, 0.93)):
+            cov_ax.axhspan(100 * lo, 100 * hi, color="C2", alpha=0.15)
+            key = f"coverage{int(goal * 100)}_by_band"
+            for who, color in ((name, "C0"), (base, "C7")):
+                vals = [np.nan if v is None else 100 * v for v in per[who]["all"][key]]
+                cov_ax.plot(x, vals, "o-", color=color, lw=2.2 if who == name else 1.2,
+                            label=f"{who} {int(goal * 100)}%")  # fmt: skip
+        cov_ax.set_xticks(x)
+        cov_ax.set_xticklabels([f"{lo}–{hi}" for lo, hi in bands], fontsize=7)
+        cov_ax.set_xlabel("lead time (15-min slots)")
+        cov_ax.set_ylabel("coverage (%)")
+        cov_ax.set_title("interval coverage by lead (green: goal)", fontsize=9)
+        cov_ax.legend(fontsize=6, ncol=2)
+        scen = [s for s in cal.get("scenarios", []) if s in per[name]]
+        w = 0.4
+        for i, (who, color) in enumerate(((name, "C0"), (base, "C7"))):
+            crps_ax.bar(np.arange(len(scen)) + i * w, [per[who][s]["crps"] for s in scen], w,
+                        color=color, label=who)  # fmt: skip
+        crps_ax.set_xticks(np.arange(len(scen)) + w / 2)
+        crps_ax.set_xticklabels(scen, fontsize=7, rotation=20)
+        crps_ax.set_ylabel("CRPS (MB per cell and slot)")
+        crps_ax.set_title("CRPS per scenario (lower is better)", fontsize=9)
+        crps_ax.legend(fontsize=7)
+    fig.suptitle(f"Calibration on {res.get('config', {}).get('data', '?')}", fontsize=10)
+    fig.tight_layout()
+    return _save_png(fig, out, dpi)
+
+
 # ============================================================================ CLI
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
@@ -449,6 +514,8 @@ def main(argv: list[str] | None = None) -> int:
                    help=f"which figures to make (default: {' '.join(DEFAULT_FIGURES)})")  # fmt: skip
     p.add_argument("--eval", type=Path, default=DEFAULT_EVAL,
                    help="results.json of the Table 1 evaluation (for table1)")  # fmt: skip
+    p.add_argument("--calib-eval", type=Path, default=DEFAULT_CALIB_EVAL,
+                   help="results.json of a calibration evaluation (for calibration)")  # fmt: skip
     p.add_argument("--run", type=Path, default=None,
                    help="PPO run folder for the curve (default: train one, see --train-out)")  # fmt: skip
     p.add_argument("--train-out", type=Path, default=DEFAULT_TRAIN_OUT,
@@ -472,6 +539,8 @@ def main(argv: list[str] | None = None) -> int:
             path = make_gif(args.out / "episode.gif", seed=args.seed, checkpoint=args.checkpoint)
         elif name == "table1":
             path = make_table1(args.eval, args.out / "table1.png")
+        elif name == "calibration":
+            path = make_calibration(args.calib_eval, args.out / "calibration.png")
         else:
             run = args.run if args.run is not None else train_default_run(args.train_out)
             path = make_learning_curve(run, args.out / "learning_curve.png")

@@ -33,6 +33,29 @@ def save_untrained_mobiwm(path: Path, traffic_mb: float, **overrides: Any) -> Pa
     return save_checkpoint(model, path)
 
 
+def add_quantile_head(
+    ckpt: Path,
+    seed: int = 0,
+    threshold: float = 0.01,
+    change: tuple[float, ...] = (8.0, 120.0, 8.0, 8.0),
+) -> Path:
+    """Write an untrained (randomly perturbed) quantile head and the twin's parameter bounds
+    (with daily ``change`` limits) as the action support beside ``ckpt``; returns ``ckpt``."""
+    from worldmodel.model.checkpoint import read_checkpoint_config
+    from worldmodel.model.uncertainty import ActionSupport, QuantileHead, save_uncertainty
+
+    d = read_checkpoint_config(ckpt)["model_config"]["d_model"]
+    torch.manual_seed(seed)
+    head = QuantileHead(d)
+    with torch.no_grad():
+        for p in head.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    head.with_config(copula_rho=0.5)
+    head.support = ActionSupport((30, 0, 0, 0), (46, 360, 15, 12), change, threshold)
+    save_uncertainty(head, ckpt)
+    return ckpt
+
+
 @pytest.fixture(autouse=True)
 def _single_torch_thread():
     before = torch.get_num_threads()

@@ -221,3 +221,33 @@ def test_env_state_carries_the_served_share_and_calibrates_a_world_model_core(de
         core.demand_scale * core.served_ratio * demand, out.traffic.sum(axis=(1, 2)), rtol=1e-9
     )
     assert find_core(src).demand_scale.tolist() == [1.0, 1.0]  # the twin never scales
+
+
+def test_risk_aware_mpc_scores_sampled_rollouts(tmp_path):
+    from tests.conftest import add_quantile_head, save_untrained_mobiwm
+
+    ckpt = add_quantile_head(save_untrained_mobiwm(tmp_path / "wm", 1500.0))
+    venv = make_vector_env("world_model", 2, ckpt, episode_steps=4)
+    venv.reset(seed=1)
+    state = EnvState.from_env(venv)
+    neutral = make_controller("mpc", venv, checkpoint=ckpt, **MPC)
+    plans = np.concatenate([_plan(neutral, 2, 2, seed=s) for s in range(3)], axis=1)
+    exp = neutral.score(state, plans)
+    std = make_controller("mpc", venv, checkpoint=ckpt, risk="std", kappa=0.0, risk_samples=4,
+                          **MPC)  # fmt: skip
+    a = std.score(state, plans)
+    std.reset()
+    assert np.array_equal(a, std.score(state, plans))  # seeded draws
+    assert not np.allclose(a, exp)  # sampled traffic, not the point prediction
+    averse = make_controller("mpc", venv, checkpoint=ckpt, risk="std", kappa=2.0,
+                             risk_samples=4, **MPC)  # fmt: skip
+    assert (averse.score(state, plans) < a).all()  # the spread is penalised
+    cvar = make_controller("mpc", venv, checkpoint=ckpt, risk="cvar", alpha=0.25,
+                           risk_samples=4, **MPC)  # fmt: skip
+    assert (cvar.score(state, plans) <= a + 1e-9).all()  # the worst draw ≤ the mean
+    act = averse.predict(*venv.reset(seed=2), state=EnvState.from_env(venv))
+    assert act.shape == venv.action_space.shape
+    for bad, msg in (({"risk": "max"}, "risk must be"), ({"kappa": -1.0}, "kappa"),
+                     ({"risk": "std", "risk_samples": 1}, "risk_samples")):  # fmt: skip
+        with pytest.raises(ValueError, match=msg):
+            make_controller("mpc", venv, checkpoint=ckpt, **bad)

@@ -50,10 +50,38 @@ def test_cli_writes_tables(tmp_path, debug_checkpoint):
     md = (tmp_path / "results.md").read_text()
     assert "| Heuristic | world model |" in md
     wm_line = next(line for line in md.splitlines() if "| Heuristic | world model |" in line)
-    assert wm_line.rstrip(" |").split("| ")[-1].startswith("≈")  # the model's own estimate
+    assert wm_line.rstrip(" |").split("| ")[-2].startswith("≈")  # the model's own estimate
+    assert data["rows"][0]["twin"]["excess_unserved_steps"]["mean"] == 0.0  # no-op vs itself
+    assert "excess_unserved_steps" in data["rows"][1]["twin"]
+    assert "excess_unserved_steps" not in data["rows"][1]["world_model"]
     assert not list(tmp_path.glob(".*.tmp"))  # atomic writes leave no temp files
 
 
 def test_unknown_policy_is_clear(tmp_path):
     with pytest.raises(FileNotFoundError, match="neither a baseline"):
         evaluate.main(["--policy", "nonsense", "--runs", "2", "--out", str(tmp_path)])
+
+
+def test_policy_spec_options():
+    assert evaluate.parse_policy_spec("mpc:risk=std,kappa=0.5,risk_samples=4") == (
+        "mpc",
+        {"risk": "std", "kappa": 0.5, "risk_samples": 4},
+    )
+    assert evaluate.parse_policy_spec("heuristic") == ("heuristic", {})
+    with pytest.raises(ValueError, match="KEY=VALUE"):
+        evaluate.parse_policy_spec("mpc:kappa")
+
+
+def test_excess_unserved_steps_against_the_noop():
+    def row(policy, steps):
+        per = {"unserved_steps": steps}
+        return {"policy": policy, "twin": {"rmse_mb": {"mean": 1.0}, "per_run": per}}
+
+    result = {
+        "backends": ["twin"],
+        "rows": [row("noop", [[10.0, 10.0], [0.0, 0.0]]), row("x", [[12.0, 11.5], [2.0, 0.5]])],
+    }
+    evaluate.add_relative(result)
+    ex = result["rows"][1]["twin"]["excess_unserved_steps"]
+    # threshold 1.1 × no-op + 1 MB: run 0 sheds more in no step (12 is not > 12), run 1 in one
+    assert ex["mean"] == pytest.approx(0.25)

@@ -70,3 +70,18 @@ def test_default_env_runs_the_shipped_daily_memory_model() -> None:
         full.close()
     with pytest.raises(ValueError, match="warmup_slots"):
         gym.make("MobiWM-LoadBalance-v0", warmup_slots=16)
+
+
+@SHIPPED
+def test_shipped_checkpoint_carries_a_fitted_quantile_head(name: str) -> None:
+    from worldmodel.model.uncertainty import QUANTILE_LEVELS
+
+    path = SHIPPED_CHECKPOINTS[name]
+    head = load_checkpoint(path).uncertainty_head
+    assert head is not None and head.levels == QUANTILE_LEVELS
+    assert head.support is not None and 0 < head.support.threshold < 1
+    meta = json.loads((path / "uncertainty.json").read_text())
+    extra = meta["extra"]
+    assert extra["config"]["checkpoint"].endswith(f"mobiwm-{name}")  # fitted in place
+    assert extra["examples"]["train"] > 100_000
+    assert 0.0 < extra["copula_rho"] < 1.0

@@ -146,9 +146,12 @@ class MobiWMAdapter(BatchWorldModel):
     def predict_batch(self, batch: Batch) -> torch.Tensor:
         return self.rollout_batch(batch, 1)
 
-    def rollout_batch(self, batch: Batch, n_chunks: int, memory: Any = None) -> torch.Tensor:
+    def rollout_batch(
+        self, batch: Batch, n_chunks: int, memory: Any = None, uncertainty: bool = False
+    ) -> Any:
         """``MobiWM.rollout`` of the batch; ``memory``: a ``DailyMemory`` that overrides the
-        adapter's ``memory`` mode (a rollout continued in segments)."""
+        adapter's ``memory`` mode (a rollout continued in segments); ``uncertainty``: return
+        the ``Forecast`` (a model with a quantile head)."""
         if not isinstance(n_chunks, int) or n_chunks < 1:
             raise ValueError(f"n_chunks must be an integer >= 1, got {n_chunks!r}")
         h = self.history
@@ -170,6 +173,7 @@ class MobiWMAdapter(BatchWorldModel):
             },
             n_chunks=n_chunks,
             memory=self.memory if memory is None else memory,
+            uncertainty=uncertainty,
         )
 
 

@@ -34,7 +34,9 @@ def main(argv: list[str] | None = None) -> int:
         seed=cfg.seed,
         cf_random_plans=cfg.cf_random_plans or None,
         stability_slots=cfg.stability_slots or None,
+        calib_origins=cfg.calib_origins or None,
         memory=cfg.memory,
+        sampled=cfg.sampled,
     )
     results["seconds"]["total"] = round(time.perf_counter() - t, 2)
     j, m = write_results(cfg.out, results)

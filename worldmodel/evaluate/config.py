@@ -13,9 +13,9 @@ from worldmodel.cli import arg
 from worldmodel.model.mobiwm import MEMORY_MODES
 from worldmodel.twin.scenario import SLOTS_PER_DAY, SLOTS_PER_WEEK
 
-SECTIONS = ("rollout", "counterfactual", "stability", "lead")
+SECTIONS = ("rollout", "counterfactual", "stability", "lead", "calibration")
 DEFAULT_SECTIONS = ("rollout", "counterfactual", "stability")
-"""Sections run when ``--sections`` is not given (``lead`` is a diagnostic, opt-in)."""
+"""Sections run when ``--sections`` is not given (``lead`` and ``calibration`` are opt-in)."""
 NAIVE_BASELINES = ("persistence", "seasonal")
 """Baselines that need no checkpoint (``--models`` names)."""
 PAPER_SCENARIOS = ("urban-para", "urban-topo", "suburb-para", "suburb-topo")
@@ -29,6 +29,8 @@ CF_QUICK_RANDOM_PLANS = 2
 LEAD_SLOTS = SLOTS_PER_DAY  # longest lead time of the lead section (slots)
 LEAD_ORIGINS = 24  # forecast origins per map, one every LEAD_SPACING slots
 QUICK_LEAD_ORIGINS = 6
+CALIB_ORIGINS = 8  # forecast origins per map of the calibration section
+QUICK_CALIB_ORIGINS = 3
 
 
 def _ordered_scenarios(names: Sequence[str]) -> list[str]:
@@ -52,6 +54,7 @@ class SectionSettings:
     stability_slots: int = STABILITY_SLOTS  # length of the stability rollout
     lead_slots: int = LEAD_SLOTS  # longest lead time of the lead section
     lead_origins: int = LEAD_ORIGINS  # forecast origins per map
+    calib_origins: int = CALIB_ORIGINS  # forecast origins per map of the calibration section
 
     @classmethod
     def resolve(
@@ -66,9 +69,10 @@ class SectionSettings:
         stability_slots: int | None = None,
         lead_slots: int = LEAD_SLOTS,
         lead_origins: int | None = None,
+        calib_origins: int | None = None,
     ) -> SectionSettings:
         """Fill the knobs left ``None`` with their defaults (``quick``: the short ones).
-        ``stability_slots`` and ``lead_origins`` of 0 also take the default."""
+        ``stability_slots``, ``lead_origins`` and ``calib_origins`` of 0 also take the default."""
         return cls(
             quick=quick,
             seed=seed,
@@ -84,6 +88,7 @@ class SectionSettings:
             or (QUICK_STABILITY_SLOTS if quick else STABILITY_SLOTS),
             lead_slots=lead_slots,
             lead_origins=lead_origins or (QUICK_LEAD_ORIGINS if quick else LEAD_ORIGINS),
+            calib_origins=calib_origins or (QUICK_CALIB_ORIGINS if quick else CALIB_ORIGINS),
         )
 
 
@@ -99,12 +104,17 @@ class EvalConfig:
     split: str = arg("test", "dataset split: train | val | test")
     quick: bool = arg(False, "short rollouts, 1 map per scenario for counterfactuals")
     sections: tuple[str, ...] = arg(
-        DEFAULT_SECTIONS, f"sections to run: {' '.join(SECTIONS)} (lead: opt-in)"
+        DEFAULT_SECTIONS, f"sections to run: {' '.join(SECTIONS)} (lead, calibration: opt-in)"
     )
     scenarios: tuple[str, ...] = arg((), "only these scenarios (empty = all)")
     seed: int = arg(0, "seed of the counterfactual plans")
     cf_random_plans: int = arg(
         0, f"random plans per map (0 = {CF_RANDOM_PLANS}, quick {CF_QUICK_RANDOM_PLANS})"
+    )
+    calib_origins: int = arg(
+        0,
+        f"forecast origins per map of the calibration section (0 = {CALIB_ORIGINS}, quick "
+        f"{QUICK_CALIB_ORIGINS})",
     )
     stability_slots: int = arg(
         0, f"stability rollout length (0 = {STABILITY_SLOTS}, quick {QUICK_STABILITY_SLOTS})"
@@ -114,6 +124,11 @@ class EvalConfig:
         "observed",
         "MobiWM's daily memory past the warm start: observed (the warm start's last day) | "
         "predicted (its own predictions a day earlier)",
+    )
+    sampled: bool = arg(
+        False,
+        "rollout section: also score one sampled trajectory (<name>-sampled) of every MobiWM "
+        "with a quantile head",
     )
     threads: int = arg(0, "torch CPU threads (0 = torch default)")
     progress: bool = arg(True, "show progress bars")
@@ -126,6 +141,6 @@ class EvalConfig:
             raise ValueError(f"unknown --sections {bad}; choose from {list(SECTIONS)}")
         if self.memory not in MEMORY_MODES:
             raise ValueError(f"--memory must be one of {list(MEMORY_MODES)}, got {self.memory!r}")
-        for name in ("cf_random_plans", "stability_slots", "threads"):
+        for name in ("cf_random_plans", "stability_slots", "calib_origins", "threads"):
             if getattr(self, name) < 0:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 0")

@@ -13,6 +13,7 @@ import torch
 from worldmodel.baselines import (
     LEARNED,
     LearnedWorldModel,
+    MobiWMAdapter,
     Persistence,
     SeasonalNaive,
     WorldModel,
@@ -145,4 +146,35 @@ def resolve_models(
         if any(m.name == row for m in out):
             raise ValueError(f"two models are named {row!r}; name them with NAME=PATH")
         out.append(EvalModel(row, spec, wm, kind, n_par))
+    return out
+
+
+class SampledMobiWM(MobiWMAdapter):
+    """A MobiWM with a quantile head whose rollouts are *one sampled trajectory* of its
+    predictive distribution (``Forecast.sample``, seeded) instead of the point prediction: its
+    values spread like real traffic, which is what the rollout section's JSD compares."""
+
+    def __init__(self, model: Any, memory: str = "observed", seed: int = 0) -> None:
+        super().__init__(model, memory)
+        if model.uncertainty_head is None:
+            raise ValueError("SampledMobiWM needs a model with a quantile head")
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def rollout_batch(
+        self, batch: Any, n_chunks: int, memory: Any = None, uncertainty: bool = False
+    ) -> Any:
+        fc = super().rollout_batch(batch, n_chunks, memory, uncertainty=True)
+        return fc if uncertainty else fc.sample(1, self.generator)[0]
+
+
+SAMPLED_SUFFIX = "-sampled"
+
+
+def sampled_rows(models: Sequence[EvalModel], seed: int = 0) -> list[EvalModel]:
+    """A ``<name>-sampled`` row (``SampledMobiWM``) for every MobiWM row with a quantile head."""
+    out = []
+    for m in models:
+        if isinstance(m.wm, MobiWMAdapter) and m.wm.model.uncertainty_head is not None:
+            wm = SampledMobiWM(m.wm.model, m.wm.memory, seed)
+            out.append(EvalModel(m.name + SAMPLED_SUFFIX, m.spec, wm, m.kind, m.n_parameters))
     return out

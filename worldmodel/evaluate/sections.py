@@ -18,10 +18,11 @@ import torch
 from worldmodel.cli import write_text_atomic
 from worldmodel.data.dataset import load_split
 from worldmodel.data.format import MapRecord
+from worldmodel.evaluate.calibration import render_calibration, run_calibration
 from worldmodel.evaluate.config import DEFAULT_SECTIONS, SECTIONS, SectionSettings
 from worldmodel.evaluate.counterfactual import run_counterfactual
 from worldmodel.evaluate.lead import run_lead
-from worldmodel.evaluate.models import EvalModel, resolve_models
+from worldmodel.evaluate.models import EvalModel, resolve_models, sampled_rows
 from worldmodel.evaluate.report import (
     _clean,
     render_counterfactual,
@@ -55,6 +56,7 @@ SECTION_TABLE: tuple[Section, ...] = (
     Section("counterfactual", run_counterfactual, render_counterfactual),
     Section("stability", run_stability, render_stability),
     Section("lead", run_lead, render_lead),
+    Section("calibration", run_calibration, render_calibration),
 )
 if tuple(s.name for s in SECTION_TABLE) != SECTIONS:
     raise RuntimeError("SECTION_TABLE must list the SECTIONS in order")
@@ -74,12 +76,16 @@ def evaluate_models(
     cf_random_plans: int | None = None,
     cf_max_maps: int | None = None,
     stability_slots: int | None = None,
+    calib_origins: int | None = None,
     rollout_max_slots: int | None = None,
     memory: str = "observed",
+    sampled: bool = False,
 ) -> dict[str, Any]:
     """Run the chosen ``sections`` for every model on ``split`` of ``data_root``; returns the
     JSON-ready results (``config``, ``models``, one entry per section, ``seconds``). MobiWM
-    rollouts use the daily ``memory`` mode (``MobiWM.rollout``)."""
+    rollouts use the daily ``memory`` mode (``MobiWM.rollout``). ``sampled``: the rollout
+    section also scores one sampled trajectory of every MobiWM with a quantile head
+    (``<name>-sampled`` rows, ``SampledMobiWM``; seeded by ``seed``)."""
     bad = [s for s in sections if s not in SECTIONS]
     if bad:
         raise ValueError(f"unknown section(s) {bad}; choose from {list(SECTIONS)}")
@@ -109,11 +115,18 @@ def evaluate_models(
         cf_random_plans=cf_random_plans,
         cf_max_maps=cf_max_maps,
         stability_slots=stability_slots,
+        calib_origins=calib_origins,
     )
+    extra = sampled_rows(models, seed) if sampled else []
+    if sampled and not extra:
+        raise ValueError("--sampled: no MobiWM row carries a quantile head")
+    results["models"].update({m.name: m.info() for m in extra})
+    results["config"]["sampled"] = sampled
     for section in SECTION_TABLE:
         if section.name in sections:
             t = time.perf_counter()
-            results[section.name] = section.run(records, models, settings, progress)
+            rows = [*models, *extra] if section.name == "rollout" else models
+            results[section.name] = section.run(records, rows, settings, progress)
             results["seconds"][section.name] = round(time.perf_counter() - t, 2)
     return results
 

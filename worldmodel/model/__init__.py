@@ -2,7 +2,8 @@
 
 ``ModelConfig`` / ``preset`` describe a model, ``MobiWM`` is the model (``forward``/``loss`` for
 training, ``encode_context``/``predict``/``rollout`` for inference), ``save_checkpoint`` /
-``load_checkpoint`` store it as ``model.safetensors`` + ``config.json``.
+``load_checkpoint`` store it as ``model.safetensors`` + ``config.json``; an optional
+``QuantileHead`` beside it turns rollouts into ``Forecast`` distributions (``uncertainty``).
 """
 
 from __future__ import annotations
@@ -17,13 +18,16 @@ from worldmodel.model.config import PRESETS, ModelConfig, WorldBatch, preset
 from worldmodel.model.context import ContextCache
 from worldmodel.model.mobiwm import MobiWM
 from worldmodel.model.normalize import TrafficNormalizer, normalize_actions
+from worldmodel.model.uncertainty import Forecast, QuantileHead
 
 __all__ = [
     "CHECKPOINT_FORMAT_VERSION",
     "PRESETS",
     "ContextCache",
+    "Forecast",
     "MobiWM",
     "ModelConfig",
+    "QuantileHead",
     "TrafficNormalizer",
     "WorldBatch",
     "load_checkpoint",

@@ -35,6 +35,7 @@ from torch import nn
 
 from worldmodel.model.config import ModelConfig
 from worldmodel.model.mobiwm import MobiWM
+from worldmodel.model.uncertainty import has_uncertainty, load_uncertainty
 
 CHECKPOINT_FORMAT = "mobiwm-checkpoint"
 CHECKPOINT_FORMAT_VERSION = 1
@@ -103,12 +104,16 @@ def load_checkpoint(
     """Load a checkpoint directory (or a file inside it) → ``MobiWM`` in eval mode.
 
     Raises ``ValueError`` naming the file when the JSON, the config, or the tensors (missing,
-    unexpected, shape or dtype mismatch, corrupt file) do not match this code.
+    unexpected, shape or dtype mismatch, corrupt file) do not match this code. A quantile head
+    saved beside the weights (``worldmodel.model.uncertainty``) is attached to the model.
     """
     directory = checkpoint_dir(path)
     meta = read_checkpoint_config(directory)
     model = MobiWM(build_config(directory / CONFIG_FILE, ModelConfig, meta["model_config"]))
-    return load_weights(model, directory, meta, map_location)
+    model = load_weights(model, directory, meta, map_location)
+    if has_uncertainty(directory):
+        model.attach_uncertainty(load_uncertainty(directory, model.cfg.d_model, map_location))
+    return model
 
 
 # ---------------------------------------------------------------------- generic helpers

@@ -360,7 +360,8 @@ class MobiWM(RolloutMixin, SeasonalMixin, CoverageMixin, nn.Module):
         od_index: torch.Tensor,
         mem_age: torch.Tensor | None = None,
         season: int | None = None,
-    ) -> torch.Tensor:
+        features: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Normalised history ``[B, H, N]``, action features ``[B, T, N, 6]``, ``active
         [B, T, N]``, time ``[B, T]``, context, OD cache slots ``[B, T]`` → normalised ``[B, P, N]``.
 
@@ -369,7 +370,8 @@ class MobiWM(RolloutMixin, SeasonalMixin, CoverageMixin, nn.Module):
         from the day of week of the memory slots and their tokens). ``season``: slots from a
         memory slot to its token in this window (default ``cfg.season``); a *compact* window
         holds only the memory slots and the tokens (``season = T − cfg.season``), which is all
-        the model reads (``rollout`` passes one).
+        the model reads (``rollout`` passes one). ``features``: also return the decoder's
+        normalised features of the future tokens ``[B, P, N, d]`` (the quantile head's input).
         """
         season = self.cfg.season if season is None else int(season)
         act_feat, cov_delta = self._coverage_features(ctx, z_hist, act_feat, active, slot_of_day,
@@ -382,7 +384,7 @@ class MobiWM(RolloutMixin, SeasonalMixin, CoverageMixin, nn.Module):
         if self._compiled is not None and not (self.training or torch.is_grad_enabled()):
             network = self._compiled
         return network(z_hist, act_feat, active, slot_of_day, day_of_week, ctx, od_index,
-                       mem_age, season, cov_delta, pad)  # fmt: skip
+                       mem_age, season, cov_delta, pad, features)  # fmt: skip
 
     def _network(
         self,
@@ -397,7 +399,8 @@ class MobiWM(RolloutMixin, SeasonalMixin, CoverageMixin, nn.Module):
         season: int,
         cov_delta: torch.Tensor | None,
         pad: torch.Tensor | None,
-    ) -> torch.Tensor:
+        features: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """``_core`` after the coverage prior: the daily memory, encoder, decoder and head.
 
         Pure tensor code without data-dependent Python branches (``pad``: the cell mask, or
@@ -413,7 +416,7 @@ class MobiWM(RolloutMixin, SeasonalMixin, CoverageMixin, nn.Module):
         gather = nb if nb is not None and win.z_hist.shape[2] > DENSE_NEIGHBOUR_MAX_CELLS else None
         z_h = self._encode(win, ctx, p_temp, cell_pe, seas, pad, gather)
         y = self._decoder_input(z_h, win, ctx, p_temp, cell_pe, seas)
-        return self._decode(y, win, ctx, pad, gather, cov_delta)
+        return self._decode(y, win, ctx, pad, gather, cov_delta, features)
 
     def _encode(
         self,
@@ -490,21 +493,25 @@ class MobiWM(RolloutMixin, SeasonalMixin, CoverageMixin, nn.Module):
         pad: torch.Tensor | None,
         gather: torch.Tensor | None,
         cov_delta: torch.Tensor | None,
-    ) -> torch.Tensor:
+        features: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """State decoder (Eq. 7) and head (Eq. 20): normalised ``[B, P, N]`` = the change read
         from the last ``P`` tokens + the anchor (+ the coverage term); the zero-traffic value
-        where a cell is off or padded."""
+        where a cell is off or padded. ``features``: also the normalised decoder features of
+        those tokens ``[B, P, N, d]``."""
         h, t = win.z_hist.shape[1], win.act_feat.shape[1]
         dec_mask_t = self._block_mask(ctx, win, t - 1, t, gather)
         for i, blk in enumerate(self.decoder):  # only the future slots are read at the end
             y = blk(y, dec_mask_t, pad, gather, last=t - h if i == len(self.decoder) - 1 else 0)
-        out = self.head(self.dec_norm(y[:, -(t - h) :])).squeeze(-1)  # [B, P, N]
+        feat = self.dec_norm(y[:, -(t - h) :])  # [B, P, N, d]
+        out = self.head(feat).squeeze(-1)  # [B, P, N]
         if self.cfg.predict_residual:
             out = out + win.anchor
         if cov_delta is not None:
             out = out + self._coverage_term(win.anchor, cov_delta)
         valid = win.active[:, h:] & ctx.cell_mask[:, None, :]
-        return torch.where(valid, out, self.normalizer.zero_level().to(out.dtype))
+        out = torch.where(valid, out, self.normalizer.zero_level().to(out.dtype))
+        return (out, feat) if features else out
 
     def _block_mask(
         self,

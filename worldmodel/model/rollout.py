@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from worldmodel.model.context import ContextCache
+from worldmodel.model.uncertainty import Forecast, QuantileHead
 
 if TYPE_CHECKING:
     from worldmodel.model.mobiwm import MobiWM
@@ -154,7 +155,9 @@ class RolloutMixin:
         time: Mapping[str, ArrayLike],
         n_chunks: int | None = None,
         memory: str | DailyMemory = "observed",
-    ) -> torch.Tensor:
+        uncertainty: bool = False,
+        lead_offset: int | ArrayLike = 0,
+    ) -> torch.Tensor | Forecast:
         """Autoregressive rollout (Eq. 5) over ``K`` chunks → traffic ``[B, K·P, N]`` MB.
 
         As ``predict``, with ``future_actions [B, K·P, N, 4]`` and ``active`` / time / ``od_index``
@@ -166,8 +169,20 @@ class RolloutMixin:
         history's last day (observed), per cell where the cell was on then;
         ``"predicted"`` — its own prediction one season earlier; a ``DailyMemory`` — that
         table for the slots after it (continuing a rollout in segments).
+
+        ``uncertainty`` (a model with a quantile head, ``attach_uncertainty``): return a
+        ``Forecast`` — the same point prediction plus quantiles per cell and slot. The head
+        reads each slot's lead time, ``lead_offset`` (an int or ``[B]``: slots already
+        predicted since the last observed one, e.g. by an env's earlier steps) + its position
+        in the rollout (1 = the first predicted slot), so the spread grows with the horizon.
         """
         h, p = self.cfg.history, self.cfg.horizon
+        head = self.uncertainty_head if uncertainty else None
+        if uncertainty and head is None:
+            raise ValueError(
+                "rollout(uncertainty=True) needs a quantile head: train one with `python -m "
+                "worldmodel.uncertainty.train` and load the checkpoint that carries it"
+            )
         with self._eval_mode():
             inp = self._rollout_inputs(history_traffic, history_actions, future_actions,
                                        context, mask, time, n_chunks)  # fmt: skip
@@ -177,6 +192,9 @@ class RolloutMixin:
             table = self._memory_table(memory, hist, inp.history_actions, active[:, :h])
             full = torch.cat([hist, hist.new_zeros(b, k * p, n)], dim=1)  # [B, H+K·P, N]
             keep, season = self._compact_slots(h + p)
+            if head is not None:
+                quant = hist.new_zeros(b, k * p, n, len(head.levels))
+                lead0 = self._lead_offset(lead_offset, b)
             for c in range(k):
                 s, e = c * p, c * p + h + p
                 win, win_act, win_on = full[:, s : s + h], inp.actions[:, s:e], active[:, s:e]
@@ -188,12 +206,49 @@ class RolloutMixin:
                     win, win_act, win_on, s, table, h + p - self.cfg.season
                 )
                 z_hist, act_feat, act_w = self._prepare(win, win_act, win_on, ctx.cell_mask)
-                z = self._core(
-                    z_hist, act_feat, act_w, times[0], times[1], ctx, times[2], age, season
-                )
+                out = self._core(z_hist, act_feat, act_w, times[0], times[1], ctx, times[2],
+                                 age, season, features=head is not None)  # fmt: skip
+                z = out[0] if head is not None else out
                 valid = act_w[:, -p:]  # already & cell_mask
                 full[:, s + h : e] = torch.where(valid, self.normalizer.denormalize(z), 0.0)
-            return full[:, h:]
+                if head is not None:
+                    lead = lead0[:, None] + (s + 1 + torch.arange(p, device=z.device))[None]
+                    qz = self.normalizer.denormalize(head(out[1], z, lead))
+                    quant[:, s : s + p] = torch.where(valid[..., None], qz, 0.0)
+            if head is None:
+                return full[:, h:]
+            cfg = head.cfg
+            return Forecast(full[:, h:], quant, cfg.levels, cfg.copula_rho)
+
+    # ------------------------------------------------------------------ uncertainty
+    @property
+    def uncertainty_head(self: MobiWM) -> QuantileHead | None:
+        """The attached quantile head (``attach_uncertainty``), or None."""
+        return self.__dict__.get("_uq_head")
+
+    def attach_uncertainty(self: MobiWM, head: QuantileHead | None) -> None:
+        """Attach a quantile head fitted on this network (None detaches it). It is kept
+        outside the module tree: the network's ``state_dict`` and checkpoint are unchanged."""
+        if head is not None:
+            if not isinstance(head, QuantileHead):
+                raise TypeError(f"expected a QuantileHead, got {type(head).__name__}")
+            if head.d_model != self.cfg.d_model:
+                raise ValueError(
+                    f"the head reads d_model={head.d_model} features, the network has "
+                    f"{self.cfg.d_model}"
+                )
+            head = head.to(self.device).eval()
+        self.__dict__["_uq_head"] = head
+
+    def _lead_offset(self: MobiWM, offset: int | ArrayLike, batch: int) -> torch.Tensor:
+        """``rollout``'s ``lead_offset`` as ``[B]`` non-negative integers."""
+        arr = torch.as_tensor(offset, device=self.device)
+        if arr.is_floating_point() or arr.dtype == torch.bool or arr.dim() > 1:
+            raise ValueError(f"lead_offset must be an int or [B] integers, got {offset!r}")
+        arr = arr.to(torch.long).expand(batch) if arr.dim() == 0 else arr.to(torch.long)
+        if arr.shape != (batch,) or bool((arr < 0).any()):
+            raise ValueError(f"lead_offset: expected an int or [{batch}] integers >= 0")
+        return arr
 
     def _rollout_inputs(
         self: MobiWM,
