@@ -44,6 +44,7 @@ from agents.envs import (  # noqa: E402
     find_core,
     make_vector_env,
 )
+from mobiwm_env.wrappers import ShieldConfig  # noqa: E402
 from worldmodel.cli import arg, parse_config, write_json_atomic, write_text_atomic  # noqa: E402
 
 EVAL_SEED = 10_000
@@ -256,15 +257,21 @@ def evaluate_policies(
     mpc_options: dict[str, Any] | None = None,
     gif: tuple[str, Path] | None = None,
     log: Any = print,
+    shield: Any = None,
 ) -> dict[str, Any]:
     """Evaluate every policy spec (or ``(spec, label)``) on every backend; returns the result
     dict (``rows``: one per policy with a summary per backend). ``gif``: ``(spec, path)`` to
-    save that policy's first twin episode."""
+    save that policy's first twin episode. A spec ending in ``+shield`` runs that policy inside
+    ``mobiwm_env.wrappers.SafetyShield`` with ``shield`` (a ``ShieldConfig``; default one)."""
+    from mobiwm_env.wrappers import SafetyShield, ShieldConfig
+
     rows = []
     env_kwargs = dict(env_kwargs or {})
     for item in specs:
         spec, label = (item, None) if isinstance(item, str) else item
         row: dict[str, Any] = {"policy": spec}
+        shielded = spec.endswith(SHIELD_SUFFIX)
+        base_spec = spec[: -len(SHIELD_SUFFIX)] if shielded else spec
         for backend in backends:
             gif_path = gif[1] if gif and gif[0] == spec and backend_of(backend) == "twin" else None
             venv = make_vector_env(
@@ -274,18 +281,29 @@ def evaluate_policies(
                 render_mode="rgb_array" if gif_path else None,
                 **env_kwargs,
             )
-            ctrl = load_policy(spec, venv, checkpoint, seed, mpc_options)
-            row["label"] = label or policy_label(spec, ctrl, checkpoint)
+            if shielded:
+                venv = SafetyShield(venv, shield or ShieldConfig())
+            ctrl = load_policy(base_spec, venv, checkpoint, seed, mpc_options)
+            row["label"] = label or policy_label(base_spec, ctrl, checkpoint)
+            if shielded:
+                row["label"] += " + shield"
             t0 = time.perf_counter()
             metrics = run_episodes(ctrl, backend, runs, seed, venv=venv, gif_path=gif_path)
             venv.close()
             summary = metrics.summary()
+            if shielded:
+                c = venv.counts
+                summary["shield"] = {
+                    k: c[k] / max(c["steps"], 1)
+                    for k in ("limited", "scaled", "expanded", "reverted")
+                }
             summary["seconds"] = time.perf_counter() - t0
             row[backend_of(backend)] = summary
             log(
                 f"  {row['label']:<28s} {backend_of(backend):<11s} RMSE "
                 f"{summary['rmse_mb']['mean']:8.1f} ± {summary['rmse_mb']['ci95']:5.1f} MB/slot  "
                 f"return {summary['return']['mean']:8.1f} ± {summary['return']['ci95']:5.1f}  "
+                f"unserved {summary.get('unserved_mb', summary['shortfall_mb'])['mean']:7.1f}  "
                 f"({summary['seconds']:.0f} s)"
             )
         rows.append(row)
@@ -308,6 +326,8 @@ def evaluate_policies(
     return result
 
 
+SHIELD_SUFFIX = "+shield"
+"""A policy spec ending in it runs inside ``mobiwm_env.wrappers.SafetyShield``."""
 EXCESS_UNSERVED = (1.1, 1.0)
 """A step sheds more than the no-op when its unserved traffic > 1.1 × the no-op's + 1 MB/slot."""
 
@@ -413,6 +433,11 @@ class EvalConfig:
     mpc_horizon: int = arg(2, "MPC: planning horizon in env steps")
     mpc_candidates: int = arg(16, "MPC: CEM candidates per env")
     mpc_iters: int = arg(2, "MPC: CEM iterations per env step")
+    shield_checkpoint: str = arg("fast", "policies NAME+shield: world model of the shield's check")
+    shield_tolerance: float = arg(
+        0.1, "shield: allowed extra unserved traffic, share of the no-op's (warm-up estimate)"
+    )
+    shield_margin: float = arg(1.0, "shield: allowed extra unserved traffic on top, MB per slot")
     gif: str = arg("", "save the first twin episode of this policy spec as a GIF in --out")
     out: str = arg("", "output folder for results.json/.md (default runs/eval-<timestamp>)")
     threads: int = arg(1, "torch CPU threads (1: fastest on a busy 2-core CPU; 0: torch default)")
@@ -446,6 +471,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "n_iters": cfg.mpc_iters,
         },
         gif=(cfg.gif, out / "episode.gif") if cfg.gif else None,
+        shield=ShieldConfig(
+            checkpoint=cfg.shield_checkpoint,
+            unserved_tolerance=cfg.shield_tolerance,
+            unserved_margin_mb=cfg.shield_margin,
+        ),
     )
     result["config"] = cfg
     js, md = write_results(result, out)

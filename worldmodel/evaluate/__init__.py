@@ -2,7 +2,7 @@
 
     python -m worldmodel.evaluate --data data/default --models runs/mobiwm-default/best \\
         persistence seasonal --out runs/eval [--split test] [--quick] \\
-        [--sections rollout counterfactual stability lead]
+        [--sections rollout counterfactual stability lead calibration] [--sampled]
 
 ``--models`` takes checkpoint folders (MobiWM or a trained baseline, ``NAME=PATH`` to name a
 row) and the untrained baselines ``persistence`` and ``seasonal``. ``results.json`` and
@@ -45,6 +45,13 @@ row) and the untrained baselines ``persistence`` and ``seasonal``. ``results.jso
    slot) pooled over origins, maps and active cells, per scenario and over all. Lead 1–P is
    teacher forcing (one chunk from the truth); the curve shows whether a rollout's error keeps
    growing (feedback drift) or levels off once the true recent slots are forgotten.
+5. **Calibration** (``--sections calibration``; opt-in; models with a quantile head): coverage
+   of the 50 % / 90 % intervals per scenario and lead time, CRPS, sharpness, PIT, the spread's
+   rank correlation with the error, against seasonal-naive with empirical quantiles; and the
+   out-of-distribution gate's AUROC on the counterfactual plans (``calibration``).
+
+``--sampled`` adds to the rollout section one sampled trajectory of every MobiWM with a quantile
+head (``<name>-sampled``): its values spread like real traffic, which the JSD compares.
 
 ``--quick``: rollout over at most 192 predicted slots, counterfactuals on the first test map of
 each scenario with 2 random plans, a 2,016-slot stability run.
