@@ -45,7 +45,8 @@ limits         change at most 3 cells per step | at most 3 cells per hour  limit
   weekdays, weekends, ranges such as friday to monday.
 
 Anything else raises ``IntentParseError`` quoting the words it could not read; the objective
-is required.
+is required, and two objectives are an error — except "keep load balanced" beside "restore
+coverage around site S", which restoring coverage already does (its target is the balanced one).
 """
 
 from __future__ import annotations
@@ -213,6 +214,12 @@ class _Draft:
         self.lists.setdefault(name, []).extend(values)
 
     def set_objective(self, objective: str) -> None:
+        # restoring coverage keeps the balanced target: "…, keep load balanced" only adds to it
+        pair = {objective, self.objective[0] if self.objective else objective}
+        if pair == {"restore_coverage", "balance_load"}:
+            if objective == "restore_coverage":
+                self.objective = (objective, self.clause)
+            return
         if self.objective is not None and self.objective[0] != objective:
             self.fail(f'two objectives: "{self.objective[1]}" and this one; state one')
         self.objective = self.objective or (objective, self.clause)

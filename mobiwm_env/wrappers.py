@@ -4,8 +4,9 @@ Every proposed action goes through two stages before the env applies it:
 
 1. **Hard limits** (always): cells outside the ``scope`` and ``protected`` cells do not move,
    ``frozen`` parameters do not move anywhere, each parameter's change is capped at
-   ``max_step`` (physical units per step; the env's own limit and bounds still apply), and at most
-   ``max_cells`` cells change per step (the ones with the largest normalised change).
+   ``max_step`` (physical units per step; the env's own limit and bounds still apply), at most
+   ``max_cells`` cells change per step (the ones with the largest normalised change), and
+   nothing moves in a step that starts outside ``week_mask`` (the intent's time window).
 2. **Model check** (with a world-model ``checkpoint``): the limited action and the same action
    scaled by each ``line_search`` fraction are simulated one env step in the world model from an
    exact snapshot of every sub-env (``mobiwm_env.state.EnvState``), beside a **reference**: the
@@ -46,7 +47,7 @@ from gymnasium.vector import VectorWrapper
 from mobiwm_env.config import resolve_checkpoint
 from mobiwm_env.core import LoadBalanceCore
 from mobiwm_env.state import EnvState, find_core
-from worldmodel.twin.scenario import AZIMUTH, PARAM_NAMES
+from worldmodel.twin.scenario import AZIMUTH, PARAM_NAMES, SLOTS_PER_WEEK
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,7 @@ class ShieldConfig:
     frozen: tuple[str, ...] = ()  # parameters (PARAM_NAMES) that never move
     max_step: dict[str, float] = dataclasses.field(default_factory=dict)  # physical / step
     max_cells: int | None = None  # cells changed per step at most
+    week_mask: tuple[bool, ...] | None = None  # [672] slots of the week actions may be taken
     checkpoint: str | None = "fast"  # world model of the check (None: hard limits only)
     line_search: tuple[float, ...] = (1.0, 0.5, 0.25)  # fractions of the action tried
     unserved_tolerance: float = 0.1  # relative to the reference's predicted shortfall
@@ -75,6 +77,10 @@ class ShieldConfig:
             raise ValueError(f"max_step: unknown parameters {unknown}; use {PARAM_NAMES}")
         if any(not (v > 0) for v in self.max_step.values()):
             raise ValueError(f"max_step: every limit must be > 0, got {self.max_step}")
+        if self.week_mask is not None and len(self.week_mask) != SLOTS_PER_WEEK:
+            raise ValueError(
+                f"week_mask: expected {SLOTS_PER_WEEK} flags, got {len(self.week_mask)}"
+            )
         if self.max_cells is not None and self.max_cells < 1:
             raise ValueError(f"max_cells must be >= 1, got {self.max_cells}")
         ls = tuple(float(x) for x in self.line_search)
@@ -158,6 +164,9 @@ class SafetyShield(VectorWrapper):
         a[:, :n] *= self._movable[None, :, None]
         a[:, :, ~self._param_on] = 0.0
         a[:, :n] = np.clip(a[:, :n], -self._frac_cap, self._frac_cap)
+        if self.config.week_mask is not None:
+            allowed = np.asarray(self.config.week_mask, dtype=bool)[core.slot % SLOTS_PER_WEEK]
+            a[~allowed] = 0.0
         k = self.config.max_cells
         if k is not None and k < n:
             size = np.abs(a[:, :n]).max(axis=2)  # [E, N]

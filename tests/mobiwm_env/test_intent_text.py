@@ -225,7 +225,7 @@ def test_missing_objective() -> None:
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("balance load, restore coverage around site 3", "two objectives"),
+        ("balance load, cap load of cells 1 at 80%", "two objectives"),
         ("balance load from 7 to 9 and from 17 to 19", "two values for hours"),
         ("balance load, keep unserved below 1%, keep unserved below 2%", "max_unserved_pct"),
         ("balance load everywhere in site 3", '"everywhere" and a list'),
@@ -313,3 +313,13 @@ def test_json_schema_matches_the_dataclasses() -> None:
     assert INTENT_JSON_SCHEMA["additionalProperties"] is False
     prompt = intent_prompt("balance load in site 4")
     assert prompt.endswith("Request: balance load in site 4\n") and '"cap_load_ratio"' in prompt
+
+
+def test_restoring_coverage_keeps_the_load_balanced() -> None:
+    """The outage intent: "keep load balanced" does not contradict restoring coverage."""
+    for text in (
+        "restore coverage around site 9, keep load balanced",
+        "keep load balanced and restore coverage around site 9",
+    ):
+        intent = parse_intent(text)
+        assert intent.objective == "restore_coverage" and intent.outage_site == 9
