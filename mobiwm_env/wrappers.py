@@ -18,7 +18,10 @@ Every proposed action goes through two stages before the env applies it:
    most ``max_unserved_pct`` % of the demand, if that is looser), no cell's load ratio exceeds
    ``max(max_load_ratio, the reference's largest)``, and (with a quantile head) its
    out-of-distribution score is at most the gate's threshold. The largest safe fraction is
-   applied; if none is safe, the same fractions of the action's *expanding* part (power up, tilts
+   applied; if none is safe, the action restricted to the cells whose own change is predicted
+   safe (``per_cell``: each cell's change is also simulated alone, and cells are kept, the least
+   shedding first, while the summed estimate stays within the allowance); then the same
+   fractions of the action's *expanding* part (power up, tilts
    up: the changes that grow a cell's coverage, so neighbours take over users instead of losing
    them) are tried; then the shield **reverts**: it moves every cell back toward the reference
    parameters by at most one step (line search again), or holds still.
@@ -67,6 +70,7 @@ class ShieldConfig:
     max_unserved_pct: float | None = None  # absolute allowance: % of the offered demand
     max_load_ratio: float | None = None  # no cell above (unless the reference is)
     use_gate: bool = True  # reject candidates the out-of-distribution gate flags
+    per_cell: bool = True  # also try the action on the cells predicted safe one by one
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.frozen) - set(PARAM_NAMES))
@@ -192,7 +196,16 @@ class SafetyShield(VectorWrapper):
             + [np.zeros_like(act)]
         )
         c = len(cands)
-        carried, load, ood = self._simulate(np.stack(cands, axis=1))  # [E, C + 1]
+        n = self._n
+        singles = np.zeros((e, n if cfg.per_cell else 0, *act.shape[1:]), dtype=act.dtype)
+        if cfg.per_cell:
+            idx = np.arange(n)
+            singles[:, idx, idx] = act[:, :n]  # row i: only cell i's change
+        rows = np.concatenate([np.stack(cands, axis=1), singles], axis=1)
+        carried_all, load_all, ood_all = self._simulate(rows)  # [E, C + N + 1], ref last
+        keep = np.r_[np.arange(c), rows.shape[1]]  # the candidates and the reference
+        carried, load = carried_all[:, keep], load_all[:, keep]
+        ood = None if ood_all is None else ood_all[:, keep]
         shed = np.maximum(carried[:, -1:] - carried, 0.0)  # [E, C + 1], MB per slot
         ref_load = load[:, -1]
         demand = core.demand_totals(core.slot[:, None] + np.arange(core.slots_per_step))
@@ -207,16 +220,63 @@ class SafetyShield(VectorWrapper):
         if ood is not None:
             ok &= ood[:, :c] <= self._threshold
         ok[:, -1] = True  # holding still is always allowed
+        if cfg.per_cell:  # the cells whose own change is predicted safe, greedily
+            sel, sel_ok, sel_shed = self._selective(act, carried_all, c, allowed, ood_all)
+            nf = len(fracs)
+            cands.insert(nf, sel)
+            ok = np.concatenate([ok[:, :nf], sel_ok[:, None], ok[:, nf:]], axis=1)
+            shed = np.concatenate([shed[:, :nf], sel_shed[:, None], shed[:, nf:]], axis=1)
+            c += 1
         pick = ok.argmax(axis=1)  # the first safe candidate: largest fraction, then revert
         out = np.stack(cands, axis=1)[np.arange(e), pick]
         nf = len(fracs)
+        sel = 1 if cfg.per_cell else 0  # the selective candidate sits after the fractions
         fraction = np.array(fracs + [0.0] * (c - nf))[pick]
-        expanded = (pick >= nf) & (pick < 2 * nf)
-        reverted = (pick >= 2 * nf) & (pick < 3 * nf)
+        if sel:  # the share of the action's cells kept
+            moving = np.abs(act).max(axis=2) > 0
+            kept = np.abs(cands[nf]).max(axis=2) > 0
+            share = kept.sum(axis=1) / np.maximum(moving.sum(axis=1), 1)
+            fraction = np.where(pick == nf, share, fraction)
+        expanded = (pick >= nf + sel) & (pick < 2 * nf + sel)
+        reverted = (pick >= 2 * nf + sel) & (pick < 3 * nf + sel)
         self._expanded = expanded
         return out, fraction, reverted, shed[np.arange(e), pick]
 
     # ------------------------------------------------------------------ helpers
+    def _selective(
+        self,
+        act: np.ndarray,
+        carried: np.ndarray,
+        c: int,
+        allowed: np.ndarray,
+        ood: np.ndarray | None,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The action restricted to the cells whose own change is safe: each cell's marginal
+        shed (its single-cell row against holding still) is added, smallest first, to holding
+        still's shed while the sum stays within ``allowed`` (cells flagged by the gate are
+        left out). Returns ``(action [E, M, 4], safe [E], predicted shed [E])``; the sum is
+        an estimate (the cells' effects are taken as additive)."""
+        e, n = self._e, self._n
+        ref, hold = carried[:, -1], carried[:, c - 1]
+        single = carried[:, c : c + n]  # [E, N]
+        marginal = hold[:, None] - single  # > 0: the cell's change sheds
+        moving = np.abs(act[:, :n]).max(axis=2) > 0
+        marginal = np.where(moving, marginal, np.inf)
+        if ood is not None:
+            marginal = np.where(ood[:, c : c + n] <= self._threshold, marginal, np.inf)
+        order = np.argsort(marginal, axis=1, kind="stable")
+        sorted_m = np.take_along_axis(marginal, order, axis=1)
+        base = np.maximum(ref - hold, 0.0)
+        total = base[:, None] + np.cumsum(np.where(np.isfinite(sorted_m), sorted_m, 0.0), 1)
+        take_sorted = np.isfinite(sorted_m) & ((total <= allowed[:, None]) | (sorted_m <= 0))
+        take_sorted &= np.cumprod(take_sorted, axis=1).astype(bool)  # a prefix of the order
+        take = np.zeros((e, n), dtype=bool)
+        np.put_along_axis(take, order, take_sorted, axis=1)
+        out = act.copy()
+        out[:, :n] *= take[..., None]
+        shed = base + np.where(take, np.where(np.isfinite(marginal), marginal, 0.0), 0.0).sum(1)
+        return out, take.any(axis=1), np.maximum(shed, 0.0)
+
     def _revert_action(self) -> np.ndarray:
         """The normalised action that moves every movable cell one step toward its reference
         parameters (azimuth the short way round), ``[E, M, 4]``."""

@@ -125,3 +125,21 @@ def test_config_errors(kw: dict, msg: str) -> None:
 def test_unknown_cells_are_named() -> None:
     with pytest.raises(ValueError, match="protected: cells \\[99\\]"):
         SafetyShield(_twin(), ShieldConfig(checkpoint=None, protected=(99,)))
+
+
+def test_selective_keeps_the_cells_predicted_safe() -> None:
+    env = SafetyShield(gym.make_vec(TWIN_ID, num_envs=1), ShieldConfig(checkpoint=None))
+    env.reset(seed=0)
+    n, m = env.core.n_cells, env.core.max_cells
+    act = np.zeros((1, m, 4), np.float32)
+    act[0, :3, 0] = 0.5  # cells 0, 1, 2 move
+    hold, ref = 100.0, 100.0
+    single = np.full(n, hold)
+    single[:3] = [90.0, 101.0, 99.0]  # cell 0 sheds 10 MB, cell 1 serves 1 more, cell 2 sheds 1
+    carried = np.concatenate([[95.0, hold], single, [ref]])[None]  # candidates, singles, ref
+    out, safe, shed = env._selective(act, carried, 2, np.array([2.0]), None)
+    assert np.flatnonzero(np.abs(out[0]).max(axis=1)).tolist() == [1, 2]
+    assert bool(safe[0]) and shed[0] == pytest.approx(0.0)  # −1 + 1
+    out, safe, _ = env._selective(act, carried, 2, np.array([-5.0]), None)
+    assert np.flatnonzero(np.abs(out[0]).max(axis=1)).tolist() == [1]  # only the helping cell
+    env.close()
