@@ -24,16 +24,16 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 
 from worldmodel.model.config import ModelConfig
+from worldmodel.model.files import write_pair_atomic
 from worldmodel.model.mobiwm import MobiWM
 from worldmodel.model.uncertainty import has_uncertainty, load_uncertainty
 
@@ -158,16 +158,8 @@ def write_checkpoint(
     except (TypeError, ValueError) as err:
         raise ValueError(f"{caller}: extra is not JSON-serialisable: {err}") from err
 
-    weights_tmp = _temp_path(out, WEIGHTS_FILE)
-    config_tmp = _temp_path(out, CONFIG_FILE)
-    try:
-        save_file(tensors, str(weights_tmp), metadata={"format": "pt", fmt: str(version)})
-        config_tmp.write_text(text + "\n", encoding="utf-8")
-        os.replace(weights_tmp, out / WEIGHTS_FILE)
-        os.replace(config_tmp, out / CONFIG_FILE)
-    finally:
-        for tmp in (weights_tmp, config_tmp):
-            tmp.unlink(missing_ok=True)
+    meta_pt = {"format": "pt", fmt: str(version)}
+    write_pair_atomic(out, tensors, WEIGHTS_FILE, text, CONFIG_FILE, meta_pt)
     return out
 
 
@@ -312,12 +304,6 @@ def checkpoint_dir(path: str | os.PathLike[str]) -> Path:
     if not p.is_dir():
         raise FileNotFoundError(f"{p}: no checkpoint directory here")
     return p
-
-
-def _temp_path(directory: Path, name: str) -> Path:
-    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=directory)
-    os.close(fd)
-    return Path(tmp)
 
 
 def _is_number(value: Any) -> bool:

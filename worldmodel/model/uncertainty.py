@@ -31,9 +31,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 
+from worldmodel.model.files import write_pair_atomic
 from worldmodel.twin.scenario import AZIMUTH, PARAM_NAMES
 
 QUANTILE_LEVELS = (0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5,
@@ -255,15 +256,7 @@ def save_uncertainty(
         "extra": extra or {},
     }
     text = json.dumps(meta, indent=2)
-    w_tmp, c_tmp = out / f".{UQ_WEIGHTS}.tmp", out / f".{UQ_CONFIG}.tmp"
-    try:
-        save_file(tensors, str(w_tmp), metadata={"format": "pt"})
-        c_tmp.write_text(text + "\n", encoding="utf-8")
-        os.replace(w_tmp, out / UQ_WEIGHTS)
-        os.replace(c_tmp, out / UQ_CONFIG)
-    finally:
-        for tmp in (w_tmp, c_tmp):
-            tmp.unlink(missing_ok=True)
+    write_pair_atomic(out, tensors, UQ_WEIGHTS, text, UQ_CONFIG, {"format": "pt"})
     return out
 
 
