@@ -257,6 +257,25 @@ class LoadBalanceCore:
         scale = carried / np.maximum(self.served_ratio[idx] * demand, 1e-9)
         self.demand_scale[idx] = np.where(np.isfinite(scale) & (scale > 0), scale, 1.0)
 
+    def set_active(self, active: np.ndarray) -> None:
+        """Switch cells on/off in every sub-env from the next step on (``active [N]`` bool),
+        e.g. a site failing mid-episode: the dynamics, the balanced target's cell weights and
+        every mask follow. It holds until set again (resets keep it). A world model keeps the
+        context it encoded at construction (its facility map of the cells on then)."""
+        a = np.asarray(active)
+        if a.dtype != bool or a.shape != (self.n_cells,):
+            raise ValueError(f"active: expected {self.n_cells} bools, got {a.dtype} {a.shape}")
+        if not a.any():
+            raise ValueError("active: at least one cell must stay on")
+        set_dyn = getattr(self.dynamics, "set_active", None)
+        if set_dyn is None:
+            raise ValueError(f"the {type(self.dynamics).__name__} backend cannot switch cells")
+        set_dyn(a)
+        self.active = a.copy()
+        self.target = objective.Target.make(
+            self.config.target, self.scenario.cell_capacity, self.active
+        )
+
     # ------------------------------------------------------------------ step
     def step(
         self, actions: object

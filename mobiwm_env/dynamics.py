@@ -460,6 +460,11 @@ class TwinDynamics:
         out = twin.step(int(n_slots))
         return DynamicsStep(out.traffic.astype(np.float64), out.unserved.astype(np.float64))
 
+    def set_active(self, active: np.ndarray) -> None:
+        """Cells on/off ``[N]`` in every copy from the next step (``LoadBalanceCore.set_active``)."""
+        self.active = np.asarray(active, dtype=bool).copy()
+        self.twin.set_params(active=np.broadcast_to(self.active, (self.n_envs, self.active.size)))
+
     def serving_map(self, env: int, params: np.ndarray, slot: int) -> np.ndarray:
         return self.twin.serving_map(env)
 
@@ -705,6 +710,11 @@ class WorldModelDynamics:
 
     def serving_map(self, env: int, params: np.ndarray, slot: int) -> np.ndarray:
         return self._mapper(params, self.active, slot)
+
+    def set_active(self, active: np.ndarray) -> None:
+        """Cells on/off ``[N]`` from the next step (``LoadBalanceCore.set_active``)."""
+        self.active = np.asarray(active, dtype=bool).copy()
+        self._active_t = {}
 
     def close(self) -> None:
         pass

@@ -46,6 +46,9 @@ class EnvState:
     when the snapshot comes from a twin-backed env; ``None`` otherwise. A twin-backed core can
     only be loaded from a state that has it (a world-model core ignores it).
 
+    ``active``: the cells on in every sub-env (``LoadBalanceCore.set_active``, e.g. after a site
+    failed); a core is switched to it when loaded.
+
     ``memory``: a world-model env's daily memory (``WorldModelDynamics.memory_state``:
     ``traffic``, ``params``, ``start``) when the snapshot comes from one that has it; ``None``
     otherwise. A world-model core with a daily memory is loaded with it when its length matches,
@@ -60,6 +63,7 @@ class EnvState:
     association: dict[str, np.ndarray] | None = None
     memory: dict[str, np.ndarray] | None = None
     served_ratio: np.ndarray | None = None  # [E] (LoadBalanceCore.served_ratio); None = 1
+    active: np.ndarray | None = None  # [N] cells on (every sub-env); None = the core's own
 
     @property
     def n_envs(self) -> int:
@@ -83,6 +87,7 @@ class EnvState:
             association,
             memory,
             core.served_ratio.copy(),
+            core.active.copy(),
         )
 
     @classmethod
@@ -119,6 +124,7 @@ class EnvState:
             rows(self.association),
             rows(self.memory),
             None if self.served_ratio is None else np.repeat(self.served_ratio, k, axis=0),
+            self.active,
         )
 
     def _memory_for(self, season: int) -> dict[str, np.ndarray]:
@@ -147,6 +153,8 @@ class EnvState:
         """
         if core.n_envs != self.n_envs:
             raise ValueError(f"core has {core.n_envs} envs, the state {self.n_envs}")
+        if self.active is not None and not np.array_equal(self.active, core.active):
+            core.set_active(np.asarray(self.active, dtype=bool))  # e.g. a site failed
         w = core.hist_traffic.shape[1]
         if self.hist_traffic.shape[1] < w:
             raise ValueError(f"state holds {self.hist_traffic.shape[1]} history slots, need {w}")

@@ -228,7 +228,9 @@ class RolloutMixin:
 
     def attach_uncertainty(self: MobiWM, head: QuantileHead | None) -> None:
         """Attach a quantile head fitted on this network (None detaches it). It is kept
-        outside the module tree: the network's ``state_dict`` and checkpoint are unchanged."""
+        outside the module tree: the network's ``state_dict`` and checkpoint are unchanged, and
+        ``model.to(device)`` does not move it — it is put on the model's device here, so
+        attach (or re-attach) it after moving the model."""
         if head is not None:
             if not isinstance(head, QuantileHead):
                 raise TypeError(f"expected a QuantileHead, got {type(head).__name__}")
