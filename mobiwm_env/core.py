@@ -260,8 +260,8 @@ class LoadBalanceCore:
     def set_active(self, active: np.ndarray) -> None:
         """Switch cells on/off in every sub-env from the next step on (``active [N]`` bool),
         e.g. a site failing mid-episode: the dynamics, the balanced target's cell weights and
-        every mask follow. It holds until set again (resets keep it). A world model keeps the
-        context it encoded at construction (its facility map of the cells on then)."""
+        every mask follow (a world model also encodes its map context again). It holds until
+        set again (resets keep it)."""
         a = np.asarray(active)
         if a.dtype != bool or a.shape != (self.n_cells,):
             raise ValueError(f"active: expected {self.n_cells} bools, got {a.dtype} {a.shape}")

@@ -547,7 +547,7 @@ class WorldModelDynamics:
         import torch
 
         from worldmodel.model.mobiwm import MEMORY_MODES
-        from worldmodel.twin.context import facility_map, od_flows
+        from worldmodel.twin.context import od_flows
 
         if memory not in MEMORY_MODES:
             raise ValueError(f"memory must be one of {MEMORY_MODES}, got {memory!r}")
@@ -582,17 +582,8 @@ class WorldModelDynamics:
         self._day_traffic = np.zeros((self.n_envs, self.season, n), dtype=np.float32)
         self._day_params = np.zeros((self.n_envs, self.season, n, 4), dtype=np.float32)
         self._start = np.zeros(self.n_envs, dtype=np.int64)
-        with torch.no_grad():
-            ctx = self.model.encode_context(
-                scenario.poi[None].astype(np.float32),
-                od_flows(scenario, np.arange(SLOTS_PER_WEEK))[None].astype(np.float32),
-                facility_map(scenario, cfg.facility_px, cell_active=self.active)[None],
-                scenario.cell_xy_m[None].astype(np.float32),
-                np.array([scenario.extent_m], dtype=np.float32),
-                np.ones((1, n), dtype=bool),
-                np.zeros(1, dtype=np.int64),
-            )
-        self.context = _expand_context(ctx, self.n_envs)
+        self._od = od_flows(scenario, np.arange(SLOTS_PER_WEEK))[None].astype(np.float32)
+        self.context = self._encode_context()
         self.generator = torch.Generator(device="cpu")
         self._mapper = ServingMapper(scenario)
         self._active_t: dict[int, Any] = {}
@@ -712,9 +703,31 @@ class WorldModelDynamics:
         return self._mapper(params, self.active, slot)
 
     def set_active(self, active: np.ndarray) -> None:
-        """Cells on/off ``[N]`` from the next step (``LoadBalanceCore.set_active``)."""
+        """Cells on/off ``[N]`` from the next step (``LoadBalanceCore.set_active``); the map's
+        context is encoded again (its facility map follows the cells that are on)."""
         self.active = np.asarray(active, dtype=bool).copy()
         self._active_t = {}
+        self.context = self._encode_context()
+
+    def _encode_context(self) -> Any:
+        """The map's ``ContextCache`` (POI, OD, the facility map of the cells on now, cell
+        positions), encoded once for all envs."""
+        import torch
+
+        from worldmodel.twin.context import facility_map
+
+        sc, n = self.scenario, self.scenario.n_cells
+        with torch.no_grad():
+            ctx = self.model.encode_context(
+                sc.poi[None].astype(np.float32),
+                self._od,
+                facility_map(sc, self.model.cfg.facility_px, cell_active=self.active)[None],
+                sc.cell_xy_m[None].astype(np.float32),
+                np.array([sc.extent_m], dtype=np.float32),
+                np.ones((1, n), dtype=bool),
+                np.zeros(1, dtype=np.int64),
+            )
+        return _expand_context(ctx, self.n_envs)
 
     def close(self) -> None:
         pass

@@ -20,7 +20,10 @@ def test_a_failed_site_carries_nothing(backend, debug_checkpoint) -> None:
     before = env.step(zero)[4]["traffic"]
     site = np.asarray(core.scenario.cell_site)
     on = site != 0
+    ctx = getattr(core.dynamics, "context", None)
     core.set_active(on)
+    if ctx is not None:  # the world model encodes the map again: its facility map changed
+        assert not np.allclose(ctx.fac_cond.numpy(), core.dynamics.context.fac_cond.numpy())
     _, _, _, _, info = env.step(zero)
     assert (info["traffic"][:, :, ~on] == 0).all() and (before[:, :, ~on] > 0).any()
     assert (info["target"][:, :, ~on] == 0).all()  # the balanced target shares among the rest
