@@ -17,7 +17,6 @@ import pytest
 import torch
 
 from worldmodel.baselines import LEARNED, GRUWorldModel, load_world_model
-from worldmodel.data.generate import PRESETS, generate
 from worldmodel.model.mobiwm import MobiWM
 from worldmodel.train import ABLATIONS, TrainConfig, Trainer, chunk_batch, lr_at, main
 
@@ -25,10 +24,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def smoke_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("smoke")
-    generate(PRESETS["smoke"], root, progress=False)
-    return root
+def smoke_data(smoke_dataset: Path) -> Path:
+    return smoke_dataset
 
 
 def tiny(data: Path, out: Path, **kw) -> TrainConfig:

@@ -13,16 +13,14 @@ import torch
 
 from worldmodel import evaluate as ev
 from worldmodel.data.dataset import load_split
-from worldmodel.data.generate import PRESETS, generate, scenario_of
+from worldmodel.data.generate import scenario_of
 from worldmodel.model import MobiWM, preset, save_checkpoint
 from worldmodel.twin.scenario import POWER
 
 
 @pytest.fixture(scope="module")
-def smoke(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("smoke")
-    generate(PRESETS["smoke"], root, progress=False)
-    return root
+def smoke(smoke_dataset: Path) -> Path:
+    return smoke_dataset
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,6 @@ import pytest
 import torch
 
 from worldmodel.data.dataset import load_split
-from worldmodel.data.generate import PRESETS, generate
 from worldmodel.evaluate.calibration import SEASONAL_NAME, run_calibration, seasonal_quantiles
 from worldmodel.evaluate.config import SectionSettings
 from worldmodel.evaluate.models import resolve_models
@@ -26,10 +25,8 @@ LEAD = 24
 
 
 @pytest.fixture(scope="module")
-def smoke(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("smoke")
-    generate(PRESETS["smoke"], root, progress=False)
-    return root
+def smoke(smoke_dataset: Path) -> Path:
+    return smoke_dataset
 
 
 @pytest.fixture(scope="module")
