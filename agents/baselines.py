@@ -315,17 +315,10 @@ class MPCController:
     def _common_draws(self, core: Any, s: int) -> None:
         """Seed the planner's sampled rollouts so that every candidate of an env sees the same
         ``s`` draws (common random numbers: candidates differ by their actions only)."""
-        import torch
-
-        pred = core.dynamics.predictive
         gen = core.dynamics.generator
         gen.manual_seed(self.seed * 1_000_003 + self._calls)
         self._calls += 1
-        pred.crn_period = s
-        pred.lead[:] = 0
-        pred.reference[:] = core.params
-        base = torch.randn((s, pred.eps.shape[1]), generator=gen, dtype=torch.float64).numpy()
-        pred.eps = np.tile(base, (core.n_envs // s, 1))
+        core.dynamics.predictive.common_draws(s, core.params, gen)
 
     def predict(self, obs, info=None, state=None) -> np.ndarray:
         o, single = _batched(obs)

@@ -30,7 +30,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from agents.baselines import EnvFacts, make_controller  # noqa: E402
-from agents.envs import EnvState, make_vector_env  # noqa: E402
+from agents.envs import EnvState, find_core, make_vector_env  # noqa: E402
 from agents.evaluate import EVAL_SEED, load_policy, mean_ci, save_gif  # noqa: E402
 from mobiwm_env.dynamics import load_scenario  # noqa: E402
 from mobiwm_env.intent import Intent  # noqa: E402
@@ -83,7 +83,7 @@ def run_plan(
         ctrl = load_policy(policy, venv, cfg.checkpoint, cfg.seed)
     else:
         ctrl = make_controller("noop", EnvFacts.from_env(venv))
-    core = venv.core if hasattr(venv, "core") else venv.unwrapped.core
+    core = find_core(venv)
     obs, info = venv.reset(seed=cfg.seed, options=start_options(compiled.intent))
     ctrl.reset()
     start = core.params.copy()

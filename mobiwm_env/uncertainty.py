@@ -79,6 +79,20 @@ class PredictiveState:
             draw = torch.randn((len(ids), self.eps.shape[1]), generator=generator)
             self.eps[ids] = draw.double().numpy()
 
+    def common_draws(self, period: int, params: np.ndarray, generator: Any) -> None:
+        """Restart every row at lead 0 from ``params [E, N, 4]`` with draws shared by rows ``r``
+        and ``r + k·period`` (a planner's candidates of one env: common random numbers)."""
+        import torch
+
+        e, c = self.eps.shape
+        if period < 1 or e % period:
+            raise ValueError(f"period must divide the {e} rows, got {period}")
+        self.crn_period = int(period)
+        self.lead[:] = 0
+        self.reference[:] = params
+        base = torch.randn((period, c), generator=generator, dtype=torch.float64).numpy()
+        self.eps = np.tile(base, (e // period, 1))
+
     def step(
         self, forecast: Any, params: np.ndarray, active: np.ndarray, n_slots: int, generator: Any
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -122,7 +122,6 @@ class SafetyShield(VectorWrapper):
         self._reference = core.params.copy()
         self._planner: LoadBalanceCore | None = None
         self.counts = {"steps": 0, "limited": 0, "scaled": 0, "expanded": 0, "reverted": 0}
-        self._expanded = np.zeros(e, dtype=bool)
         self._e, self._n = e, n
 
     # ------------------------------------------------------------------ gym API
@@ -141,8 +140,7 @@ class SafetyShield(VectorWrapper):
         predicted = np.full(self._e, np.nan)
         expanded = np.zeros(self._e, dtype=bool)
         if self.config.checkpoint is not None:
-            act, fraction, reverted, predicted = self.check(act)
-            expanded = self._expanded
+            act, fraction, expanded, reverted, predicted = self.check(act)
         obs, reward, terminated, truncated, info = self.env.step(act.reshape(self._e, -1))
         info = dict(info)
         info["shield_fraction"] = fraction
@@ -181,9 +179,11 @@ class SafetyShield(VectorWrapper):
         changed = (np.abs(a - before) > 1e-9).sum(axis=(1, 2))
         return a, changed
 
-    def check(self, act: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Model check and line search (see the module doc) → ``(actions, fraction, reverted,
-        predicted shed traffic)``."""
+    def check(
+        self, act: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Model check and line search (see the module doc) → ``(actions, fraction, expanded,
+        reverted, predicted shed traffic)``, each per env."""
         cfg, core = self.config, self.core
         e = self._e
         revert = self._revert_action()
@@ -239,8 +239,7 @@ class SafetyShield(VectorWrapper):
             fraction = np.where(pick == nf, share, fraction)
         expanded = (pick >= nf + sel) & (pick < 2 * nf + sel)
         reverted = (pick >= 2 * nf + sel) & (pick < 3 * nf + sel)
-        self._expanded = expanded
-        return out, fraction, reverted, shed[np.arange(e), pick]
+        return out, fraction, expanded, reverted, shed[np.arange(e), pick]
 
     # ------------------------------------------------------------------ helpers
     def _selective(

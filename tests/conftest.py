@@ -50,7 +50,7 @@ def add_quantile_head(
     with torch.no_grad():
         for p in head.parameters():
             p.add_(0.1 * torch.randn_like(p))
-    head.with_config(copula_rho=0.5)
+    head.configure(copula_rho=0.5)
     head.support = ActionSupport((30, 0, 0, 0), (46, 360, 15, 12), change, threshold)
     save_uncertainty(head, ckpt)
     return ckpt

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
 from worldmodel.baselines import MobiWMAdapter
+from worldmodel.data.dataset import collate_maps
 from worldmodel.data.format import MapRecord
 from worldmodel.evaluate.models import EvalModel
 from worldmodel.model.mobiwm import DailyMemory
@@ -89,3 +90,29 @@ def _group_by_shape(records: Sequence[MapRecord]) -> list[list[int]]:
     for i, r in enumerate(records):
         groups.setdefault(_shape_key(r), []).append(i)
     return list(groups.values())
+
+
+def origin_batches(
+    records: Sequence[MapRecord],
+    rows: Sequence[tuple[int, int]],
+    warm: int,
+    span: int,
+    batch_rows: int,
+) -> Iterator[tuple[list[tuple[int, int]], dict[str, torch.Tensor]]]:
+    """Batches of ``(map, origin)`` rows: map rows ``[o − warm, o + span)``, the traffic after
+    the origin zeroed (never seen), true actions and active flags; maps of one context shape
+    per batch."""
+    groups: dict[tuple, list[tuple[int, int]]] = {}
+    for i, o in rows:
+        groups.setdefault(_shape_key(records[i]), []).append((i, o))
+    for g in groups.values():
+        for j in range(0, len(g), batch_rows):
+            job = g[j : j + batch_rows]
+            items = []
+            for i, o in job:
+                rec = records[i]
+                sel = np.arange(o - warm, o + span)
+                traffic = rec.traffic[sel].copy()
+                traffic[warm:] = 0.0
+                items.append(map_item(rec, sel, traffic, rec.actions[sel], rec.active[sel], i))
+            yield job, collate_maps(items)

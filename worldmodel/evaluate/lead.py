@@ -15,9 +15,9 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from worldmodel.baselines import slice_window
-from worldmodel.data.dataset import collate_maps, scenario_name
+from worldmodel.data.dataset import scenario_name
 from worldmodel.data.format import MapRecord
-from worldmodel.evaluate.batches import _run_model, _shape_key, map_item
+from worldmodel.evaluate.batches import _run_model, origin_batches
 from worldmodel.evaluate.config import LEAD_SLOTS, SectionSettings, _ordered_scenarios
 from worldmodel.evaluate.models import EvalModel
 
@@ -72,20 +72,10 @@ def run_lead(
             res["skipped"][scen] = f"maps shorter than {need} slots: {short}"
             continue
         rows += [(i, int(o)) for i in by_scen[scen] for o in origins]
-    groups: dict[tuple, list[tuple[int, int]]] = {}
-    for i, o in rows:
-        groups.setdefault(_shape_key(records[i]), []).append((i, o))
-    jobs = [g[j : j + LEAD_BATCH] for g in groups.values() for j in range(0, len(g), LEAD_BATCH)]
-    bar = tqdm(jobs, desc="lead", unit="batch", disable=not progress)
-    for job in bar:
-        items = []
-        for i, o in job:
-            rec = records[i]
-            sel = np.arange(o - warm, o + span)
-            traffic = rec.traffic[sel].copy()
-            traffic[warm:] = 0.0  # nothing after the origin is seen
-            items.append(map_item(rec, sel, traffic, rec.actions[sel], rec.active[sel], i))
-        batch = collate_maps(items)
+    n_jobs = -(-len(rows) // LEAD_BATCH)
+    batches = origin_batches(records, rows, warm, span, LEAD_BATCH)  # nothing after o is seen
+    bar = tqdm(batches, total=n_jobs, desc="lead", unit="batch", disable=not progress)
+    for job, batch in bar:
         for m in models:
             k = chunks[m.name]
             window = slice_window(batch, warm - m.history, warm + k * m.horizon)

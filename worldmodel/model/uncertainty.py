@@ -193,10 +193,10 @@ class QuantileHead(nn.Module):
     def levels(self) -> tuple[float, ...]:
         return self.cfg.levels
 
-    def with_config(self, **changes: Any) -> QuantileHead:
-        """This head (same weights) with some ``UncertaintyConfig`` fields replaced."""
-        cfg = UncertaintyConfig(**{**self.cfg.to_dict(), **changes})
-        self.cfg = cfg
+    def configure(self, **changes: Any) -> QuantileHead:
+        """Replace some ``UncertaintyConfig`` fields of this head in place (validated; the
+        weights stay) and return it."""
+        self.cfg = UncertaintyConfig(**{**self.cfg.to_dict(), **changes})
         return self
 
     def forward(self, feat: torch.Tensor, z: torch.Tensor, lead: torch.Tensor) -> torch.Tensor:

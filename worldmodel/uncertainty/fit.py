@@ -31,9 +31,8 @@ from scipy.ndimage import maximum_filter1d, minimum_filter1d
 from tqdm.auto import tqdm
 
 from worldmodel.baselines import MobiWMAdapter, slice_window
-from worldmodel.data.dataset import collate_maps
 from worldmodel.data.format import MapRecord
-from worldmodel.evaluate.batches import _shape_key, map_item
+from worldmodel.evaluate.batches import origin_batches
 from worldmodel.model.mobiwm import MobiWM
 from worldmodel.model.uncertainty import ActionSupport, Forecast, QuantileHead
 from worldmodel.twin.scenario import AZIMUTH, SLOTS_PER_DAY
@@ -61,32 +60,6 @@ def origin_rows(
         origins = np.unique(np.round(np.linspace(lo, last, n_origins)).astype(int))
         rows += [(i, int(o)) for o in origins]
     return rows
-
-
-def origin_batches(
-    records: Sequence[MapRecord],
-    rows: Sequence[tuple[int, int]],
-    warm: int,
-    span: int,
-    batch_rows: int = ORIGIN_BATCH,
-) -> Iterator[tuple[list[tuple[int, int]], dict[str, torch.Tensor]]]:
-    """Batches of ``(map, origin)`` rows: map rows ``[o − warm, o + span)``, the traffic after
-    the origin zeroed (never seen), true actions and active flags; maps of one context shape
-    per batch."""
-    groups: dict[tuple, list[tuple[int, int]]] = {}
-    for i, o in rows:
-        groups.setdefault(_shape_key(records[i]), []).append((i, o))
-    for g in groups.values():
-        for j in range(0, len(g), batch_rows):
-            job = g[j : j + batch_rows]
-            items = []
-            for i, o in job:
-                rec = records[i]
-                sel = np.arange(o - warm, o + span)
-                traffic = rec.traffic[sel].copy()
-                traffic[warm:] = 0.0
-                items.append(map_item(rec, sel, traffic, rec.actions[sel], rec.active[sel], i))
-            yield job, collate_maps(items)
 
 
 def truth_of(
@@ -125,7 +98,7 @@ def forecasts(
             f"{lead_slots}-slot rollout"
         )
     n_jobs = -(-len(rows) // ORIGIN_BATCH)
-    batches = origin_batches(records, rows, h, k * p)
+    batches = origin_batches(records, rows, h, k * p, ORIGIN_BATCH)
     for job, batch in tqdm(batches, total=n_jobs, desc=desc, unit="batch", disable=not progress):
         window = slice_window(batch, 0, h + k * p)
         with torch.no_grad():
@@ -283,10 +256,10 @@ def fit_temperature(
     grid = list(grid) if grid is not None else [round(x, 3) for x in np.arange(0.6, 1.81, 0.05)]
     losses = {}
     for tau in grid:
-        head.with_config(temperature=float(tau))
+        head.configure(temperature=float(tau))
         losses[float(tau)] = evaluate_head(head, val)
     tau = min(losses, key=losses.__getitem__)
-    head.with_config(temperature=tau)
+    head.configure(temperature=tau)
     return {"temperature": tau, "val_pinball": losses[tau], "grid": losses}
 
 

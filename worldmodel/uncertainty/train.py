@@ -109,7 +109,7 @@ def run(cfg: UncertaintyTrainConfig) -> dict[str, Any]:
     model.attach_uncertainty(head)
     rho = fit_copula_rho(model, val, max(2, cfg.val_origins // 2), cfg.lead_slots, cfg.seed,
                          cfg.progress)  # fmt: skip
-    head.with_config(copula_rho=rho)
+    head.configure(copula_rho=rho)
     support = fit_support(train)
     scores = random_plan_scores(support, val, cfg.gate_plans, cfg.seed)
     threshold = max(float(np.max(scores)), GATE_TOLERANCE)

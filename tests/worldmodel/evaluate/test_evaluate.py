@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from tests.worldmodel.conftest import fitted_debug_mobiwm
 from worldmodel import evaluate as ev
 from worldmodel.data.dataset import load_split
 from worldmodel.data.generate import scenario_of
@@ -25,14 +26,7 @@ def smoke(smoke_dataset: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def model(smoke: Path) -> MobiWM:
-    torch.manual_seed(0)
-    m = MobiWM(preset("debug"))
-    train = load_split(smoke, "train")
-    m.normalizer.fit(
-        np.concatenate([r.traffic.ravel() for r in train]),
-        np.concatenate([r.active.ravel() for r in train]),
-    )
-    return m.eval()
+    return fitted_debug_mobiwm(smoke)
 
 
 @pytest.fixture(scope="module")

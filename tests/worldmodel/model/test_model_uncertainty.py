@@ -51,7 +51,7 @@ def test_temperature_scales_every_distance_from_the_median() -> None:
     head = _head()
     feat, z, lead = torch.randn(2, 4, 3, 8), torch.randn(2, 4, 3), torch.ones(2, 4)
     q1 = head(feat, z, lead)
-    q2 = head.with_config(temperature=2.0)(feat, z, lead)
+    q2 = head.configure(temperature=2.0)(feat, z, lead)
     m = head.cfg.median_index
     assert torch.allclose(q2 - q2[..., m : m + 1], 2.0 * (q1 - q1[..., m : m + 1]), atol=1e-5)
 
@@ -204,7 +204,7 @@ def test_head_files_round_trip(tmp_path: Path, model_with_head: MobiWM) -> None:
     assert load_checkpoint(ckpt).uncertainty_head is None
     head = m.uncertainty_head
     head.support = ActionSupport((30, 0, 0, 0), (46, 360, 15, 12), (10, 160, 10, 8), 0.01)
-    head.with_config(temperature=1.2, copula_rho=0.3)
+    head.configure(temperature=1.2, copula_rho=0.3)
     save_uncertainty(head, ckpt, extra={"note": "test"})
     assert has_uncertainty(ckpt)
     loaded = load_checkpoint(ckpt)

@@ -10,11 +10,12 @@ import numpy as np
 import pytest
 import torch
 
+from tests.worldmodel.conftest import fitted_debug_mobiwm
 from worldmodel.data.dataset import load_split
 from worldmodel.evaluate.calibration import SEASONAL_NAME, run_calibration, seasonal_quantiles
 from worldmodel.evaluate.config import SectionSettings
 from worldmodel.evaluate.models import resolve_models
-from worldmodel.model import MobiWM, preset, save_checkpoint
+from worldmodel.model import save_checkpoint
 from worldmodel.model.checkpoint import load_checkpoint
 from worldmodel.model.uncertainty import QUANTILE_LEVELS, QuantileHead, UncertaintyConfig
 from worldmodel.uncertainty import fit as uf
@@ -31,14 +32,7 @@ def smoke(smoke_dataset: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def ckpt(smoke: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(0)
-    m = MobiWM(preset("debug"))
-    train = load_split(smoke, "train")
-    m.normalizer.fit(
-        np.concatenate([r.traffic.ravel() for r in train]),
-        np.concatenate([r.active.ravel() for r in train]),
-    )
-    return save_checkpoint(m, tmp_path_factory.mktemp("ckpt") / "wm")
+    return save_checkpoint(fitted_debug_mobiwm(smoke), tmp_path_factory.mktemp("ckpt") / "wm")
 
 
 def test_origins_spread_after_the_warm_start(smoke: Path) -> None:
