@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -197,13 +198,18 @@ def make_vector_env(
 
 
 def make_sb3_env(
-    backend: str, num_envs: int, checkpoint: str | Path | None = None, **kwargs: Any
+    backend: str,
+    num_envs: int,
+    checkpoint: str | Path | None = None,
+    wrap: Callable[[Any], Any] | None = None,
+    **kwargs: Any,
 ) -> SB3VecEnv:
-    """``make_vector_env`` in SAME_STEP autoreset mode wrapped for Stable-Baselines3."""
+    """``make_vector_env`` in SAME_STEP autoreset mode wrapped for Stable-Baselines3;
+    ``wrap`` (e.g. ``SafetyShield``) wraps the Gymnasium vector env first."""
     venv = make_vector_env(
         backend, num_envs, checkpoint, autoreset_mode=AutoresetMode.SAME_STEP, **kwargs
     )
-    return SB3VecEnv(venv)
+    return SB3VecEnv(venv if wrap is None else wrap(venv))
 
 
 def make_core(

@@ -88,8 +88,10 @@ class PPOConfig:
         "λ_U: weight of the unserved-demand (shortfall) term; 2 = shedding users never pays; "
         "0 = Eq. 21 exactly",
     )
-    calibrate_shortfall: bool = arg(
-        True, "world model: calibrate the shortfall term's demand per episode (docs/envs.md)"
+    shortfall_reference: str = arg(
+        "auto",
+        "world model: the shortfall term's offered demand, noop (the model's no-change rollout; "
+        "what auto means for lambda_unserved > 0) | calibrated | demand (docs/envs.md)",
     )
     episode_steps: int = arg(24, "env steps (hours) per episode, training and evaluation")
     learning_rate: float = arg(3e-4, "Adam learning rate")
@@ -121,6 +123,16 @@ class PPOConfig:
     normalize_obs: bool = arg(
         True, "VecNormalize observations (MlpPolicy only: the shared policy reads raw features)"
     )
+    shield: bool = arg(
+        False,
+        "train inside mobiwm_env.wrappers.SafetyShield (hard limits and a one-step world-model "
+        "check per action; interventions logged under shield/ in TensorBoard)",
+    )
+    shield_checkpoint: str = arg("fast", "shield: world model of its check ('' = hard limits only)")
+    shield_tolerance: float = arg(
+        0.1, "shield: allowed extra unserved traffic, share of the no-op's (warm-up estimate)"
+    )
+    shield_margin: float = arg(25.0, "shield: allowed extra unserved traffic on top, MB per slot")
     warm_start: str = arg(
         "", "'' | heuristic: behaviour-clone this controller (in the training env) before PPO"
     )
@@ -188,7 +200,7 @@ class PPOConfig:
             "lambda_delta": self.lambda_delta,
             "lambda_unserved": self.lambda_unserved,
             "episode_steps": self.episode_steps,
-            "calibrate_shortfall": self.calibrate_shortfall,
+            "shortfall_reference": self.shortfall_reference,
             "device": self.device,  # of the world model (the twin ignores it)
             "compile": self.compile,  # MobiWM only (the twin and GRU models ignore it)
         }
@@ -265,6 +277,11 @@ class EnvMetricsCallback(BaseCallback):
             short = [float(np.mean(i["shortfall"])) for i in infos if "shortfall" in i]
             if short:
                 self.logger.record_mean("charts/shortfall_mb", float(np.mean(short)))
+        for key, name in SHIELD_SCALARS.items():  # training inside the SafetyShield
+            vals = [float(np.mean(i[key])) for i in infos if key in i]
+            vals = [v for v in vals if np.isfinite(v)]
+            if vals:
+                self.logger.record_mean(name, float(np.mean(vals)))
         return True
 
     def _on_rollout_end(self) -> None:
@@ -412,10 +429,35 @@ def new_record(cfg: PPOConfig, label: str) -> dict[str, Any]:
     }
 
 
+SHIELD_SCALARS = {
+    "shield_fraction": "shield/fraction_applied",
+    "shield_limited": "shield/limited_per_step",
+    "shield_reverted": "shield/reverted",
+    "shield_predicted_shed": "shield/predicted_shed_mb",
+}
+"""``SafetyShield`` info keys → TensorBoard scalars (means over the sub-envs and steps)."""
+
+
 def build_venv(cfg: PPOConfig) -> VecNormalize:
     """The batched training env for ``cfg``, wrapped in ``VecMonitor`` and ``VecNormalize``
     (observations normalised for the MlpPolicy only: the shared policy reads raw features)."""
-    venv = make_sb3_env(cfg.env_id, cfg.num_envs, cfg.checkpoint or None, **cfg.env_kwargs())
+    wrap = None
+    if cfg.shield:
+        from mobiwm_env.wrappers import SafetyShield, ShieldConfig
+
+        shield = ShieldConfig(
+            checkpoint=cfg.shield_checkpoint or None,
+            unserved_tolerance=cfg.shield_tolerance,
+            unserved_margin_mb=cfg.shield_margin,
+            per_cell=False,  # one candidate per cell and env would cost ~60 model rows a step
+        )
+
+        def wrap(env: Any) -> Any:
+            return SafetyShield(env, shield)
+
+    venv = make_sb3_env(
+        cfg.env_id, cfg.num_envs, cfg.checkpoint or None, wrap=wrap, **cfg.env_kwargs()
+    )
     return VecNormalize(
         VecMonitor(venv),
         norm_obs=cfg.normalize_obs and cfg.policy == "mlp",

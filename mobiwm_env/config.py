@@ -23,6 +23,12 @@ DYNAMICS: tuple[str, ...] = ("world_model", "twin")
 MEMORY_MODES: tuple[str, ...] = ("observed", "predicted")
 """``EnvConfig.memory`` values: ``MobiWM.rollout``'s daily-memory modes (kept equal by a test;
 not imported, so that the config needs no torch)."""
+SHORTFALL_REFERENCES: tuple[str, ...] = ("noop", "calibrated", "demand")
+"""``EnvConfig.shortfall_reference`` values (world-model backend; the twin always uses the
+true demand): the model's no-change rollout plus the twin's unserved traffic
+(``mobiwm_env.reference``),
+the twin's demand scaled once per episode (``LoadBalanceCore.calibrate_demand``), or the
+twin's demand as it is."""
 _ASSETS = Path(__file__).resolve().parent / "assets"
 SHIPPED_CHECKPOINTS: dict[str, Path] = {
     "fast": _ASSETS / "mobiwm-fast",
@@ -104,11 +110,17 @@ class EnvConfig:
     """``λ_U``: weight of the shortfall term (offered demand − carried traffic, MB, normalised
     like the L1 term); 0 = Eq. 21 exactly; ≥ 2 makes "balancing" by leaving users unserved
     never pay under the balanced target; see ``objective``."""
-    calibrate_shortfall: bool = True
-    """World-model backend: scale the offered demand of the shortfall term per episode so that
-    the model's no-change prediction leaves the twin's warm-up share of demand unserved
-    (``LoadBalanceCore.calibrate_demand``); without it the term is mostly the model's bias.
-    The twin ignores it (its shortfall is the true unserved traffic)."""
+    shortfall_reference: str = "auto"
+    """World-model backend: the offered demand the shortfall term measures carried traffic
+    against (``mobiwm_env.reference``): ``"auto"`` (``"noop"`` when ``lambda_unserved > 0``,
+    else ``"calibrated"``: the shortfall is then only reported, and the reference's rollouts
+    are not worth their reset time), ``"noop"`` (the model's own no-change rollout from the
+    episode's start plus the twin's unserved traffic under the same parameters: the model's
+    bias and drift cancel, and a no-change policy's shortfall is the twin's), ``"calibrated"``
+    (the twin's demand scaled once per episode so that the first step matches the twin's
+    served share; 0.4.0–0.6.0's default, it drifts) or ``"demand"`` (the twin's demand as is:
+    mostly the model's bias). The twin ignores it (its shortfall is the true unserved
+    traffic)."""
     target: Any = None
     """``None``/``"balanced"`` (capacity-weighted share of each slot's total traffic) or an
     array ``[N]`` / ``[T, N]`` of MB per slot (row ``slot mod T``); see ``objective``."""
@@ -179,9 +191,12 @@ class EnvConfig:
                 resolve_device(str(self.device))
             except ValueError as err:
                 raise ValueError(f"EnvConfig: {err}") from None
-        for name in ("compile", "calibrate_shortfall"):
-            value = getattr(self, name)
-            need(isinstance(value, bool), f"{name} must be a bool, got {value!r}")
+        need(isinstance(self.compile, bool), f"compile must be a bool, got {self.compile!r}")
+        need(
+            self.shortfall_reference in ("auto", *SHORTFALL_REFERENCES),
+            f"shortfall_reference must be 'auto' or one of {SHORTFALL_REFERENCES}, "
+            f"got {self.shortfall_reference!r}",
+        )
         for name in ("lambda_delta", "lambda_unserved", "init_noise_steps"):
             value = getattr(self, name)
             need(
@@ -207,6 +222,13 @@ class EnvConfig:
             f"uncertainty must be one of {UNCERTAINTY_MODES}, got {self.uncertainty!r}",
         )
         need(not self.extra, f"unknown options {sorted(self.extra)}")
+
+    @property
+    def shortfall_mode(self) -> str:
+        """``shortfall_reference`` with ``"auto"`` resolved (``SHORTFALL_REFERENCES``)."""
+        if self.shortfall_reference != "auto":
+            return self.shortfall_reference
+        return "noop" if self.lambda_unserved > 0 else "calibrated"
 
     @classmethod
     def from_kwargs(cls, **kwargs: Any) -> EnvConfig:

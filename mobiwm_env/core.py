@@ -18,7 +18,9 @@ Episode start (``reset``), for each reset env, everything drawn from that env's 
 
 Then every ``step`` applies the action (``spaces`` module doc), advances ``slots_per_step``
 slots with the backend, and scores them with Eq. 21 (``objective``; plus the optional shortfall
-term, with the map's offered demand from ``dynamics.DemandTotals``).
+term, with the map's offered demand from ``dynamics.DemandTotals`` on the twin and, on a world
+model, from ``EnvConfig.shortfall_reference``: by default the model's own no-change rollout,
+``reference.NoChangeReference``).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from mobiwm_env.dynamics import (
     history_source,
     load_scenario,
 )
+from mobiwm_env.reference import NoChangeReference
 from mobiwm_env.spaces import (
     action_space,
     normalize_params,
@@ -120,8 +123,21 @@ class LoadBalanceCore:
         """``[E]`` share of the offered demand the twin served over the last day of each env's
         warm-up (``Warmup.traffic`` / (traffic + unserved))."""
         self.demand_scale = np.ones(e)
-        """``[E]`` factor on the offered demand in the shortfall term: 1 on the twin; on a world
-        model (``EnvConfig.calibrate_shortfall``) set at reset by ``calibrate_demand``."""
+        """``[E]`` factor on the twin's demand in the shortfall term: 1 on the twin; on a world
+        model set by ``calibrate_demand`` (at reset with ``shortfall_reference="calibrated"``,
+        and for loaded snapshots)."""
+        self.reference = (
+            NoChangeReference(self)
+            if not self.models_unserved and cfg.shortfall_mode == "noop"
+            else None
+        )
+        """World model, ``shortfall_reference="noop"``: the per-start no-change references."""
+        length = cfg.episode_steps * cfg.slots_per_step
+        self.offered = np.full((e, length if self.reference is not None else 0), np.nan)
+        """``[E, L]`` offered demand (MB) of each episode slot from ``reference`` (NaN: use
+        the scaled demand, e.g. after a snapshot was loaded)."""
+        self.episode_start = np.full(e, w, dtype=np.int64)
+        """``[E]`` start slot of each env's episode."""
 
     # ------------------------------------------------------------------ reset
     def _start_slot(self, rng: np.random.Generator, options: dict[str, Any]) -> int:
@@ -136,9 +152,15 @@ class LoadBalanceCore:
                     f"add {SLOTS_PER_WEEK} for the same time of the week"
                 )
             return int(start)
+        pool = self.random_starts()
+        return int(pool[int(rng.integers(len(pool)))])
+
+    def random_starts(self) -> np.ndarray:
+        """Every start slot a reset may draw: step boundaries of weeks ``1..start_weeks``."""
+        cfg = self.config
         per_week = SLOTS_PER_WEEK // cfg.slots_per_step
-        k = int(rng.integers(per_week * cfg.start_weeks))
-        week, step = divmod(k, per_week)
+        k = np.arange(per_week * cfg.start_weeks)
+        week, step = np.divmod(k, per_week)
         return (1 + week) * SLOTS_PER_WEEK + step * cfg.slots_per_step
 
     def _base_params(self, options: dict[str, Any]) -> np.ndarray:
@@ -199,7 +221,15 @@ class LoadBalanceCore:
         served = np.array([float(w.traffic[-day:].sum()) for w in warmups])
         unserved_day = np.array([float(w.unserved[-day:].sum()) for w in warmups])
         self.served_ratio[idx] = served / np.maximum(served + unserved_day, 1e-9)
-        self.calibrate_demand(idx)
+        self.episode_start[idx] = starts
+        self.demand_scale[idx] = 1.0
+        if self.reference is not None:
+            pool = self.random_starts()
+            if options.get("start_slot") is None and 4 * self.n_envs >= len(pool):
+                self.reference.get(pool)  # many envs: every start at once, in a few batches
+            self.offered[idx] = self.reference.get(starts)
+        elif cfg.shortfall_mode == "calibrated":
+            self.calibrate_demand(idx)
 
         p = cfg.slots_per_step
         traffic = self.hist_traffic[idx, -p:].astype(np.float64)
@@ -210,7 +240,7 @@ class LoadBalanceCore:
         slots = starts[:, None] - p + np.arange(p)[None, :]
         target = self.target(traffic, slots)
         _, imb = objective.reward(traffic, target, self.active, np.zeros(len(idx)), 0.0)
-        short = objective.shortfall(traffic, self.demand_totals(slots))
+        short = objective.shortfall(traffic, self.offered_demand(slots, idx))
         unserved = np.stack([w.unserved[-p:] for w in warmups]).astype(np.float64)
         if unserved.shape[1] < p:
             unserved = np.concatenate([np.zeros((len(idx), p - unserved.shape[1])), unserved], 1)
@@ -230,10 +260,26 @@ class LoadBalanceCore:
             del info["unserved"]
         return self.observe(idx), info
 
+    def offered_demand(self, slots: np.ndarray, env_ids: np.ndarray | None = None) -> np.ndarray:
+        """The shortfall term's offered demand ``[k, P]`` (MB per slot) of absolute ``slots
+        [k, P]`` of ``env_ids`` (all by default): the no-change reference where the env has one
+        for the slot, else the twin's demand times ``demand_scale``."""
+        idx = np.arange(self.n_envs) if env_ids is None else np.asarray(env_ids, dtype=np.int64)
+        s = np.asarray(slots, dtype=np.int64)
+        demand = self.demand_totals(s) * self.demand_scale[idx, None]
+        if self.reference is None:
+            return demand
+        k = s - self.episode_start[idx, None]
+        inside = (k >= 0) & (k < self.offered.shape[1])
+        ref = np.take_along_axis(self.offered[idx], np.clip(k, 0, self.offered.shape[1] - 1), 1)
+        return np.where(inside & np.isfinite(ref), ref, demand)
+
     def calibrate_demand(self, env_ids: np.ndarray) -> None:
         """Set ``demand_scale`` of ``env_ids`` so that the world model, keeping the parameters
         it starts from for one step, leaves the share ``1 − served_ratio`` of the (scaled)
-        demand unserved: ``κ = Σ ŝ₀ / (served_ratio · Σ D₀)`` over the step's slots.
+        demand unserved: ``κ = Σ ŝ₀ / (served_ratio · Σ D₀)`` over the step's slots. Their
+        no-change references are dropped (the state is no longer the one they were computed
+        for: ``EnvState.load_into``), so the scaled demand is used from now on.
 
         The model's carried traffic is biased (−8% for the full model, −19% for the fast one on
         the test maps; ``docs/results.md``), so against the raw demand its shortfall is mostly
@@ -241,10 +287,11 @@ class LoadBalanceCore:
         starts each episode at the twin's level. It does not stay there: the model's total
         drifts over the day's rollout, so the episode's mean shortfall of a no-op is still far
         above the twin's (``docs/results.md``). Costs one world-model step per reset. A no-op on
-        the twin and with ``calibrate_shortfall=False``.
+        the twin and with ``shortfall_reference="demand"``.
         """
         idx = np.asarray(env_ids, dtype=np.int64)
-        if self.models_unserved or not self.config.calibrate_shortfall or not idx.size:
+        self.offered[idx] = np.nan
+        if self.models_unserved or self.config.shortfall_mode == "demand" or not idx.size:
             self.demand_scale[idx] = 1.0
             return
         p = self.slots_per_step
@@ -272,6 +319,8 @@ class LoadBalanceCore:
             raise ValueError(f"the {type(self.dynamics).__name__} backend cannot switch cells")
         set_dyn(a)
         self.active = a.copy()
+        # (episodes under way keep their references, so the outage's loss counts as shortfall;
+        # the next resets get references of the new set of cells: ``NoChangeReference.key``)
         self.target = objective.Target.make(
             self.config.target, self.scenario.cell_capacity, self.active
         )
@@ -307,7 +356,7 @@ class LoadBalanceCore:
         traffic = out.traffic
         slots = self.slot[:, None] + np.arange(p)[None, :]
         target = self.target(traffic, slots)
-        demand = self.demand_totals(slots) * self.demand_scale[:, None]
+        demand = self.offered_demand(slots)
         short = objective.shortfall(traffic, demand)
         reward, imb = objective.reward(
             traffic,

@@ -476,7 +476,8 @@ class TwinDynamics:
 _MODELS: OrderedDict[tuple, Any] = OrderedDict()
 
 
-def _file_stamp(directory: Path) -> tuple:
+def file_stamp(directory: Path) -> tuple:
+    """Name, modification time and size of a checkpoint directory's files (cache keys)."""
     stamp = []
     for name in ("config.json", "model.safetensors", "uncertainty.json", "uncertainty.safetensors"):
         try:
@@ -495,7 +496,7 @@ def load_world_model(checkpoint: str | Path, device: str = "cpu", compile: bool 
     stamps)."""
     path = Path(checkpoint)
     directory = path.parent if path.is_file() else path
-    key = (str(directory.resolve()), str(device), bool(compile), _file_stamp(directory))
+    key = (str(directory.resolve()), str(device), bool(compile), file_stamp(directory))
     model = _MODELS.get(key)
     if model is None:
         model = _load_world_model(path, device)

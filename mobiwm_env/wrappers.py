@@ -208,8 +208,8 @@ class SafetyShield(VectorWrapper):
         ood = None if ood_all is None else ood_all[:, keep]
         shed = np.maximum(carried[:, -1:] - carried, 0.0)  # [E, C + 1], MB per slot
         ref_load = load[:, -1]
-        demand = core.demand_totals(core.slot[:, None] + np.arange(core.slots_per_step))
-        demand = (demand * core.demand_scale[:, None]).mean(axis=1)
+        demand = core.offered_demand(core.slot[:, None] + np.arange(core.slots_per_step))
+        demand = demand.mean(axis=1)
         noop_unserved = (1.0 - core.served_ratio) * demand
         allowed = cfg.unserved_tolerance * noop_unserved + cfg.unserved_margin_mb
         if cfg.max_unserved_pct is not None:

@@ -114,6 +114,30 @@ def test_tensorboard_scalars(tiny_run):
         assert tag in tags, tag
 
 
+def test_training_inside_the_shield_logs_its_interventions(tmp_path, debug_checkpoint):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = tmp_path / "shielded"
+    args = ["--num-envs", "2", "--total-timesteps", "32", "--n-steps", "16", "--batch-size",
+            "32", "--n-epochs", "1", "--checkpoint-every", "0", "--eval-runs", "0", "--no-gif",
+            "--episode-steps", "6", "--no-progress", "--periodic-every", "0",
+            "--checkpoint", str(debug_checkpoint), "--shield", "--shield-checkpoint",
+            str(debug_checkpoint), "--shield-margin", "0", "--out", str(out)]  # fmt: skip
+    train_ppo.main(args)
+    scalars: dict[str, list[float]] = {}
+    for f in (out / "tb").rglob("events.out.tfevents.*"):
+        acc = EventAccumulator(str(f))
+        acc.Reload()
+        for tag in acc.Tags()["scalars"]:
+            scalars.setdefault(tag, []).extend(e.value for e in acc.Scalars(tag))
+    for tag in train_ppo.SHIELD_SCALARS.values():
+        assert tag in scalars, tag
+    assert all(0.0 <= v <= 1.0 for v in scalars["shield/fraction_applied"])
+    assert min(scalars["shield/fraction_applied"]) < 1.0  # random actions get scaled back
+    record = json.loads((out / "config.json").read_text())
+    assert record["config"]["shield"] is True
+
+
 def test_saved_policy_reloads_same_actions(tiny_run):
     """``TrainedPolicy`` (model + VecNormalize stats from disk) = the checkpoint's own model."""
     policy = TrainedPolicy(tiny_run)

@@ -211,8 +211,11 @@ def test_shortfall_is_the_twins_unserved_traffic_and_enters_the_reward(env_spec)
         action = rng.uniform(-1.0, 1.0, env.action_space.shape).astype(np.float32)
         _, reward, _, _, info = env.step(action)
         slots = info["slot"] - 4 + np.arange(4)
-        demand = core.source.twin.demand.density_many(slots).astype(np.float64).sum(1)
-        demand = demand * core.demand_scale[0]  # 1 on the twin; calibrated on a world model
+        if env_id == TWIN_ID:  # the demand itself
+            demand = core.source.twin.demand.density_many(slots).astype(np.float64).sum(1)
+        else:  # the model's no-change reference (mobiwm_env.reference)
+            k = slots - core.episode_start[0]
+            demand = core.reference.get(core.episode_start[:1])[0, k]
         np.testing.assert_allclose(
             info["shortfall"], np.maximum(demand - info["traffic"].sum(1), 0.0), rtol=1e-9
         )
@@ -229,9 +232,15 @@ def test_shortfall_is_the_twins_unserved_traffic_and_enters_the_reward(env_spec)
 
 
 def test_world_model_shortfall_is_calibrated_to_the_twins_served_share():
-    """Keeping its parameters for the first step, the world model leaves exactly the share of
-    the (scaled) demand unserved that the twin left over the warm-up's last day."""
-    env = gym.make("MobiWM-LoadBalance-v0", checkpoint="fast", randomize_params=False)
+    """``shortfall_reference="calibrated"``: keeping its parameters for the first step, the
+    world model leaves exactly the share of the (scaled) demand unserved that the twin left over
+    the warm-up's last day."""
+    env = gym.make(
+        "MobiWM-LoadBalance-v0",
+        checkpoint="fast",
+        randomize_params=False,
+        shortfall_reference="calibrated",
+    )
     core = env.unwrapped.core
     _, info = env.reset(seed=3)
     warm_share = info["shortfall"].sum() / (info["shortfall"].sum() + info["traffic"].sum())
@@ -245,9 +254,74 @@ def test_world_model_shortfall_is_calibrated_to_the_twins_served_share():
     )
     assert abs(1 - core.served_ratio[0] - warm_share) < 0.05  # the last warm-up hour is typical
     env.close()
-    raw = gym.make("MobiWM-LoadBalance-v0", checkpoint="fast", calibrate_shortfall=False)
+    raw = gym.make("MobiWM-LoadBalance-v0", checkpoint="fast", shortfall_reference="demand")
     raw.reset(seed=3)
-    assert raw.unwrapped.core.demand_scale[0] == 1.0
+    assert raw.unwrapped.core.demand_scale[0] == 1.0 and raw.unwrapped.core.reference is None
     raw.close()
-    with pytest.raises(ValueError, match="calibrate_shortfall"):
-        gym.make("MobiWM-LoadBalance-v0", calibrate_shortfall="yes")
+    with pytest.raises(ValueError, match="shortfall_reference"):
+        gym.make("MobiWM-LoadBalance-v0", shortfall_reference="yes")
+
+
+def test_world_model_no_change_shortfall_is_the_twins_unserved_traffic():
+    """The default reference: a world-model episode that keeps the base parameters carries
+    exactly its reference rollout, so its shortfall is the twin's unserved traffic under those
+    parameters, slot by slot; other actions are scored against the same reference, references
+    are computed once per start slot, and a twin episode's unserved traffic is of that size."""
+    kw = {"randomize_params": False, "episode_steps": 3}
+    auto = gym.make("MobiWM-LoadBalance-v0", checkpoint="fast", **kw)  # λ_U = 0: no reference
+    assert auto.unwrapped.core.reference is None and auto.unwrapped.core.config.shortfall_mode == (
+        "calibrated"
+    )
+    auto.close()
+    env = gym.make("MobiWM-LoadBalance-v0", checkpoint="fast", lambda_unserved=2.0, **kw)
+    core = env.unwrapped.core
+    _, info = env.reset(seed=3)
+    start = int(info["slot"])
+    length = core.offered.shape[1]
+    assert length == 12 and start in core.reference.table and core.demand_scale[0] == 1.0
+    known = len(core.reference)  # (shared by every core of this checkpoint, map and length)
+    base = core.scenario.init_params
+    unserved = core.source.get(start + length, base, core.active).unserved[-length:]
+    short = []
+    for _ in range(3):
+        _, _, _, _, info = env.step(np.zeros(env.action_space.shape, np.float32))
+        short.append(info["shortfall"])
+    np.testing.assert_allclose(np.concatenate(short), unserved, rtol=1e-5, atol=1e-3)
+    env.reset(seed=3)  # the same start: no new rollout
+    assert len(core.reference) == known and core.episode_start[0] == start
+    down = np.zeros((core.max_cells, 4), np.float32)
+    down[:, 0] = -1.0  # every cell's power down 1 dB
+    _, _, _, _, info = env.step(down.ravel())
+    expected = np.maximum(core.offered[0, :4] - info["traffic"].sum(1), 0.0)
+    np.testing.assert_allclose(info["shortfall"], expected, rtol=1e-9)
+    assert info["shortfall"].sum() > np.concatenate(short)[:4].sum()  # less carried: more short
+    env.close()
+    twin = gym.make("MobiWM-LoadBalance-Twin-v0", **kw)
+    twin.reset(seed=3)
+    _, _, _, _, tinfo = twin.step(np.zeros(twin.action_space.shape, np.float32))
+    assert tinfo["unserved"].mean() == pytest.approx(unserved[:4].mean(), rel=0.5, abs=50.0)
+    twin.close()
+
+
+def test_loaded_snapshot_falls_back_to_the_calibrated_demand(debug_checkpoint):
+    """A planner's snapshot is not at the start its reference was made for: the core drops the
+    references of those envs and scores the shortfall against the calibrated demand."""
+    from mobiwm_env.state import EnvState, find_core
+
+    kw = {"checkpoint": str(debug_checkpoint), "lambda_unserved": 2.0, "episode_steps": 4}
+    src = gym.make_vec(WM_ID, num_envs=2, **kw)
+    src.reset(seed=1)
+    src.step(np.zeros(src.action_space.shape, np.float32))
+    state = EnvState.from_env(src)
+    dst = gym.make_vec(WM_ID, num_envs=2, **kw)
+    dst.reset(seed=2)
+    core = find_core(dst)
+    assert np.isfinite(core.offered).all() and core.demand_scale.tolist() == [1.0, 1.0]
+    state.load_into(core)
+    assert np.isnan(core.offered).all() and (core.demand_scale != 1.0).all()
+    slots = core.slot[:, None] + np.arange(core.slots_per_step)
+    np.testing.assert_allclose(
+        core.offered_demand(slots), core.demand_totals(slots) * core.demand_scale[:, None]
+    )
+    src.close()
+    dst.close()
