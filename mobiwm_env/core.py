@@ -223,13 +223,13 @@ class LoadBalanceCore:
         self.served_ratio[idx] = served / np.maximum(served + unserved_day, 1e-9)
         self.episode_start[idx] = starts
         self.demand_scale[idx] = 1.0
-        if self.reference is not None:
+        if self.reference is not None and options.get("params") is None:
             pool = self.random_starts()
             if options.get("start_slot") is None and 4 * self.n_envs >= len(pool):
                 self.reference.get(pool)  # many envs: every start at once, in a few batches
             self.offered[idx] = self.reference.get(starts)
-        elif cfg.shortfall_mode == "calibrated":
-            self.calibrate_demand(idx)
+        elif self.reference is not None or cfg.shortfall_mode == "calibrated":
+            self.calibrate_demand(idx)  # (own base parameters: the references assume the map's)
 
         p = cfg.slots_per_step
         traffic = self.hist_traffic[idx, -p:].astype(np.float64)

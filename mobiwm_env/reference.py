@@ -22,7 +22,8 @@ are a finite set, ``start_weeks × 672 / slots_per_step``: a core with many envs
 all at its first reset, a few seconds; one with few envs, the starts it draws).
 
 Episodes whose start is not the one they were reset with (a snapshot loaded by a planner,
-``EnvState.load_into``) fall back to the calibrated scale.
+``EnvState.load_into``) and episodes reset with their own base parameters (``options["params"]``)
+fall back to the calibrated scale.
 """
 
 from __future__ import annotations

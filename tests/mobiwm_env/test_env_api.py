@@ -295,6 +295,8 @@ def test_world_model_no_change_shortfall_is_the_twins_unserved_traffic():
     expected = np.maximum(core.offered[0, :4] - info["traffic"].sum(1), 0.0)
     np.testing.assert_allclose(info["shortfall"], expected, rtol=1e-9)
     assert info["shortfall"].sum() > np.concatenate(short)[:4].sum()  # less carried: more short
+    env.reset(seed=3, options={"params": base + 0.5})  # other base parameters: calibrated
+    assert np.isnan(core.offered[0]).all() and core.demand_scale[0] != 1.0
     env.close()
     twin = gym.make("MobiWM-LoadBalance-Twin-v0", **kw)
     twin.reset(seed=3)
