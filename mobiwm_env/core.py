@@ -138,6 +138,7 @@ class LoadBalanceCore:
         the scaled demand, e.g. after a snapshot was loaded)."""
         self.episode_start = np.full(e, w, dtype=np.int64)
         """``[E]`` start slot of each env's episode."""
+        self._random_starts: np.ndarray | None = None  # (random_starts, computed once)
 
     # ------------------------------------------------------------------ reset
     def _start_slot(self, rng: np.random.Generator, options: dict[str, Any]) -> int:
@@ -157,11 +158,12 @@ class LoadBalanceCore:
 
     def random_starts(self) -> np.ndarray:
         """Every start slot a reset may draw: step boundaries of weeks ``1..start_weeks``."""
-        cfg = self.config
-        per_week = SLOTS_PER_WEEK // cfg.slots_per_step
-        k = np.arange(per_week * cfg.start_weeks)
-        week, step = np.divmod(k, per_week)
-        return (1 + week) * SLOTS_PER_WEEK + step * cfg.slots_per_step
+        if self._random_starts is None:
+            cfg = self.config
+            per_week = SLOTS_PER_WEEK // cfg.slots_per_step
+            week, step = np.divmod(np.arange(per_week * cfg.start_weeks), per_week)
+            self._random_starts = (1 + week) * SLOTS_PER_WEEK + step * cfg.slots_per_step
+        return self._random_starts
 
     def _base_params(self, options: dict[str, Any]) -> np.ndarray:
         if options.get("params") is None:
