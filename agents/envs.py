@@ -5,7 +5,9 @@
   through the env's own world-model backend. Checkpoints of the learned baselines
   (``worldmodel.baselines``, format ``mobiwm-baseline-checkpoint``) are not accepted by
   ``mobiwm_env``'s backend, which loads MobiWM checkpoints only; for them the env is built with
-  the twin backend and its dynamics are replaced by ``BaselineDynamics`` (same interface).
+  the twin backend and its dynamics are replaced by ``BaselineDynamics`` (same interface), and
+  its shortfall term gets the same no-change reference as on MobiWM
+  (``mobiwm_env.reference``: the baseline's own rollout under the base parameters).
 * ``EnvState`` / ``find_core`` (from ``mobiwm_env.state``, re-exported): an exact snapshot of
   ``E`` envs (parameters, next slot, traffic and parameter history) that a planner can load into
   a batched core (``EnvState.load_into``) to simulate candidate action sequences.
@@ -31,6 +33,7 @@ import mobiwm_env
 from mobiwm_env.config import EnvConfig, resolve_checkpoint
 from mobiwm_env.core import LoadBalanceCore
 from mobiwm_env.dynamics import DynamicsStep
+from mobiwm_env.reference import NoChangeReference
 from mobiwm_env.sb3 import SB3VecEnv
 from mobiwm_env.state import EnvState, find_core  # noqa: F401  (re-exported for the agents)
 from worldmodel.twin.scenario import DAYS_PER_WEEK, SLOTS_PER_DAY, Scenario
@@ -159,6 +162,14 @@ def _install_baseline_dynamics(core: LoadBalanceCore, checkpoint: str | Path) ->
         )
     core.dynamics = dyn
     core.models_unserved = False
+    if core.config.shortfall_mode == "noop":  # the same objective as on MobiWM (reference.py)
+        core.use_reference(
+            NoChangeReference(
+                core,
+                checkpoint=checkpoint,
+                install=lambda c: _install_baseline_dynamics(c, checkpoint),
+            )
+        )
 
 
 # ============================================================================ construction

@@ -126,16 +126,13 @@ class LoadBalanceCore:
         """``[E]`` factor on the twin's demand in the shortfall term: 1 on the twin; on a world
         model set by ``calibrate_demand`` (at reset with ``shortfall_reference="calibrated"``,
         and for loaded snapshots)."""
-        self.reference = (
-            NoChangeReference(self)
-            if not self.models_unserved and cfg.shortfall_mode == "noop"
-            else None
-        )
+        self.reference: NoChangeReference | None = None
         """World model, ``shortfall_reference="noop"``: the per-start no-change references."""
-        length = cfg.episode_steps * cfg.slots_per_step
-        self.offered = np.full((e, length if self.reference is not None else 0), np.nan)
+        self.offered = np.full((e, 0), np.nan)
         """``[E, L]`` offered demand (MB) of each episode slot from ``reference`` (NaN: use
         the scaled demand, e.g. after a snapshot was loaded)."""
+        if not self.models_unserved and cfg.shortfall_mode == "noop":
+            self.use_reference(NoChangeReference(self))
         self.episode_start = np.full(e, w, dtype=np.int64)
         """``[E]`` start slot of each env's episode."""
         self._random_starts: np.ndarray | None = None  # (random_starts, computed once)
@@ -261,6 +258,13 @@ class LoadBalanceCore:
         if not self.models_unserved:
             del info["unserved"]
         return self.observe(idx), info
+
+    def use_reference(self, reference: NoChangeReference | None) -> None:
+        """Score the shortfall against ``reference`` from the next reset on (``None``: the
+        twin's demand); for a core whose dynamics were replaced after construction."""
+        self.reference = reference
+        length = self.config.episode_steps * self.slots_per_step
+        self.offered = np.full((self.n_envs, length if reference is not None else 0), np.nan)
 
     def offered_demand(self, slots: np.ndarray, env_ids: np.ndarray | None = None) -> np.ndarray:
         """The shortfall term's offered demand ``[k, P]`` (MB per slot) of absolute ``slots

@@ -21,6 +21,10 @@ every core of the same checkpoint, scenario, active cells and episode length (th
 are a finite set, ``start_weeks × 672 / slots_per_step``: a core with many envs computes them
 all at its first reset, a few seconds; one with few envs, the starts it draws).
 
+A core whose dynamics were replaced after construction (a learned baseline world model,
+``agents.envs``) gets its reference with ``LoadBalanceCore.use_reference``, naming its checkpoint
+and how to give a child core the same dynamics.
+
 Episodes whose start is not the one they were reset with (a snapshot loaded by a planner,
 ``EnvState.load_into``) and episodes reset with their own base parameters (``options["params"]``)
 fall back to the calibrated scale.
@@ -30,6 +34,8 @@ from __future__ import annotations
 
 import dataclasses
 from collections import OrderedDict
+from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -52,9 +58,20 @@ class NoChangeReference:
     (switching cells off changes the key).
     """
 
-    def __init__(self, core: LoadBalanceCore, batch: int = 64) -> None:
+    def __init__(
+        self,
+        core: LoadBalanceCore,
+        batch: int = 64,
+        checkpoint: str | Path | None = None,
+        install: Callable[[LoadBalanceCore], None] | None = None,
+    ) -> None:
+        """``checkpoint``: the model the references depend on (default: the core's config's);
+        ``install``: called on each child core after it is built, to give it the core's
+        dynamics when they are not the config's (a learned baseline)."""
         self.core = core
         self.batch = int(batch)
+        self.checkpoint = checkpoint
+        self.install = install
         self.length = core.config.episode_steps * core.slots_per_step
         self._children: dict[int, LoadBalanceCore] = {}  # by batch size
 
@@ -62,7 +79,7 @@ class NoChangeReference:
         """What the references depend on: the model (path and file stamps), the scenario, the
         active cells and the episode's shape."""
         core, cfg = self.core, self.core.config
-        ckpt = resolve_checkpoint(cfg.checkpoint)
+        ckpt = resolve_checkpoint(cfg.checkpoint if self.checkpoint is None else self.checkpoint)
         directory = ckpt.parent if ckpt.is_file() else ckpt
         return (
             str(directory.resolve()),
@@ -116,6 +133,8 @@ class NoChangeReference:
                 lambda_unserved=0.0,
             )
             child = self._children[n] = LoadBalanceCore(cfg, n_envs=n)
+            if self.install is not None:
+                self.install(child)
         if not np.array_equal(child.active, core.active):
             child.set_active(core.active)
         return child

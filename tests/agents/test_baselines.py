@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from agents.baselines import BASELINES, EnvFacts, HeuristicController, make_controller
-from agents.envs import EnvState, checkpoint_label, make_vector_env
+from agents.envs import EnvState, checkpoint_label, find_core, make_vector_env
 
 STEPS = 2
 MPC = {"n_candidates": 4, "n_iters": 2, "n_elites": 2, "horizon_steps": 2}
@@ -130,7 +130,6 @@ def test_mpc_from_a_twin_snapshot_reads_the_observed_yesterday(memory_checkpoint
 
 
 def test_world_model_memory_is_validated(memory_checkpoint):
-    from agents.envs import find_core
 
     venv = make_vector_env("world_model", 2, memory_checkpoint, episode_steps=2)
     venv.reset(seed=0)
@@ -175,8 +174,6 @@ def test_env_state_loads_into_a_twin_core():
     """A snapshot of a twin env continues bit-identically in another twin core (same fading)."""
     import copy
 
-    from agents.envs import find_core
-
     src = make_vector_env("twin", 2, episode_steps=6)
     src.reset(seed=3)
     rng = np.random.default_rng(0)
@@ -202,7 +199,6 @@ def test_env_state_loads_into_a_twin_core():
 def test_env_state_carries_the_served_share_and_calibrates_a_world_model_core(debug_checkpoint):
     """A planner's world-model core loaded from a twin snapshot gets the twin's served share and
     a demand scale fitted to its own no-change prediction (as a world-model env at reset)."""
-    from agents.envs import find_core
 
     src = make_vector_env("twin", 2, episode_steps=6)
     src.reset(seed=3)
@@ -251,3 +247,31 @@ def test_risk_aware_mpc_scores_sampled_rollouts(tmp_path):
                      ({"risk": "std", "risk_samples": 1}, "risk_samples")):  # fmt: skip
         with pytest.raises(ValueError, match=msg):
             make_controller("mpc", venv, checkpoint=ckpt, **bad)
+
+
+def test_learned_baseline_env_scores_the_shortfall_against_its_own_no_change_rollout(
+    gru_checkpoint,
+):
+    """A learned baseline's env has MobiWM's objective: with λ_U > 0 its shortfall is measured
+    against the baseline's own rollout under the base parameters (plus the twin's unserved), so
+    a no-change episode's shortfall is the twin's unserved traffic slot by slot."""
+    kw = {"randomize_params": False, "episode_steps": 2, "lambda_unserved": 2.0}
+    venv = make_vector_env("world_model", 2, gru_checkpoint, **kw)
+
+    core = find_core(venv)
+    assert core.reference is not None and core.reference.install is not None
+    _, info = venv.reset(seed=5)
+    length = core.offered.shape[1]
+    assert length == 8 and np.isfinite(core.offered).all()
+    base = core.scenario.init_params
+    want = [
+        core.source.get(int(s) + length, base, core.active).unserved[-length:] for s in info["slot"]
+    ]
+    short = []
+    for _ in range(2):
+        _, _, _, _, info = venv.step(np.zeros(venv.action_space.shape, np.float32))
+        short.append(info["shortfall"])
+    np.testing.assert_allclose(np.concatenate(short, axis=1), np.stack(want), rtol=1e-5, atol=1e-3)
+    venv.close()
+    plain = find_core(make_vector_env("world_model", 1, gru_checkpoint, episode_steps=2))
+    assert plain.reference is None  # λ_U = 0: Eq. 21, no shortfall reference
