@@ -38,8 +38,10 @@ def test_plan_gives_every_agent_the_same_recipe(tmp_path, debug_checkpoint, gru_
     assert todo[1].env_id == "MobiWM-LoadBalance-Twin-v0" and todo[0].checkpoint
 
 
-def _row(policy, rmse, agent=None):
+def _row(policy, rmse, agent=None, ret=None, ci=10.0):
     row = {"policy": policy, "twin": {"rmse_mb": {"mean": rmse}}}
+    if ret is not None:
+        row["twin"]["return"] = {"mean": ret, "ci95": ci}
     if agent:
         row["agent"] = agent
     return row
@@ -48,17 +50,20 @@ def _row(policy, rmse, agent=None):
 def test_targets():
     result = {
         "rows": [
-            _row("noop", 100.0),
-            _row("a", 70.0, "mobiwm"),
-            _row("b", 90.0, "static"),
-            _row("c", 65.0, "twin"),
+            _row("noop", 100.0, ret=-1000.0),
+            _row("a", 70.0, "mobiwm", ret=-600.0),
+            _row("b", 90.0, "static", ret=-900.0),
+            _row("g", 75.0, "gru", ret=-615.0),  # intervals overlap: not beaten
+            _row("c", 65.0, "twin", ret=-560.0),
         ]
     }
     t = table2.targets(result)
     assert abs(t["mobiwm_rmse_reduction_vs_noop"] - 0.30) < 1e-12
-    assert t["mobiwm_reduction_ge_25pct"]
-    assert abs(t["mobiwm_share_of_twin_gain"] - 30 / 35) < 1e-12
-    assert t["mobiwm_share_ge_80pct"] and t["mobiwm_beats_static"]
+    assert abs(t["mobiwm_share_of_twin_return_gain"] - 400 / 440) < 1e-12
+    assert t["mobiwm_share_ge_90pct"] and t["mobiwm_beats_static"]
+    assert not t["mobiwm_beats_gru"] and "mobiwm_beats_rssm" not in t
+    result["rows"][-1] = _row("c", 65.0, "twin", ret=-500.0)
+    assert not table2.targets(result)["mobiwm_share_ge_90pct"]  # 400 / 500
 
 
 def test_split_specs_gives_mpc_its_own_worker():
@@ -82,3 +87,24 @@ def test_parallel_judging_equals_serial():
         assert a["twin"]["rmse_mb"]["mean"] == b["twin"]["rmse_mb"]["mean"]
         assert a["twin"]["return"]["mean"] == b["twin"]["return"]["mean"]
     assert parallel["rows"][1]["twin"]["rmse_vs_noop"] == serial["rows"][1]["twin"]["rmse_vs_noop"]
+
+
+def test_static_fast_recipe_is_the_fast_checkpoint_without_the_actions():
+    """Table 2's Static-MobiWM is the shipped fast model's architecture minus what reads actions."""
+    import dataclasses
+    import json
+    import shlex
+
+    from mobiwm_env.config import resolve_checkpoint
+    from worldmodel.cli import parse_config
+    from worldmodel.train import TrainConfig, model_config
+
+    cfg = parse_config(TrainConfig, shlex.split(table2.TRAIN_COMMANDS["static-fast"])[3:])
+    static = dataclasses.asdict(model_config(cfg))
+    path = resolve_checkpoint("fast") / "config.json"
+    fast = json.loads(path.read_text(encoding="utf-8"))["model_config"]
+    action_fields = {"use_actions", "season_actions", "coverage_prior", "coverage_daily_demand"}
+    action_fields |= {"coverage_calibrate", "coverage_candidates"}
+    assert static["use_actions"] is False and fast["use_actions"] is True
+    differ = {k for k in fast if k in static and static[k] != fast[k]}
+    assert differ <= action_fields, differ - action_fields
