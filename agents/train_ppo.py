@@ -94,9 +94,9 @@ class PPOConfig:
         "what auto means for lambda_unserved > 0) | calibrated | demand (docs/envs.md)",
     )
     episode_steps: int = arg(24, "env steps (hours) per episode, training and evaluation")
-    learning_rate: float = arg(3e-4, "Adam learning rate")
+    learning_rate: float = arg(1e-3, "Adam learning rate")
     n_steps: int = arg(48, "steps per sub-env per PPO rollout (48 = two episodes)")
-    batch_size: int = arg(1536, "PPO minibatch size")
+    batch_size: int = arg(512, "PPO minibatch size (6 per rollout of 64 envs × 48 steps)")
     n_epochs: int = arg(2, "PPO epochs per rollout")
     gamma: float = arg(0.8, "discount factor")
     gae_lambda: float = arg(0.95, "GAE λ")
