@@ -1,7 +1,7 @@
 """Train PPO (Stable-Baselines3) to balance cell load in the MobiWM world model, then judge it
 on the twin against the baselines.
 
-    python agents/train_ppo.py --compile                         # the main job (~13 min, 2 CPUs)
+    python agents/train_ppo.py --compile                         # the main job (~15 min, 2 CPUs)
     python agents/train_ppo.py --policy shared --out runs/ppo-shared
     python agents/train_ppo.py --checkpoint runs/static-mobiwm/best --out runs/ppo-static
     python agents/train_ppo.py --env-id MobiWM-LoadBalance-Twin-v0 --out runs/ppo-twin
@@ -61,13 +61,14 @@ from worldmodel.cli import arg, parse_config, write_json_atomic  # noqa: E402
 from worldmodel.devices import resolve_device  # noqa: E402
 
 DEFAULT_TIMESTEPS = 500_736
-"""Default budget: 163 PPO iterations of 64 envs × 48 steps, ~12.5 min of training in the fast
-MobiWM on hex57 on the 2-core CPU (``BUDGET_STEPS_PER_SECOND``); the twin evaluation adds
-about half a minute."""
-BUDGET_STEPS_PER_SECOND = 620
-"""Training speed (env steps/s, rollouts + PPO updates + periodic judgements) measured with
-the defaults and ``--compile``, version 0.4.0 (0.3.1: 74 with the full model and a larger
-policy; 0.2.0: 63; 0.1.0: 17–35)."""
+"""Default budget: 163 PPO iterations of 64 envs × 48 steps, ~15 min of training in the fast
+MobiWM on hex57 on the 2-core CPU on a fast day (``BUDGET_STEPS_PER_SECOND``); the twin
+evaluation adds about half a minute."""
+BUDGET_STEPS_PER_SECOND = 520
+"""Training speed (env steps/s, rollouts + PPO updates + periodic judgements) with the defaults
+and ``--compile``: 620 measured for version 0.4.0's recipe, less 19% for 0.8.0's three times as
+many gradient steps (measured side by side; 0.3.1: 74 with the full model and a larger policy;
+0.2.0: 63; 0.1.0: 17–35). The shared machine runs from this speed to a third of it."""
 
 
 @dataclass
@@ -134,7 +135,9 @@ class PPOConfig:
     )
     shield_margin: float = arg(25.0, "shield: allowed extra unserved traffic on top, MB per slot")
     warm_start: str = arg(
-        "", "'' | heuristic: behaviour-clone this controller (in the training env) before PPO"
+        "",
+        "'' | heuristic: behaviour-clone this controller (in the training env) before PPO "
+        "(with --learning-rate 1e-4: the default 1e-3 undoes the clone)",
     )
     warm_start_steps: int = arg(3072, "warm start: env steps of demonstrations (extra to PPO's)")
     warm_start_epochs: int = arg(20, "warm start: supervised epochs over the demonstrations")
