@@ -4,7 +4,7 @@
     python agents/table2.py --static runs/static-mobiwm-fast/best --gru runs/gru-wm/best
     python agents/table2.py --reuse --out runs/table2     # re-evaluate already trained agents
     python agents/table2.py --jobs 2                      # train / judge two at a time
-    python agents/table2.py --warm-start heuristic        # every agent starts from the rule
+    python agents/table2.py --warm-start heuristic --learning-rate 1e-4  # agents start from the rule
 
 PPO is trained with the main job's recipe (``agents.train_ppo``'s defaults: same config, seed and
 budget for every agent) in
